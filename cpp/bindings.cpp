@@ -1,0 +1,233 @@
+// pybind11 marshalling only: check every Python argument, then hand raw pointers to the C++ core
+// with the GIL released. The logic lives in session.cpp and pooling.cpp.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+#include <string>
+
+#include "ort_runtime.h"
+#include "pooling.h"
+#include "session.h"
+
+namespace py = pybind11;
+using fastembed::InvalidArgument;
+namespace pooling = fastembed::pooling;
+
+namespace {
+
+std::string shape_of(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+// Checks that `a` is a C-contiguous array of T with `ndim` dimensions and returns it unchanged:
+// we never convert silently, because a converted copy would defeat the zero-copy path.
+template <typename T>
+py::array checked(const py::handle& obj, const char* what, py::ssize_t ndim, bool writeable = false) {
+  if (!py::isinstance<py::array>(obj)) {
+    throw py::type_error(std::string(what) + " must be a numpy array, not " +
+                         std::string(py::str(py::type::of(obj).attr("__name__"))));
+  }
+  auto a = py::reinterpret_borrow<py::array>(obj);
+  if (!a.dtype().is(py::dtype::of<T>())) {
+    throw py::type_error(std::string(what) + " must have dtype " + std::string(py::str(py::dtype::of<T>())) +
+                         ", not " + std::string(py::str(a.dtype())));
+  }
+  if (a.ndim() != ndim) {
+    throw py::value_error(std::string(what) + " must have " + std::to_string(ndim) + " dimensions, got shape " +
+                          shape_of(a));
+  }
+  if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(what) + " must be C-contiguous");
+  if (writeable && !a.writeable()) throw py::value_error(std::string(what) + " must be writeable");
+  return a;
+}
+
+pooling::Mode parse_mode(const std::string& name) {
+  if (name == "mean") return pooling::Mode::Mean;
+  if (name == "cls") return pooling::Mode::Cls;
+  if (name == "last_token") return pooling::Mode::LastToken;
+  throw py::value_error("unknown pooling mode '" + name + "'; expected 'mean', 'cls' or 'last_token'");
+}
+
+pooling::Isa parse_isa(const std::optional<std::string>& name) {
+  if (!name) return pooling::best_isa();
+  for (pooling::Isa isa : pooling::supported_isas()) {
+    if (*name == pooling::isa_name(isa)) return isa;
+  }
+  std::string available;
+  for (pooling::Isa isa : pooling::supported_isas()) available += std::string(available.empty() ? "" : ", ") + pooling::isa_name(isa);
+  throw py::value_error("instruction set '" + *name + "' is not available on this CPU (available: " + available + ")");
+}
+
+// Validates one batch's arrays against each other and the destination; returns the raw view.
+struct BatchArgs {
+  fastembed::TokenBatch tokens;
+  pooling::Destination dest;
+  int64_t dest_rows;
+};
+
+BatchArgs check_batch(const py::handle& input_ids, const py::handle& attention_mask, const py::handle& token_type_ids,
+                      const py::handle& out, const py::handle& rows) {
+  py::array ids = checked<int64_t>(input_ids, "input_ids", 2);
+  py::array mask = checked<int64_t>(attention_mask, "attention_mask", 2);
+  if (mask.shape(0) != ids.shape(0) || mask.shape(1) != ids.shape(1)) {
+    throw py::value_error("attention_mask has shape " + shape_of(mask) + " but input_ids has shape " + shape_of(ids));
+  }
+  int64_t* types_ptr = nullptr;
+  if (!token_type_ids.is_none()) {
+    py::array types = checked<int64_t>(token_type_ids, "token_type_ids", 2);
+    if (types.shape(0) != ids.shape(0) || types.shape(1) != ids.shape(1)) {
+      throw py::value_error("token_type_ids has shape " + shape_of(types) + " but input_ids has shape " + shape_of(ids));
+    }
+    types_ptr = static_cast<int64_t*>(types.mutable_data());
+  }
+  py::array result = checked<float>(out, "out", 2, /*writeable=*/true);
+  const int64_t* rows_ptr = nullptr;
+  if (!rows.is_none()) {
+    py::array r = checked<int64_t>(rows, "rows", 1);
+    if (r.shape(0) != ids.shape(0)) {
+      throw py::value_error("rows has shape " + shape_of(r) + " but the batch has " + std::to_string(ids.shape(0)) + " rows");
+    }
+    rows_ptr = static_cast<const int64_t*>(r.data());
+  }
+  // Arrays are borrowed from the caller's frame, which keeps them alive for the whole call.
+  return {{static_cast<int64_t*>(ids.mutable_data()), static_cast<int64_t*>(mask.mutable_data()), types_ptr,
+           ids.shape(0), ids.shape(1)},
+          {static_cast<float*>(result.mutable_data()), result.shape(1), rows_ptr},
+          result.shape(0)};
+}
+
+fastembed::KeyValues to_key_values(const py::dict& d) {
+  fastembed::KeyValues kv;
+  for (auto item : d) kv.emplace_back(py::str(item.first), py::str(item.second));
+  return kv;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "fastembed_native's compiled core: ONNX Runtime sessions and pooling kernels";
+  m.attr("HEADERS_API_VERSION") = ORT_API_VERSION;
+
+  // One translator for every C++ error: ORT errors carry their code into fastembed_native.errors.
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const fastembed::OrtError& e) {
+      py::object errors = py::module_::import("fastembed_native.errors");
+      py::object exc = errors.attr("ort_error")(static_cast<int>(e.code()), fastembed::error_code_name(e.code()), e.what());
+      PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
+    } catch (const fastembed::RuntimeLoadError& e) {
+      py::object cls = py::module_::import("fastembed_native.errors").attr("RuntimeLoadError");
+      PyErr_SetString(cls.ptr(), e.what());
+    } catch (const InvalidArgument& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+
+  m.def("load_runtime", [](const std::string& path) { fastembed::OrtRuntime::load(path); }, py::arg("library_path"),
+        "Load ONNX Runtime's shared library from `library_path` (once per process).");
+  m.def("runtime_loaded", &fastembed::OrtRuntime::is_loaded);
+  m.def("runtime_version", [] { return fastembed::OrtRuntime::get().version(); });
+  m.def("runtime_library_path", [] { return fastembed::OrtRuntime::get().library_path(); });
+  m.def("available_providers", [] { return fastembed::OrtRuntime::get().available_providers(); },
+        "Execution providers compiled into the loaded ONNX Runtime, e.g. ['CPUExecutionProvider'].");
+
+  m.def("simd_level", [] { return std::string(pooling::isa_name(pooling::best_isa())); },
+        "The instruction set the pooling kernels use on this CPU.");
+  m.def("supported_isas", [] {
+    std::vector<std::string> names;
+    for (pooling::Isa isa : pooling::supported_isas()) names.emplace_back(pooling::isa_name(isa));
+    return names;
+  });
+
+  m.def(
+      "pool",
+      [](const py::handle& states_obj, const py::handle& mask_obj, const std::string& mode_name, bool normalize,
+         const std::optional<std::string>& isa_name) {
+        pooling::Mode mode = parse_mode(mode_name);
+        py::array states = checked<float>(states_obj, "states", 3);
+        py::array mask = checked<int64_t>(mask_obj, "mask", 2);
+        if (mask.shape(0) != states.shape(0) || mask.shape(1) != states.shape(1)) {
+          throw py::value_error("mask has shape " + shape_of(mask) + " but states has shape " + shape_of(states));
+        }
+        pooling::Isa isa = parse_isa(isa_name);
+        const int64_t batch = states.shape(0), seq_len = states.shape(1), dim = states.shape(2);
+        py::array_t<float> out({batch, dim});
+        pooling::Destination dest{out.mutable_data(), dim, nullptr};
+        const float* s = static_cast<const float*>(states.data());
+        const int64_t* k = static_cast<const int64_t*>(mask.data());
+        {
+          py::gil_scoped_release release;  // only raw buffers owned by arrays held above are touched
+          pooling::pool(mode, s, k, batch, seq_len, dim, normalize, dest, isa);
+        }
+        return out;
+      },
+      py::arg("states"), py::arg("mask"), py::arg("mode"), py::arg("normalize") = false, py::arg("isa") = py::none(),
+      "Pool float32 states [batch, seq, dim] under an int64 mask [batch, seq] into [batch, dim].");
+
+  m.def(
+      "tensor_data_address",
+      [](const py::handle& obj) {
+        py::array a = checked<int64_t>(obj, "array", 2);
+        auto value = fastembed::tensor_over(static_cast<int64_t*>(a.mutable_data()), {a.shape(0), a.shape(1)});
+        return reinterpret_cast<std::uintptr_t>(fastembed::tensor_data(value.get()));
+      },
+      "Address of the data of the ORT tensor created over an int64 [rows, cols] array, as embed() creates them.");
+
+  py::class_<fastembed::Session>(m, "Session")
+      .def(py::init([](const std::string& model_path, int graph_optimization_level, int intra_op_threads,
+                       int inter_op_threads, const std::vector<std::pair<std::string, py::dict>>& providers,
+                       const std::string& optimized_model_path, bool cpu_mem_arena, bool mem_pattern,
+                       const py::dict& config_entries) {
+             fastembed::SessionConfig config;
+             config.graph_optimization_level = graph_optimization_level;
+             config.intra_op_threads = intra_op_threads;
+             config.inter_op_threads = inter_op_threads;
+             for (const auto& [name, options] : providers) config.providers.push_back({name, to_key_values(options)});
+             config.optimized_model_path = optimized_model_path;
+             config.cpu_mem_arena = cpu_mem_arena;
+             config.mem_pattern = mem_pattern;
+             config.config_entries = to_key_values(config_entries);
+             py::gil_scoped_release release;  // loading and optimising a model takes a while; no Python objects used
+             return std::make_unique<fastembed::Session>(model_path, config);
+           }),
+           py::arg("model_path"), py::kw_only(), py::arg("graph_optimization_level") = 99,
+           py::arg("intra_op_threads") = 0, py::arg("inter_op_threads") = 0,
+           py::arg("providers") = std::vector<std::pair<std::string, py::dict>>{},
+           py::arg("optimized_model_path") = "", py::arg("cpu_mem_arena") = true, py::arg("mem_pattern") = true,
+           py::arg("config_entries") = py::dict())
+      .def_property_readonly("providers", &fastembed::Session::providers)
+      .def_property_readonly("input_names", [](const fastembed::Session& s) { return s.io().all_input_names; })
+      .def_property_readonly("input_roles", [](const fastembed::Session& s) {
+        py::dict roles;
+        for (const auto& in : s.io().inputs) roles[py::str(in.name)] = fastembed::input_role_name(in.role);
+        return roles;
+      })
+      .def_property_readonly("output_names", [](const fastembed::Session& s) { return s.io().all_output_names; })
+      .def_property_readonly("output_name", [](const fastembed::Session& s) { return s.io().output_name; })
+      .def_property_readonly("output_is_pooled", [](const fastembed::Session& s) { return s.io().output_is_pooled; })
+      .def_property_readonly("dim", [](const fastembed::Session& s) -> std::optional<int64_t> {
+        if (s.io().dim < 0) return std::nullopt;
+        return s.io().dim;
+      })
+      .def(
+          "embed",
+          [](const fastembed::Session& self, const py::handle& input_ids, const py::handle& attention_mask,
+             const py::handle& token_type_ids, const py::handle& out, const py::handle& rows, const std::string& mode_name,
+             bool normalize, int64_t vocab_size) {
+            pooling::Mode mode = parse_mode(mode_name);
+            BatchArgs args = check_batch(input_ids, attention_mask, token_type_ids, out, rows);
+            // The arrays stay referenced by the caller for the whole call and ORT's Run is
+            // thread-safe, so other Python threads may run (and embed) meanwhile.
+            py::gil_scoped_release release;
+            self.embed(args.tokens, mode, normalize, vocab_size, args.dest, args.dest_rows);
+          },
+          py::arg("input_ids"), py::arg("attention_mask"), py::arg("token_type_ids"), py::arg("out"),
+          py::arg("rows") = py::none(), py::arg("pooling") = "mean", py::arg("normalize") = false,
+          py::arg("vocab_size") = 0,
+          "Run one padded batch and pool row i into out[rows[i]] (out[i] when rows is None).");
+}

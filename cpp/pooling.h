@@ -1,0 +1,39 @@
+// Pooling of token states into one vector per text, and L2 normalisation.
+// Plain C++ over raw pointers: no ORT, no pybind11, so the kernels can be tested on their own.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace fastembed::pooling {
+
+enum class Mode {
+  Mean,       // masked mean over the tokens whose attention mask is non-zero
+  Cls,        // the first token's state (position 0, right padding)
+  LastToken,  // the state of the last position whose mask is non-zero (left or right padding)
+  Pooled,     // the model already pooled: copy its [batch, dim] output
+};
+
+// Instruction sets with a kernel here; the best one the CPU has is picked at run time.
+enum class Isa { Scalar, Avx2, Avx512, Neon };
+
+const char* isa_name(Isa isa) noexcept;
+std::vector<Isa> supported_isas();  // every ISA this CPU runs, Scalar first
+Isa best_isa();
+
+// Where pooled rows go: batch row i is written to out + rows[i] * out_stride (rows[i] = i when
+// rows is null), so a sorted batch lands straight in its caller's input order.
+struct Destination {
+  float* out;
+  int64_t out_stride;
+  const int64_t* rows;
+};
+
+// states: [batch, seq_len, dim] for Mean/Cls/LastToken, [batch, dim] for Pooled (seq_len ignored);
+// mask: [batch, seq_len], non-zero = real token. A row whose mask is all zeros has no token to pool:
+// its result is the zero vector, for every mode (and stays zero after normalisation, never NaN).
+// With normalize, each row is divided by max(||row||_2, 1e-12), as torch.nn.functional.normalize.
+void pool(Mode mode, const float* states, const int64_t* mask, int64_t batch, int64_t seq_len,
+          int64_t dim, bool normalize, Destination dest, Isa isa);
+
+}  // namespace fastembed::pooling

@@ -1,0 +1,90 @@
+// One ONNX model loaded into an OrtSession: session options, execution providers, discovery of the
+// token inputs and the embedding output, and Run + pooling of a padded batch.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ort_runtime.h"
+#include "pooling.h"
+
+namespace fastembed {
+
+using KeyValues = std::vector<std::pair<std::string, std::string>>;
+
+// An execution provider to append, by ORT's own name ("CUDAExecutionProvider", ...), with options
+// already translated to ORT's keys and string values (python/fastembed_native/providers.py does that).
+struct ProviderRequest {
+  std::string name;
+  KeyValues options;
+};
+
+struct SessionConfig {
+  int graph_optimization_level = 99;  // GraphOptimizationLevel: 0 none, 1 basic, 2 extended, 99 all
+  int intra_op_threads = 0;           // 0: ORT's default (one per physical core)
+  int inter_op_threads = 0;
+  std::vector<ProviderRequest> providers;  // priority order; CPU is always the last resort
+  std::string optimized_model_path;        // non-empty: ORT writes the optimised graph there
+  bool cpu_mem_arena = true;
+  bool mem_pattern = true;
+  KeyValues config_entries;  // AddSessionConfigEntry, e.g. session.intra_op.allow_spinning = 0
+};
+
+// What a model's inputs are for.
+enum class InputRole { InputIds, AttentionMask, TokenTypeIds, PositionIds };
+const char* input_role_name(InputRole role) noexcept;
+
+struct ModelInput {
+  std::string name;
+  InputRole role;
+  ONNXTensorElementDataType type;  // int64 (zero copy) or int32 (converted)
+};
+
+struct ModelIO {
+  std::vector<ModelInput> inputs;
+  std::vector<std::string> all_input_names;
+  std::string output_name;
+  bool output_is_pooled = false;  // a [batch, dim] sentence embedding rather than [batch, seq, dim] states
+  int64_t dim = -1;               // -1 when the model leaves it dynamic
+  std::vector<std::string> all_output_names;
+};
+
+// A padded batch of token ids, borrowed from the caller (numpy arrays): [batch, seq_len], int64.
+struct TokenBatch {
+  int64_t* input_ids;
+  int64_t* attention_mask;
+  int64_t* token_type_ids;  // may be null: zeros are used if the model asks for them
+  int64_t batch;
+  int64_t seq_len;
+};
+
+class Session {
+ public:
+  Session(const std::string& model_path, const SessionConfig& config);
+
+  const ModelIO& io() const noexcept { return io_; }
+  // Providers appended to this session, in priority order, ending with CPUExecutionProvider.
+  const std::vector<std::string>& providers() const noexcept { return providers_; }
+
+  // Runs the model on `tokens` and pools each row into `dest` (see pooling::Destination).
+  // `vocab_size` > 0 checks every id first, so a tokenizer larger than the model's embedding
+  // table is reported instead of read out of bounds. Thread-safe: ORT allows concurrent Run calls
+  // on one session, and nothing here is mutated after construction.
+  void embed(const TokenBatch& tokens, pooling::Mode mode, bool normalize, int64_t vocab_size,
+             pooling::Destination dest, int64_t dest_rows) const;
+
+ private:
+  OrtPtr<OrtSession> session_;
+  OrtPtr<OrtMemoryInfo> cpu_memory_;
+  ModelIO io_;
+  std::vector<std::string> providers_;
+};
+
+// An OrtValue over `data` without copying it, as embed() creates for each input. Exposed so a test
+// can show that ORT reads the caller's memory in place.
+OrtPtr<OrtValue> tensor_over(int64_t* data, const std::vector<int64_t>& shape);
+const void* tensor_data(OrtValue* value);
+
+}  // namespace fastembed
