@@ -1,0 +1,247 @@
+"""TextEmbedding: texts in, float32 embeddings out.
+
+The data path: texts -> ``tokenizers`` (here, in Python, releasing the GIL) -> padded int64 arrays
+-> the compiled core (ONNX Runtime Run + pooling, GIL released) -> rows of one result array.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+from . import _core, _runtime
+from .model_config import ModelConfig, read_model_dir
+from .providers import ProviderSpec, resolve_providers
+
+#: Texts are tokenized this many at a time; each window is sorted by length before batching, so a
+#: batch holds texts of similar length (little padding) without tokenizing a whole huge input first.
+TOKENIZE_WINDOW = 4096
+
+# A text longer than max_length * this many characters is first tokenized as a prefix of that
+# length; when the prefix alone gives comfortably more tokens than max_length, truncating it gives
+# the same tokens as truncating the whole text, and a 10 MB string costs microseconds, not seconds.
+_CHARS_PER_TOKEN_LIMIT = 32
+_PREFIX_TOKEN_MARGIN = 16
+
+
+class TextEmbedding:
+    """An embedding model: an ONNX file, its tokenizer and its pooling, ready to embed texts.
+
+    Args:
+        model: a model directory (sentence-transformers layout, with ``onnx/model.onnx`` or
+            ``model.onnx`` and ``tokenizer.json``).
+        providers: execution providers in priority order: "cpu", "cuda", "coreml", or
+            (name, options) tuples such as ("cuda", {"device_id": 1}) or
+            ("coreml", {"compute_units": "ALL", "model_format": "MLProgram"}). Default: CPU.
+        fallback: skip (with a warning) providers this ONNX Runtime lacks instead of raising.
+        max_length: tokens per text (special tokens included); longer texts are truncated.
+            Default: the model's ``max_seq_length``.
+        pooling: "mean", "cls" or "last_token"; default: the model's ``1_Pooling/config.json``.
+        normalize: L2-normalise embeddings; default: whether ``modules.json`` has Normalize.
+        padding_side: "right" or "left"; default: ``tokenizer_config.json``, else right.
+        batch_size: texts per ONNX Runtime call, the default for :meth:`embed`.
+        intra_op_threads: ORT's threads per call (0: one per physical core).
+        graph_optimization_level: 0 (none), 1 (basic), 2 (extended) or 99 (all, the default).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        providers: ProviderSpec | Iterable[ProviderSpec] | None = None,
+        fallback: bool = False,
+        max_length: int | None = None,
+        pooling: str | None = None,
+        normalize: bool | None = None,
+        padding_side: str | None = None,
+        batch_size: int = 32,
+        intra_op_threads: int = 0,
+        graph_optimization_level: int = 99,
+    ) -> None:
+        _check_batch_size(batch_size)
+        self.config: ModelConfig = read_model_dir(
+            model, max_length=max_length, pooling=pooling, normalize=normalize, padding_side=padding_side
+        )
+        _runtime.ensure_loaded()
+        ort_providers = resolve_providers(providers, _core.available_providers(), fallback)
+        self._session = _core.Session(
+            str(self.config.onnx_path),
+            graph_optimization_level=graph_optimization_level,
+            intra_op_threads=intra_op_threads,
+            providers=ort_providers,
+        )
+        self._tokenizer, self._probe, self._pad_id = _load_tokenizer(self.config)
+        self._takes_token_types = "token_type_ids" in self._session.input_roles
+        self.batch_size = batch_size
+        dim = self._session.dim or self.config.hidden_size
+        if dim is None:
+            raise ValueError(
+                f"cannot tell the embedding width of {self.config.onnx_path}: its output "
+                f"{self._session.output_name!r} has a symbolic last dimension and config.json has no hidden_size"
+            )
+        self._dim: int = dim
+
+    # -- what the model is -------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        """Width of each embedding."""
+        return self._dim
+
+    @property
+    def max_length(self) -> int:
+        """Tokens per text, special tokens included; longer texts are truncated."""
+        return self.config.max_length
+
+    @property
+    def pooling(self) -> str:
+        """"mean", "cls" or "last_token" (ignored when the model outputs pooled embeddings)."""
+        return "pooled" if self._session.output_is_pooled else self.config.pooling
+
+    @property
+    def normalize(self) -> bool:
+        """Whether embeddings are L2-normalised."""
+        return self.config.normalize
+
+    @property
+    def providers(self) -> list[str]:
+        """ONNX Runtime providers active for this model, in priority order (CPU last)."""
+        return list(self._session.providers)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.config.model_dir
+
+    def __repr__(self) -> str:
+        return (
+            f"TextEmbedding({str(self.config.model_dir)!r}, dim={self.dim}, max_length={self.max_length}, "
+            f"pooling={self.pooling!r}, normalize={self.normalize}, providers={self.providers})"
+        )
+
+    # -- embedding -----------------------------------------------------------------------------
+    def embed(self, texts: str | Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """Embed ``texts``.
+
+        Args:
+            texts: a list (or other sequence) of strings, or one string.
+            batch_size: texts per ONNX Runtime call; default ``self.batch_size``.
+
+        Returns:
+            float32 array of shape ``(len(texts), dim)`` (``(1, dim)`` for one string), rows in
+            input order. A text that tokenizes to no token at all embeds as the zero vector.
+
+        Raises:
+            TypeError: ``texts`` or one of its items is not a string (the message names the index).
+            ValueError: ``batch_size`` is not a positive int, or a text cannot be encoded as UTF-8.
+        """
+        items = _check_texts(texts)
+        size = self.batch_size if batch_size is None else batch_size
+        _check_batch_size(size)
+        out = np.empty((len(items), self.dim), dtype=np.float32)
+        for start in range(0, len(items), TOKENIZE_WINDOW):
+            encodings = self._encode(items[start : start + TOKENIZE_WINDOW], start)
+            lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
+            # Longest first: similar lengths share a batch, and a batch too big for memory fails early.
+            order = np.argsort(-lengths, kind="stable")
+            for first in range(0, len(order), size):
+                rows = order[first : first + size]
+                ids, mask, types = self._pad([encodings[i] for i in rows], lengths[rows])
+                self._session.embed(
+                    ids, mask, types, out, rows + start,
+                    pooling=self.config.pooling, normalize=self.config.normalize,
+                    vocab_size=self.config.vocab_size or 0,
+                )
+        return out
+
+    # -- internals -------------------------------------------------------------------------------
+    def _encode(self, texts: list[str], offset: int) -> list[Encoding]:
+        limit = self.max_length * _CHARS_PER_TOKEN_LIMIT
+        if any(len(t) > limit for t in texts):
+            texts = [self._clip(t, limit) if len(t) > limit else t for t in texts]
+        try:
+            return self._tokenizer.encode_batch(texts)
+        except Exception as exc:  # tokenizers raises a bare TypeError for unencodable strings
+            for i, text in enumerate(texts):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as bad:
+                    raise ValueError(
+                        f"texts[{offset + i}] cannot be encoded as UTF-8 ({bad.reason} at position {bad.start})"
+                    ) from None
+            raise exc
+
+    def _clip(self, text: str, limit: int) -> str:
+        prefix = text[:limit]
+        try:
+            tokens = len(self._probe.encode(prefix, add_special_tokens=False))
+        except Exception:
+            return text  # let the full encode report the problem with its index
+        return prefix if tokens >= self.max_length + _PREFIX_TOKEN_MARGIN else text
+
+    def _pad(
+        self, encodings: list[Encoding], lengths: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Pack encodings into [batch, longest] int64 arrays: ids, attention mask, token types."""
+        width = max(int(lengths.max()), 1)
+        positions = np.arange(width)
+        if self.config.padding_side == "right":
+            real = positions < lengths[:, None]
+        else:
+            real = positions >= (width - lengths)[:, None]
+        total = int(lengths.sum())
+        ids = np.full(real.shape, self._pad_id, dtype=np.int64)
+        # Boolean assignment fills row-major, the order chain() yields the tokens in.
+        ids[real] = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=total)
+        types = None
+        if self._takes_token_types:
+            types = np.zeros(real.shape, dtype=np.int64)
+            types[real] = np.fromiter(
+                chain.from_iterable(e.type_ids for e in encodings), dtype=np.int64, count=total
+            )
+        return ids, real.astype(np.int64), types
+
+
+def _load_tokenizer(config: ModelConfig) -> tuple[Tokenizer, Tokenizer, int]:
+    """The truncating tokenizer, an untruncated copy for probing long texts, and the pad id."""
+    tokenizer = Tokenizer.from_file(str(config.tokenizer_path))
+    padding = tokenizer.padding  # read before it is switched off: the file's pad token
+    pad_id = padding["pad_id"] if padding else config.pad_token_id
+    if pad_id is None:
+        pad_id = next(
+            (i for i in map(tokenizer.token_to_id, ("[PAD]", "<pad>", "<|endoftext|>")) if i is not None), 0
+        )
+    special = tokenizer.num_special_tokens_to_add(is_pair=False)
+    if config.max_length <= special:
+        raise ValueError(
+            f"max_length={config.max_length} leaves no room for text: the tokenizer adds {special} special tokens"
+        )
+    probe = Tokenizer.from_str(tokenizer.to_str())
+    probe.no_padding()
+    probe.no_truncation()
+    # We pad each batch ourselves, to its own longest text; a fixed padding or truncation stored in
+    # tokenizer.json would otherwise change the result.
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=config.max_length)
+    return tokenizer, probe, int(pad_id)
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+
+
+def _check_texts(texts: Any) -> list[str]:
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
+        raise TypeError(f"texts must be a string or a sequence of strings, not {type(texts).__name__}")
+    items = list(texts)
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise TypeError(f"texts[{i}] must be str, not {type(item).__name__}")
+    return items
