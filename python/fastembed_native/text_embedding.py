@@ -17,6 +17,7 @@ from tokenizers import Encoding, Tokenizer
 
 from . import _core, _runtime
 from .model_config import ModelConfig, read_model_dir
+from .models import resolve_model
 from .providers import ProviderSpec, resolve_providers
 
 #: Texts are tokenized this many at a time; each window is sorted by length before batching, so a
@@ -35,7 +36,8 @@ class TextEmbedding:
 
     Args:
         model: a model directory (sentence-transformers layout, with ``onnx/model.onnx`` or
-            ``model.onnx`` and ``tokenizer.json``).
+            ``model.onnx`` and ``tokenizer.json``), a model id from the cache, or None for the
+            default model (sentence-transformers/all-MiniLM-L6-v2, built on first use).
         providers: execution providers in priority order: "cpu", "cuda", "coreml", or
             (name, options) tuples such as ("cuda", {"device_id": 1}) or
             ("coreml", {"compute_units": "ALL", "model_format": "MLProgram"}). Default: CPU.
@@ -52,7 +54,7 @@ class TextEmbedding:
 
     def __init__(
         self,
-        model: str | os.PathLike[str],
+        model: str | os.PathLike[str] | None = None,
         *,
         providers: ProviderSpec | Iterable[ProviderSpec] | None = None,
         fallback: bool = False,
@@ -66,7 +68,7 @@ class TextEmbedding:
     ) -> None:
         _check_batch_size(batch_size)
         self.config: ModelConfig = read_model_dir(
-            model, max_length=max_length, pooling=pooling, normalize=normalize, padding_side=padding_side
+            resolve_model(model), max_length=max_length, pooling=pooling, normalize=normalize, padding_side=padding_side
         )
         _runtime.ensure_loaded()
         ort_providers = resolve_providers(providers, _core.available_providers(), fallback)
