@@ -93,7 +93,17 @@ def build_onnx(
     if extra_input:
         inputs.append(_int64_input(extra_input))
     if pooled_output:
-        nodes.append(helper.make_node("ReduceMean", [last], ["sentence_embedding"], axes=[1], keepdims=0))
+        # A masked mean inside the graph, as sentence-transformers ONNX exports with pooling do.
+        initializers += [numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+                         numpy_helper.from_array(np.array([2], np.int64), "axis2")]
+        nodes += [
+            helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
+            helper.make_node("Unsqueeze", ["maskf", "axis2"], ["mask3"]),
+            helper.make_node("Mul", [last, "mask3"], ["masked"]),
+            helper.make_node("ReduceSum", ["masked", "axis1"], ["total"], keepdims=0),
+            helper.make_node("ReduceSum", ["mask3", "axis1"], ["count"], keepdims=0),
+            helper.make_node("Div", ["total", "count"], ["sentence_embedding"]),
+        ]
         outputs = [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", DIM])]
     else:
         nodes.append(helper.make_node("Identity", [last], ["last_hidden_state"]))
