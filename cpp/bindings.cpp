@@ -33,8 +33,8 @@ py::array checked(const py::handle& obj, const char* what, py::ssize_t ndim, boo
   }
   auto a = py::reinterpret_borrow<py::array>(obj);
   if (!a.dtype().is(py::dtype::of<T>())) {
-    throw py::type_error(std::string(what) + " must have dtype " + std::string(py::str(py::dtype::of<T>())) +
-                         ", not " + std::string(py::str(a.dtype())));
+    throw py::type_error(std::string(what) + " must have dtype " + std::string(py::str(py::dtype::of<T>())) + ", not " +
+                         std::string(py::str(a.dtype())));
   }
   if (a.ndim() != ndim) {
     throw py::value_error(std::string(what) + " must have " + std::to_string(ndim) + " dimensions, got shape " +
@@ -58,7 +58,8 @@ pooling::Isa parse_isa(const std::optional<std::string>& name) {
     if (*name == pooling::isa_name(isa)) return isa;
   }
   std::string available;
-  for (pooling::Isa isa : pooling::supported_isas()) available += std::string(available.empty() ? "" : ", ") + pooling::isa_name(isa);
+  for (pooling::Isa isa : pooling::supported_isas())
+    available += std::string(available.empty() ? "" : ", ") + pooling::isa_name(isa);
   throw py::value_error("instruction set '" + *name + "' is not available on this CPU (available: " + available + ")");
 }
 
@@ -80,7 +81,8 @@ BatchArgs check_batch(const py::handle& input_ids, const py::handle& attention_m
   if (!token_type_ids.is_none()) {
     py::array types = checked<int64_t>(token_type_ids, "token_type_ids", 2);
     if (types.shape(0) != ids.shape(0) || types.shape(1) != ids.shape(1)) {
-      throw py::value_error("token_type_ids has shape " + shape_of(types) + " but input_ids has shape " + shape_of(ids));
+      throw py::value_error("token_type_ids has shape " + shape_of(types) + " but input_ids has shape " +
+                            shape_of(ids));
     }
     types_ptr = static_cast<int64_t*>(types.mutable_data());
   }
@@ -89,7 +91,8 @@ BatchArgs check_batch(const py::handle& input_ids, const py::handle& attention_m
   if (!rows.is_none()) {
     py::array r = checked<int64_t>(rows, "rows", 1);
     if (r.shape(0) != ids.shape(0)) {
-      throw py::value_error("rows has shape " + shape_of(r) + " but the batch has " + std::to_string(ids.shape(0)) + " rows");
+      throw py::value_error("rows has shape " + shape_of(r) + " but the batch has " + std::to_string(ids.shape(0)) +
+                            " rows");
     }
     rows_ptr = static_cast<const int64_t*>(r.data());
   }
@@ -118,7 +121,8 @@ PYBIND11_MODULE(_core, m) {
       if (p) std::rethrow_exception(p);
     } catch (const fastembed::OrtError& e) {
       py::object errors = py::module_::import("fastembed_native.errors");
-      py::object exc = errors.attr("ort_error")(static_cast<int>(e.code()), fastembed::error_code_name(e.code()), e.what());
+      py::object exc =
+          errors.attr("ort_error")(static_cast<int>(e.code()), fastembed::error_code_name(e.code()), e.what());
       PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
     } catch (const fastembed::RuntimeLoadError& e) {
       py::object cls = py::module_::import("fastembed_native.errors").attr("RuntimeLoadError");
@@ -128,16 +132,19 @@ PYBIND11_MODULE(_core, m) {
     }
   });
 
-  m.def("load_runtime", [](const std::string& path) { fastembed::OrtRuntime::load(path); }, py::arg("library_path"),
-        "Load ONNX Runtime's shared library from `library_path` (once per process).");
+  m.def(
+      "load_runtime", [](const std::string& path) { fastembed::OrtRuntime::load(path); }, py::arg("library_path"),
+      "Load ONNX Runtime's shared library from `library_path` (once per process).");
   m.def("runtime_loaded", &fastembed::OrtRuntime::is_loaded);
   m.def("runtime_version", [] { return fastembed::OrtRuntime::get().version(); });
   m.def("runtime_library_path", [] { return fastembed::OrtRuntime::get().library_path(); });
-  m.def("available_providers", [] { return fastembed::OrtRuntime::get().available_providers(); },
-        "Execution providers compiled into the loaded ONNX Runtime, e.g. ['CPUExecutionProvider'].");
+  m.def(
+      "available_providers", [] { return fastembed::OrtRuntime::get().available_providers(); },
+      "Execution providers compiled into the loaded ONNX Runtime, e.g. ['CPUExecutionProvider'].");
 
-  m.def("simd_level", [] { return std::string(pooling::isa_name(pooling::best_isa())); },
-        "The instruction set the pooling kernels use on this CPU.");
+  m.def(
+      "simd_level", [] { return std::string(pooling::isa_name(pooling::best_isa())); },
+      "The instruction set the pooling kernels use on this CPU.");
   m.def("supported_isas", [] {
     std::vector<std::string> names;
     for (pooling::Isa isa : pooling::supported_isas()) names.emplace_back(pooling::isa_name(isa));
@@ -197,28 +204,30 @@ PYBIND11_MODULE(_core, m) {
            }),
            py::arg("model_path"), py::kw_only(), py::arg("graph_optimization_level") = 99,
            py::arg("intra_op_threads") = 0, py::arg("inter_op_threads") = 0,
-           py::arg("providers") = std::vector<std::pair<std::string, py::dict>>{},
-           py::arg("optimized_model_path") = "", py::arg("cpu_mem_arena") = true, py::arg("mem_pattern") = true,
-           py::arg("config_entries") = py::dict())
+           py::arg("providers") = std::vector<std::pair<std::string, py::dict>>{}, py::arg("optimized_model_path") = "",
+           py::arg("cpu_mem_arena") = true, py::arg("mem_pattern") = true, py::arg("config_entries") = py::dict())
       .def_property_readonly("providers", &fastembed::Session::providers)
       .def_property_readonly("input_names", [](const fastembed::Session& s) { return s.io().all_input_names; })
-      .def_property_readonly("input_roles", [](const fastembed::Session& s) {
-        py::dict roles;
-        for (const auto& in : s.io().inputs) roles[py::str(in.name)] = fastembed::input_role_name(in.role);
-        return roles;
-      })
+      .def_property_readonly("input_roles",
+                             [](const fastembed::Session& s) {
+                               py::dict roles;
+                               for (const auto& in : s.io().inputs)
+                                 roles[py::str(in.name)] = fastembed::input_role_name(in.role);
+                               return roles;
+                             })
       .def_property_readonly("output_names", [](const fastembed::Session& s) { return s.io().all_output_names; })
       .def_property_readonly("output_name", [](const fastembed::Session& s) { return s.io().output_name; })
       .def_property_readonly("output_is_pooled", [](const fastembed::Session& s) { return s.io().output_is_pooled; })
-      .def_property_readonly("dim", [](const fastembed::Session& s) -> std::optional<int64_t> {
-        if (s.io().dim < 0) return std::nullopt;
-        return s.io().dim;
-      })
+      .def_property_readonly("dim",
+                             [](const fastembed::Session& s) -> std::optional<int64_t> {
+                               if (s.io().dim < 0) return std::nullopt;
+                               return s.io().dim;
+                             })
       .def(
           "embed",
           [](const fastembed::Session& self, const py::handle& input_ids, const py::handle& attention_mask,
-             const py::handle& token_type_ids, const py::handle& out, const py::handle& rows, const std::string& mode_name,
-             bool normalize, int64_t vocab_size) {
+             const py::handle& token_type_ids, const py::handle& out, const py::handle& rows,
+             const std::string& mode_name, bool normalize, int64_t vocab_size) {
             pooling::Mode mode = parse_mode(mode_name);
             BatchArgs args = check_batch(input_ids, attention_mask, token_type_ids, out, rows);
             // The arrays stay referenced by the caller for the whole call and ORT's Run is

@@ -43,15 +43,15 @@ OrtRuntime& OrtRuntime::load(const std::string& library_path) {
   // GetApi returns null when the runtime is older than the API version our headers describe.
   const OrtApi* api = base->GetApi(ORT_API_VERSION);
   if (api == nullptr) {
-    throw RuntimeLoadError("ONNX Runtime " + std::string(base->GetVersionString()) + " at " +
-                           library_path + " is older than the headers this extension was built with "
-                           "(C API version " + std::to_string(ORT_API_VERSION) + ", ONNX Runtime 1." +
-                           std::to_string(ORT_API_VERSION) + "); install onnxruntime>=1." +
-                           std::to_string(ORT_API_VERSION));
+    throw RuntimeLoadError("ONNX Runtime " + std::string(base->GetVersionString()) + " at " + library_path +
+                           " is older than the headers this extension was built with "
+                           "(C API version " +
+                           std::to_string(ORT_API_VERSION) + ", ONNX Runtime 1." + std::to_string(ORT_API_VERSION) +
+                           "); install onnxruntime>=1." + std::to_string(ORT_API_VERSION));
   }
 
   auto* runtime = new OrtRuntime(library_path, api, base);  // intentionally never freed
-  g_runtime = runtime;  // set before check() so its error path can use ort_api()
+  g_runtime = runtime;                                      // set before check() so its error path can use ort_api()
   OrtEnv* env = nullptr;
   OrtStatus* status = api->CreateEnv(ORT_LOGGING_LEVEL_ERROR, "fastembed_native", &env);
   if (status != nullptr) {
@@ -107,19 +107,32 @@ void check(OrtStatus* status) {
 
 const char* error_code_name(OrtErrorCode code) noexcept {
   switch (code) {
-    case ORT_OK: return "ORT_OK";
-    case ORT_FAIL: return "ORT_FAIL";
-    case ORT_INVALID_ARGUMENT: return "ORT_INVALID_ARGUMENT";
-    case ORT_NO_SUCHFILE: return "ORT_NO_SUCHFILE";
-    case ORT_NO_MODEL: return "ORT_NO_MODEL";
-    case ORT_ENGINE_ERROR: return "ORT_ENGINE_ERROR";
-    case ORT_RUNTIME_EXCEPTION: return "ORT_RUNTIME_EXCEPTION";
-    case ORT_INVALID_PROTOBUF: return "ORT_INVALID_PROTOBUF";
-    case ORT_MODEL_LOADED: return "ORT_MODEL_LOADED";
-    case ORT_NOT_IMPLEMENTED: return "ORT_NOT_IMPLEMENTED";
-    case ORT_INVALID_GRAPH: return "ORT_INVALID_GRAPH";
-    case ORT_EP_FAIL: return "ORT_EP_FAIL";
-    default: return "ORT_UNKNOWN_ERROR";
+    case ORT_OK:
+      return "ORT_OK";
+    case ORT_FAIL:
+      return "ORT_FAIL";
+    case ORT_INVALID_ARGUMENT:
+      return "ORT_INVALID_ARGUMENT";
+    case ORT_NO_SUCHFILE:
+      return "ORT_NO_SUCHFILE";
+    case ORT_NO_MODEL:
+      return "ORT_NO_MODEL";
+    case ORT_ENGINE_ERROR:
+      return "ORT_ENGINE_ERROR";
+    case ORT_RUNTIME_EXCEPTION:
+      return "ORT_RUNTIME_EXCEPTION";
+    case ORT_INVALID_PROTOBUF:
+      return "ORT_INVALID_PROTOBUF";
+    case ORT_MODEL_LOADED:
+      return "ORT_MODEL_LOADED";
+    case ORT_NOT_IMPLEMENTED:
+      return "ORT_NOT_IMPLEMENTED";
+    case ORT_INVALID_GRAPH:
+      return "ORT_INVALID_GRAPH";
+    case ORT_EP_FAIL:
+      return "ORT_EP_FAIL";
+    default:
+      return "ORT_UNKNOWN_ERROR";
   }
 }
 

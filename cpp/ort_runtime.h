@@ -68,12 +68,12 @@ void check(OrtStatus* status);
 // unique_ptr deleters calling the matching Release function of the API table.
 template <typename T>
 struct OrtReleaser;
-#define FASTEMBED_ORT_RELEASER(Type, Release)                 \
-  template <>                                                 \
-  struct OrtReleaser<Type> {                                  \
-    void operator()(Type* p) const noexcept {                 \
-      if (p != nullptr) ort_api().Release(p);                 \
-    }                                                         \
+#define FASTEMBED_ORT_RELEASER(Type, Release) \
+  template <>                                 \
+  struct OrtReleaser<Type> {                  \
+    void operator()(Type* p) const noexcept { \
+      if (p != nullptr) ort_api().Release(p); \
+    }                                         \
   };
 FASTEMBED_ORT_RELEASER(OrtSessionOptions, ReleaseSessionOptions)
 FASTEMBED_ORT_RELEASER(OrtSession, ReleaseSession)

@@ -128,13 +128,17 @@ float sum_squares_neon(const float* v, int64_t n) {
 Kernels kernels_for(Isa isa) {
   switch (isa) {
 #if FASTEMBED_X86
-    case Isa::Avx2: return {add_avx2, scale_avx2, sum_squares_avx2};
-    case Isa::Avx512: return {add_avx512, scale_avx512, sum_squares_avx512};
+    case Isa::Avx2:
+      return {add_avx2, scale_avx2, sum_squares_avx2};
+    case Isa::Avx512:
+      return {add_avx512, scale_avx512, sum_squares_avx512};
 #endif
 #if FASTEMBED_NEON
-    case Isa::Neon: return {add_neon, scale_neon, sum_squares_neon};
+    case Isa::Neon:
+      return {add_neon, scale_neon, sum_squares_neon};
 #endif
-    default: return {add_scalar, scale_scalar, sum_squares_scalar};
+    default:
+      return {add_scalar, scale_scalar, sum_squares_scalar};
   }
 }
 
@@ -150,10 +154,14 @@ int64_t last_real_token(const int64_t* mask_row, int64_t seq_len) {
 
 const char* isa_name(Isa isa) noexcept {
   switch (isa) {
-    case Isa::Avx2: return "avx2";
-    case Isa::Avx512: return "avx512";
-    case Isa::Neon: return "neon";
-    default: return "scalar";
+    case Isa::Avx2:
+      return "avx2";
+    case Isa::Avx512:
+      return "avx512";
+    case Isa::Neon:
+      return "neon";
+    default:
+      return "scalar";
   }
 }
 
@@ -174,8 +182,8 @@ Isa best_isa() {
   return best;
 }
 
-void pool(Mode mode, const float* states, const int64_t* mask, int64_t batch, int64_t seq_len,
-          int64_t dim, bool normalize, Destination dest, Isa isa) {
+void pool(Mode mode, const float* states, const int64_t* mask, int64_t batch, int64_t seq_len, int64_t dim,
+          bool normalize, Destination dest, Isa isa) {
   const Kernels k = kernels_for(isa);
   for (int64_t b = 0; b < batch; ++b) {
     float* out = dest.out + (dest.rows != nullptr ? dest.rows[b] : b) * dest.out_stride;

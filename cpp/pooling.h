@@ -33,7 +33,7 @@ struct Destination {
 // mask: [batch, seq_len], non-zero = real token. A row whose mask is all zeros has no token to pool:
 // its result is the zero vector, for every mode (and stays zero after normalisation, never NaN).
 // With normalize, each row is divided by max(||row||_2, 1e-12), as torch.nn.functional.normalize.
-void pool(Mode mode, const float* states, const int64_t* mask, int64_t batch, int64_t seq_len,
-          int64_t dim, bool normalize, Destination dest, Isa isa);
+void pool(Mode mode, const float* states, const int64_t* mask, int64_t batch, int64_t seq_len, int64_t dim,
+          bool normalize, Destination dest, Isa isa);
 
 }  // namespace fastembed::pooling

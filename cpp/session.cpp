@@ -56,8 +56,8 @@ OrtPtr<OrtSessionOptions> make_options(const SessionConfig& config, std::vector<
           short_name.compare(short_name.size() - suffix.size(), suffix.size(), suffix) == 0) {
         short_name.resize(short_name.size() - suffix.size());
       }
-      check(api.SessionOptionsAppendExecutionProvider(options.get(), short_name.c_str(), keys.data(),
-                                                      values.data(), keys.size()));
+      check(api.SessionOptionsAppendExecutionProvider(options.get(), short_name.c_str(), keys.data(), values.data(),
+                                                      keys.size()));
     }
     providers.push_back(request.name);
   }
@@ -91,7 +91,8 @@ TensorInfo tensor_info(OrtTypeInfo* type_info) {
 
 // Copies a name ORT allocated with `allocator` and frees ORT's copy.
 std::string take_allocated_name(OrtAllocator* allocator, char* name) {
-  std::unique_ptr<char, std::function<void(char*)>> owned(name, [allocator](char* p) { allocator->Free(allocator, p); });
+  std::unique_ptr<char, std::function<void(char*)>> owned(name,
+                                                          [allocator](char* p) { allocator->Free(allocator, p); });
   return std::string(owned.get());
 }
 
@@ -115,16 +116,20 @@ ModelIO discover_io(OrtSession* session) {
     TensorInfo info = tensor_info(type_info.get());
 
     InputRole role;
-    if (name == "input_ids") role = InputRole::InputIds;
-    else if (name == "attention_mask") role = InputRole::AttentionMask;
-    else if (name == "token_type_ids") role = InputRole::TokenTypeIds;
-    else if (name == "position_ids") role = InputRole::PositionIds;
+    if (name == "input_ids")
+      role = InputRole::InputIds;
+    else if (name == "attention_mask")
+      role = InputRole::AttentionMask;
+    else if (name == "token_type_ids")
+      role = InputRole::TokenTypeIds;
+    else if (name == "position_ids")
+      role = InputRole::PositionIds;
     else {
       unknown.push_back(name);
       continue;
     }
-    if (!info.is_tensor || (info.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 &&
-                            info.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32)) {
+    if (!info.is_tensor ||
+        (info.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 && info.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32)) {
       throw InvalidArgument("model input '" + name + "' must be an int64 or int32 tensor");
     }
     io.inputs.push_back({name, role, info.type});
@@ -137,8 +142,8 @@ ModelIO discover_io(OrtSession* session) {
   const bool has_ids = std::any_of(io.inputs.begin(), io.inputs.end(),
                                    [](const ModelInput& in) { return in.role == InputRole::InputIds; });
   if (!has_ids) {
-    throw InvalidArgument("model has no 'input_ids' input, so it does not take tokens (inputs: " +
-                          join(io.all_input_names) + ")");
+    throw InvalidArgument(
+        "model has no 'input_ids' input, so it does not take tokens (inputs: " + join(io.all_input_names) + ")");
   }
 
   // The output: token states by their usual names, else the only 3-D float output, else a 2-D
@@ -186,8 +191,7 @@ ModelIO discover_io(OrtSession* session) {
   }
   if (chosen == nullptr) chosen = pick_rank(2);
   if (chosen == nullptr) {
-    throw InvalidArgument("cannot tell which output holds the embeddings (outputs: " +
-                          join(io.all_output_names) +
+    throw InvalidArgument("cannot tell which output holds the embeddings (outputs: " + join(io.all_output_names) +
                           "); expected 'last_hidden_state', 'token_embeddings', one 3-D float output, "
                           "or one 2-D float output");
   }
@@ -206,10 +210,14 @@ void convert_to_int32(const int64_t* src, size_t count, std::vector<int32_t>& ds
 
 const char* input_role_name(InputRole role) noexcept {
   switch (role) {
-    case InputRole::InputIds: return "input_ids";
-    case InputRole::AttentionMask: return "attention_mask";
-    case InputRole::TokenTypeIds: return "token_type_ids";
-    case InputRole::PositionIds: return "position_ids";
+    case InputRole::InputIds:
+      return "input_ids";
+    case InputRole::AttentionMask:
+      return "attention_mask";
+    case InputRole::TokenTypeIds:
+      return "token_type_ids";
+    case InputRole::PositionIds:
+      return "position_ids";
   }
   return "?";
 }
@@ -235,8 +243,8 @@ OrtPtr<OrtValue> tensor_over(int64_t* data, const std::vector<int64_t>& shape) {
   size_t count = 1;
   for (int64_t d : shape) count *= static_cast<size_t>(d);
   OrtValue* value = nullptr;
-  check(api.CreateTensorWithDataAsOrtValue(memory.get(), data, count * sizeof(int64_t), shape.data(),
-                                           shape.size(), ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64, &value));
+  check(api.CreateTensorWithDataAsOrtValue(memory.get(), data, count * sizeof(int64_t), shape.data(), shape.size(),
+                                           ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64, &value));
   return OrtPtr<OrtValue>(value);
 }
 
@@ -272,8 +280,7 @@ void Session::embed(const TokenBatch& tokens, pooling::Mode mode, bool normalize
       }
     }
   } else if (batch > dest_rows) {
-    throw InvalidArgument("output has " + std::to_string(dest_rows) + " rows for a batch of " +
-                          std::to_string(batch));
+    throw InvalidArgument("output has " + std::to_string(dest_rows) + " rows for a batch of " + std::to_string(batch));
   }
 
   // Inputs the caller did not provide are derived here: zeros for token types, positions from the mask.
@@ -287,8 +294,12 @@ void Session::embed(const TokenBatch& tokens, pooling::Mode mode, bool normalize
   for (const ModelInput& input : io_.inputs) {
     int64_t* data = nullptr;
     switch (input.role) {
-      case InputRole::InputIds: data = tokens.input_ids; break;
-      case InputRole::AttentionMask: data = tokens.attention_mask; break;
+      case InputRole::InputIds:
+        data = tokens.input_ids;
+        break;
+      case InputRole::AttentionMask:
+        data = tokens.attention_mask;
+        break;
       case InputRole::TokenTypeIds:
         if (tokens.token_type_ids != nullptr) {
           data = tokens.token_type_ids;
@@ -346,8 +357,8 @@ void Session::embed(const TokenBatch& tokens, pooling::Mode mode, bool normalize
     std::string got;
     for (int64_t d : dims) got += (got.empty() ? "" : ", ") + std::to_string(d);
     throw InvalidArgument("output '" + io_.output_name + "' has shape [" + got + "]; expected [" +
-                          std::to_string(batch) + (io_.output_is_pooled ? "" : ", " + std::to_string(seq_len)) +
-                          ", " + std::to_string(dest.out_stride) + "]");
+                          std::to_string(batch) + (io_.output_is_pooled ? "" : ", " + std::to_string(seq_len)) + ", " +
+                          std::to_string(dest.out_stride) + "]");
   }
   const float* states = nullptr;
   check(api.GetTensorMutableData(output.get(), reinterpret_cast<void**>(const_cast<float**>(&states))));

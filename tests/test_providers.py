@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from fastembed_native import ProviderNotAvailableError, TextEmbedding, available_providers
 from fastembed_native.providers import coreml_options, cuda_options, resolve_providers
 
@@ -29,7 +28,12 @@ def test_names_and_priority_order():
 
 def test_coreml_options_translate_to_ort_keys(tmp_path):
     assert coreml_options(
-        {"compute_units": "CPUAndNeuralEngine", "model_format": "MLProgram", "static_input_shapes": True, "cache_dir": tmp_path}
+        {
+            "compute_units": "CPUAndNeuralEngine",
+            "model_format": "MLProgram",
+            "static_input_shapes": True,
+            "cache_dir": tmp_path,
+        }
     ) == {
         "MLComputeUnits": "CPUAndNeuralEngine",
         "ModelFormat": "MLProgram",
@@ -59,7 +63,9 @@ def test_bad_cuda_device(device_id):
 
 
 def test_unavailable_provider_lists_the_available_ones():
-    with pytest.raises(ProviderNotAvailableError, match=r"'cuda' \(CUDAExecutionProvider\).*available: CPUExecutionProvider"):
+    with pytest.raises(
+        ProviderNotAvailableError, match=r"'cuda' \(CUDAExecutionProvider\).*available: CPUExecutionProvider"
+    ):
         resolve_providers(["cuda", "cpu"], ["CPUExecutionProvider"])
 
 

@@ -1,15 +1,15 @@
 """fastembed_native: text embeddings through a C++ core on ONNX Runtime's C API.
 
-    >>> from fastembed_native import TextEmbedding
-    >>> model = TextEmbedding("path/to/all-MiniLM-L6-v2")
-    >>> model.embed(["hello world"]).shape
-    (1, 384)
+>>> from fastembed_native import TextEmbedding
+>>> model = TextEmbedding("path/to/all-MiniLM-L6-v2")
+>>> model.embed(["hello world"]).shape
+(1, 384)
 """
 
 from __future__ import annotations
 
 try:
-    from . import _core  # noqa: F401  (the compiled extension; everything below needs it)
+    from . import _core
 except ImportError as exc:  # pragma: no cover - only on a broken install
     raise ImportError(
         "fastembed_native's compiled extension (fastembed_native._core) is missing or failed to load: "

@@ -120,8 +120,12 @@ def export_model(source: str | Path, output: str | Path, *, min_cosine: float = 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer and deprecation chatter from torch/transformers
             main_export(
-                str(source), raw, task="feature-extraction", library_name="transformers",
-                local_files_only=True, do_validation=False,
+                str(source),
+                raw,
+                task="feature-extraction",
+                library_name="transformers",
+                local_files_only=True,
+                do_validation=False,
             )
         model = staging / "model"
         (model / "onnx").mkdir(parents=True)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 from .errors import ProviderNotAvailableError
 
 #: A provider as a user names it: "cpu", "cuda", "coreml", ORT's full name, or (name, options).
-ProviderSpec = Union[str, tuple[str, Mapping[str, Any]]]
+ProviderSpec = str | tuple[str, Mapping[str, Any]]
 
 _ORT_NAMES = {
     "cpu": "CPUExecutionProvider",
@@ -82,11 +82,14 @@ _TRANSLATORS = {
 def _split(spec: ProviderSpec) -> tuple[str, Mapping[str, Any]]:
     if isinstance(spec, str):
         return spec, {}
-    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], Mapping):
+    if (
+        isinstance(spec, tuple)
+        and len(spec) == 2
+        and isinstance(spec[0], str)
+        and isinstance(spec[1], Mapping)
+    ):
         return spec[0], spec[1]
-    raise TypeError(
-        f"a provider must be a name such as 'cpu' or a (name, options) tuple, not {spec!r}"
-    )
+    raise TypeError(f"a provider must be a name such as 'cpu' or a (name, options) tuple, not {spec!r}")
 
 
 def ort_provider_name(name: str) -> str:

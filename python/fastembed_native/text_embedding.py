@@ -68,7 +68,11 @@ class TextEmbedding:
     ) -> None:
         _check_batch_size(batch_size)
         self.config: ModelConfig = read_model_dir(
-            resolve_model(model), max_length=max_length, pooling=pooling, normalize=normalize, padding_side=padding_side
+            resolve_model(model),
+            max_length=max_length,
+            pooling=pooling,
+            normalize=normalize,
+            padding_side=padding_side,
         )
         _runtime.ensure_loaded()
         ort_providers = resolve_providers(providers, _core.available_providers(), fallback)
@@ -102,7 +106,7 @@ class TextEmbedding:
 
     @property
     def pooling(self) -> str:
-        """"mean", "cls" or "last_token" (ignored when the model outputs pooled embeddings)."""
+        """ "mean", "cls" or "last_token" (ignored when the model outputs pooled embeddings)."""
         return "pooled" if self._session.output_is_pooled else self.config.pooling
 
     @property
@@ -154,8 +158,13 @@ class TextEmbedding:
                 rows = order[first : first + size]
                 ids, mask, types = self._pad([encodings[i] for i in rows], lengths[rows])
                 self._session.embed(
-                    ids, mask, types, out, rows + start,
-                    pooling=self.config.pooling, normalize=self.config.normalize,
+                    ids,
+                    mask,
+                    types,
+                    out,
+                    rows + start,
+                    pooling=self.config.pooling,
+                    normalize=self.config.normalize,
                     vocab_size=self.config.vocab_size or 0,
                 )
         return out
