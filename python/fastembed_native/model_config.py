@@ -40,6 +40,7 @@ class ModelConfig:
     pad_token_id: int | None
     vocab_size: int | None  # rows of the model's embedding table, when config.json says
     hidden_size: int | None
+    prompts: dict[str, str]  # config_sentence_transformers.json's named prompts ("query", ...)
 
 
 def _read_json(path: Path) -> Any:
@@ -141,6 +142,8 @@ def read_model_dir(
     if resolved_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {resolved_side!r}")
 
+    st_model_config = _optional_json(model_dir / "config_sentence_transformers.json")
+    prompts = {str(k): str(v) for k, v in (st_model_config.get("prompts") or {}).items()}
     vocab_size = hf_config.get("vocab_size")
     hidden_size = hf_config.get("hidden_size")
     pad_token_id = hf_config.get("pad_token_id")
@@ -155,4 +158,5 @@ def read_model_dir(
         pad_token_id=pad_token_id if isinstance(pad_token_id, int) else None,
         vocab_size=vocab_size if isinstance(vocab_size, int) and vocab_size > 0 else None,
         hidden_size=hidden_size if isinstance(hidden_size, int) else None,
+        prompts=prompts,
     )

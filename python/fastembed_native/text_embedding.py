@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from itertools import chain
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from tokenizers import Encoding, Tokenizer
 
 from . import _core, _runtime
 from .model_config import ModelConfig, read_model_dir
-from .models import resolve_model
+from .models import DEFAULT_MODEL, SUPPORTED_MODELS, model_info, resolve_model
 from .providers import ProviderSpec, resolve_providers
 
 #: Texts are tokenized this many at a time; each window is sorted by length before batching, so a
@@ -67,6 +68,7 @@ class TextEmbedding:
         graph_optimization_level: int = 99,
     ) -> None:
         _check_batch_size(batch_size)
+        info = model_info(str(model)) if model is not None else model_info(DEFAULT_MODEL)
         self.config: ModelConfig = read_model_dir(
             resolve_model(model),
             max_length=max_length,
@@ -83,6 +85,11 @@ class TextEmbedding:
             providers=ort_providers,
         )
         self._tokenizer, self._probe, self._pad_id = _load_tokenizer(self.config)
+        # Named prompts: the model's own config_sentence_transformers.json, else the registry's.
+        self.prompts: dict[str, str] = {}
+        if info is not None:
+            self.prompts = {"query": info.query_prompt, "passage": info.passage_prompt}
+        self.prompts.update(self.config.prompts)
         self._takes_token_types = "token_type_ids" in self._session.input_roles
         self.batch_size = batch_size
         dim = self._session.dim or self.config.hidden_size
@@ -129,13 +136,32 @@ class TextEmbedding:
             f"pooling={self.pooling!r}, normalize={self.normalize}, providers={self.providers})"
         )
 
+    @staticmethod
+    def list_supported_models() -> list[dict[str, Any]]:
+        """The models this package knows (dimension, pooling, prompts, ...), as dicts like fastembed's.
+
+        Any other model with a sentence-transformers layout works too, from its own config files.
+        """
+        return [asdict(info) for info in SUPPORTED_MODELS]
+
     # -- embedding -----------------------------------------------------------------------------
-    def embed(self, texts: str | Sequence[str], batch_size: int | None = None) -> np.ndarray:
+    def embed_query(self, texts: str | Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """Embed search queries, with the model's query prompt (e.g. e5's "query: ") prepended."""
+        return self.embed(texts, batch_size, prompt=self.prompts.get("query", ""))
+
+    def embed_passage(self, texts: str | Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """Embed documents, with the model's passage prompt (e.g. e5's "passage: ") prepended."""
+        return self.embed(texts, batch_size, prompt=self.prompts.get("passage", ""))
+
+    def embed(
+        self, texts: str | Sequence[str], batch_size: int | None = None, *, prompt: str = ""
+    ) -> np.ndarray:
         """Embed ``texts``.
 
         Args:
             texts: a list (or other sequence) of strings, or one string.
             batch_size: texts per ONNX Runtime call; default ``self.batch_size``.
+            prompt: text prepended to every input (an instruction or "query: " prefix).
 
         Returns:
             float32 array of shape ``(len(texts), dim)`` (``(1, dim)`` for one string), rows in
@@ -146,6 +172,10 @@ class TextEmbedding:
             ValueError: ``batch_size`` is not a positive int, or a text cannot be encoded as UTF-8.
         """
         items = _check_texts(texts)
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be str, not {type(prompt).__name__}")
+        if prompt:
+            items = [prompt + text for text in items]
         size = self.batch_size if batch_size is None else batch_size
         _check_batch_size(size)
         out = np.empty((len(items), self.dim), dtype=np.float32)

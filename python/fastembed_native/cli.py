@@ -1,0 +1,175 @@
+"""The ``fastembed-native`` command line: embed, inspect, export, bench, models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import nullcontext
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+#: Texts per embed() call when the command line embeds a stream (and the progress bar's step).
+CHUNK = 2048
+
+
+def _read_texts(paths: list[str], field: str | None) -> list[str]:
+    """One text per line from each file (or stdin for '-' / no file); with ``field``, JSONL records."""
+
+    def lines() -> Iterator[tuple[str, int, str]]:
+        for path in paths or ["-"]:
+            stream: TextIO = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+            with stream if path != "-" else nullcontext(stream):
+                for number, line in enumerate(stream, 1):
+                    yield path, number, line.rstrip("\n")
+
+    texts = []
+    for path, number, line in lines():
+        if field is None:
+            texts.append(line)
+            continue
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"{path}:{number}: not JSON ({exc.msg})") from None
+        value = record.get(field) if isinstance(record, dict) else None
+        if not isinstance(value, str):
+            raise SystemExit(f"{path}:{number}: field {field!r} missing or not a string")
+        texts.append(value)
+    return texts
+
+
+def _providers(value: str | None) -> list[str] | None:
+    return [p.strip() for p in value.split(",") if p.strip()] if value else None
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .text_embedding import TextEmbedding
+
+    texts = _read_texts(args.inputs, args.field)
+    model = TextEmbedding(args.model, providers=_providers(args.providers), batch_size=args.batch_size)
+    prompt = model.prompts.get(args.prompt, args.prompt) if args.prompt else ""
+    out = np.empty((len(texts), model.dim), dtype=np.float32)
+    # A progress bar only for people: quiet when stderr is not a terminal (pipes, CI, logs).
+    show = sys.stderr.isatty() and not args.quiet and len(texts) > CHUNK
+    with tqdm(total=len(texts), unit="text", disable=not show, file=sys.stderr) as bar:
+        for start in range(0, len(texts), CHUNK):
+            out[start : start + CHUNK] = model.embed(texts[start : start + CHUNK], prompt=prompt)
+            bar.update(min(CHUNK, len(texts) - start))
+    if args.output and args.output.endswith(".npy"):
+        np.save(args.output, out)
+    else:
+        sink = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+        try:
+            for text, vector in zip(texts, out, strict=True):
+                sink.write(json.dumps({"text": text, "embedding": vector.tolist()}) + "\n")
+        finally:
+            if sink is not sys.stdout:
+                sink.close()
+    if not args.quiet:
+        print(f"embedded {len(texts)} texts -> {args.output or 'stdout'} ({model.dim} dims)", file=sys.stderr)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspect_model import inspect_model
+
+    report = inspect_model(args.model)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        _print_report(report)
+    return 0
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    for key, value in report.items():
+        if key in ("inputs", "outputs"):
+            print(f"{key}:")
+            for item in value:
+                print(f"  {item['name']}: {item['type']} {item['shape']}")
+        elif key == "warnings":
+            for warning in value:
+                print(f"WARNING: {warning}")
+        else:
+            print(f"{key}: {value}")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_model
+
+    report = export_model(args.source, args.output, min_cosine=args.min_cosine)
+    print(f"exported {args.source} -> {report.model_dir}; parity min cosine {report.min_cosine:.6f}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .text_embedding import TextEmbedding
+
+    for info in TextEmbedding.list_supported_models():
+        print(f"{info['model']:36} dim={info['dim']:<5} pooling={info['pooling']:<10} max_length={info['max_length']}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .benchmark import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastembed-native", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    embed = sub.add_parser("embed", help="embed texts from files or stdin")
+    embed.add_argument("inputs", nargs="*", help="text files, one text per line ('-' or none: stdin)")
+    embed.add_argument("-o", "--output", help="output: .npy (array) or anything else (JSONL); default JSONL to stdout")
+    embed.add_argument("--field", help="read JSONL input and embed this field of each record")
+    embed.add_argument("--model", help="model directory or id (default: all-MiniLM-L6-v2)")
+    embed.add_argument("--batch-size", type=int, default=32)
+    embed.add_argument("--providers", help="comma-separated, in priority order, e.g. cuda,cpu")
+    embed.add_argument("--prompt", help="'query', 'passage' (the model's prompts) or a literal prefix")
+    embed.add_argument("-q", "--quiet", action="store_true")
+    embed.set_defaults(func=cmd_embed)
+
+    inspect_cmd = sub.add_parser("inspect", help="what a model file holds and what to watch out for")
+    inspect_cmd.add_argument("model", help="model directory, or an .onnx file")
+    inspect_cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    inspect_cmd.set_defaults(func=cmd_inspect)
+
+    export = sub.add_parser("export", help="export a Hugging Face checkpoint to ONNX, with a parity check")
+    export.add_argument("source", help="checkpoint directory (config.json, weights, tokenizer)")
+    export.add_argument("output", help="new model directory to create")
+    export.add_argument("--min-cosine", type=float, default=0.9999)
+    export.set_defaults(func=cmd_export)
+
+    models = sub.add_parser("models", help="list the models this package knows")
+    models.set_defaults(func=cmd_models)
+
+    bench = sub.add_parser("bench", help="benchmark against onnxruntime, fastembed and sentence-transformers",
+                           add_help=False)
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .errors import FastembedNativeError
+
+    try:
+        return int(args.func(args))
+    except (FastembedNativeError, FileNotFoundError, FileExistsError, ValueError, TypeError) as exc:
+        print(f"fastembed-native {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""``fastembed-native inspect``: what a user checks before trusting a model file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from . import _core, _runtime
+from .model_config import find_onnx, read_model_dir
+
+#: CoreML rejects tensors with a dimension above this, so larger embedding tables stay on the CPU.
+COREML_MAX_DIM = 16384
+
+_ELEM_TYPES = {1: "float32", 6: "int32", 7: "int64", 10: "float16", 11: "float64", 16: "bfloat16", 9: "bool"}
+
+
+def _shape(type_proto: Any) -> list[int | str]:
+    dims = type_proto.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+
+
+def inspect_model(model: str | Path) -> dict[str, Any]:
+    """A report on a model directory (or a bare .onnx file): graph facts, config found, warnings.
+
+    Needs the ``onnx`` package to read the graph (``pip install onnx``; in the [export] extra).
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError("inspect reads the ONNX graph with the onnx package: pip install onnx") from None
+
+    path = Path(model)
+    if not path.exists():
+        raise FileNotFoundError(f"model not found: {path}")
+    onnx_path = path if path.is_file() else find_onnx(path)
+    proto = onnx.load(str(onnx_path), load_external_data=False)  # headers only, no weights in memory
+    graph = proto.graph
+    initializers = {t.name: t for t in graph.initializer}
+    external = sorted(
+        {entry.value for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+         for entry in t.external_data if entry.key == "location"}
+    )
+    external_bytes = sum((onnx_path.parent / name).stat().st_size for name in external if (onnx_path.parent / name).is_file())
+    graph_inputs = [i for i in graph.input if i.name not in initializers]
+
+    # The word-embedding table: the initializer a Gather indexes with input_ids.
+    table = None
+    for node in graph.node:
+        if node.op_type == "Gather" and len(node.input) == 2 and node.input[1] == "input_ids" and node.input[0] in initializers:
+            table = list(initializers[node.input[0]].dims)
+            break
+    layer_ids = {m.group(1) for name in initializers for m in [re.search(r"layers?[._](\d+)[._]", name)] if m}
+
+    report: dict[str, Any] = {
+        "file": str(onnx_path),
+        "size_mb": round(onnx_path.stat().st_size / 2**20, 1),
+        "external_data": [f"{name} ({external_bytes / 2**20:.1f} MB total)" for name in external] or "none",
+        "ir_version": proto.ir_version,
+        "opset": {op.domain or "ai.onnx": op.version for op in proto.opset_import},
+        "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
+        "inputs": [{"name": i.name, "type": _ELEM_TYPES.get(i.type.tensor_type.elem_type, "?"), "shape": _shape(i.type)} for i in graph_inputs],
+        "outputs": [{"name": o.name, "type": _ELEM_TYPES.get(o.type.tensor_type.elem_type, "?"), "shape": _shape(o.type)} for o in graph.output],
+        "vocab_size": table[0] if table else None,
+        "hidden_size": table[1] if table and len(table) > 1 else None,
+        "layers": len(layer_ids) or None,
+    }
+    warnings: list[str] = []
+    if path.is_dir():
+        config = read_model_dir(path)
+        from tokenizers import Tokenizer
+
+        tokenizer_vocab = Tokenizer.from_file(str(config.tokenizer_path)).get_vocab_size(with_added_tokens=True)
+        report.update(
+            pooling=config.pooling, normalize=config.normalize, max_length=config.max_length,
+            padding_side=config.padding_side, tokenizer_vocab_size=tokenizer_vocab,
+        )
+        model_vocab = report["vocab_size"] or config.vocab_size
+        if model_vocab and tokenizer_vocab > model_vocab:
+            warnings.append(
+                f"the tokenizer has {tokenizer_vocab} tokens but the model's embedding table has {model_vocab} rows: "
+                "ids past the table are rejected at embed time"
+            )
+    _runtime.ensure_loaded()
+    report["available_providers"] = _core.available_providers()
+    report["onnxruntime"] = _core.runtime_version()
+
+    if table and max(table) > COREML_MAX_DIM:
+        warnings.append(
+            f"CoreML cannot take a dimension above {COREML_MAX_DIM}: the {table[0]}x{table[1]} embedding table "
+            "(and its Gather) stays on the CPU under the coreml provider"
+        )
+    dynamic = [f"{i['name']}{i['shape']}" for i in report["inputs"] if any(isinstance(d, str) for d in i["shape"])]
+    if dynamic:
+        warnings.append(
+            "dynamic input shapes (" + ", ".join(dynamic) + "): fine on CPU and CUDA; CoreML compiles per shape "
+            "unless static_input_shapes is set, and then only static parts run on it"
+        )
+    report["warnings"] = warnings
+    return report
