@@ -207,6 +207,20 @@ PYBIND11_MODULE(_core, m) {
            py::arg("providers") = std::vector<std::pair<std::string, py::dict>>{}, py::arg("optimized_model_path") = "",
            py::arg("cpu_mem_arena") = true, py::arg("mem_pattern") = true, py::arg("config_entries") = py::dict())
       .def_property_readonly("providers", &fastembed::Session::providers)
+      .def(
+          "stats",
+          [](const fastembed::Session& s) {
+            const fastembed::SessionStats st = s.stats();
+            py::dict d;
+            d["runs"] = st.runs;
+            d["run_seconds"] = static_cast<double>(st.run_ns) * 1e-9;
+            d["pool_seconds"] = static_cast<double>(st.pool_ns) * 1e-9;
+            d["real_tokens"] = st.real_tokens;
+            d["computed_tokens"] = st.computed_tokens;
+            return d;
+          },
+          "Totals since creation or reset_stats(): runs, seconds in ORT Run and in pooling, tokens.")
+      .def("reset_stats", &fastembed::Session::reset_stats)
       .def_property_readonly("input_names", [](const fastembed::Session& s) { return s.io().all_input_names; })
       .def_property_readonly("input_roles",
                              [](const fastembed::Session& s) {

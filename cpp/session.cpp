@@ -1,6 +1,7 @@
 #include "session.h"
 
 #include <algorithm>
+#include <chrono>
 #include <functional>
 #include <memory>
 
@@ -339,9 +340,12 @@ void Session::embed(const TokenBatch& tokens, pooling::Mode mode, bool normalize
 
   const char* output_name = io_.output_name.c_str();
   OrtValue* raw_output = nullptr;
+  using Clock = std::chrono::steady_clock;
+  const auto run_start = Clock::now();
   check(api.Run(session_.get(), nullptr, names.data(), value_ptrs.data(), value_ptrs.size(), &output_name, 1,
                 &raw_output));
   OrtPtr<OrtValue> output(raw_output);
+  const auto run_end = Clock::now();
 
   OrtTensorTypeAndShapeInfo* raw_info = nullptr;
   check(api.GetTensorTypeAndShape(output.get(), &raw_info));
@@ -364,6 +368,28 @@ void Session::embed(const TokenBatch& tokens, pooling::Mode mode, bool normalize
   check(api.GetTensorMutableData(output.get(), reinterpret_cast<void**>(const_cast<float**>(&states))));
   pooling::pool(io_.output_is_pooled ? pooling::Mode::Pooled : mode, states, tokens.attention_mask, batch, seq_len,
                 dest.out_stride, normalize, dest, pooling::best_isa());
+  const auto pool_end = Clock::now();
+
+  const int64_t real =
+      std::count_if(tokens.attention_mask, tokens.attention_mask + count, [](int64_t m) { return m != 0; });
+  const auto ns = [](auto d) { return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count(); };
+  runs_.fetch_add(1, std::memory_order_relaxed);
+  run_ns_.fetch_add(ns(run_end - run_start), std::memory_order_relaxed);
+  pool_ns_.fetch_add(ns(pool_end - run_end), std::memory_order_relaxed);
+  real_tokens_.fetch_add(real, std::memory_order_relaxed);
+  computed_tokens_.fetch_add(static_cast<int64_t>(count), std::memory_order_relaxed);
+}
+
+SessionStats Session::stats() const noexcept {
+  return {runs_.load(std::memory_order_relaxed), run_ns_.load(std::memory_order_relaxed),
+          pool_ns_.load(std::memory_order_relaxed), real_tokens_.load(std::memory_order_relaxed),
+          computed_tokens_.load(std::memory_order_relaxed)};
+}
+
+void Session::reset_stats() noexcept {
+  for (auto* counter : {&runs_, &run_ns_, &pool_ns_, &real_tokens_, &computed_tokens_}) {
+    counter->store(0, std::memory_order_relaxed);
+  }
 }
 
 }  // namespace fastembed

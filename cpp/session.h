@@ -2,6 +2,7 @@
 // token inputs and the embedding output, and Run + pooling of a padded batch.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -60,6 +61,15 @@ struct TokenBatch {
   int64_t seq_len;
 };
 
+// Counters a benchmark reads: where embed() time goes, and how much of each batch was padding.
+struct SessionStats {
+  int64_t runs = 0;
+  int64_t run_ns = 0;           // inside OrtApi::Run
+  int64_t pool_ns = 0;          // pooling + normalisation
+  int64_t real_tokens = 0;      // non-zero attention-mask entries
+  int64_t computed_tokens = 0;  // batch * seq_len, padding included
+};
+
 class Session {
  public:
   Session(const std::string& model_path, const SessionConfig& config);
@@ -67,6 +77,8 @@ class Session {
   const ModelIO& io() const noexcept { return io_; }
   // Providers appended to this session, in priority order, ending with CPUExecutionProvider.
   const std::vector<std::string>& providers() const noexcept { return providers_; }
+  SessionStats stats() const noexcept;
+  void reset_stats() noexcept;
 
   // Runs the model on `tokens` and pools each row into `dest` (see pooling::Destination).
   // `vocab_size` > 0 checks every id first, so a tokenizer larger than the model's embedding
@@ -80,6 +92,8 @@ class Session {
   OrtPtr<OrtMemoryInfo> cpu_memory_;
   ModelIO io_;
   std::vector<std::string> providers_;
+  // Relaxed atomics: concurrent embed() calls add to them; readers want totals, not ordering.
+  mutable std::atomic<int64_t> runs_{0}, run_ns_{0}, pool_ns_{0}, real_tokens_{0}, computed_tokens_{0};
 };
 
 // An OrtValue over `data` without copying it, as embed() creates for each input. Exposed so a test

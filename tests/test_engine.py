@@ -9,13 +9,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-import fastembed_native
 import numpy as np
 import pytest
 from conftest import VOCAB, build_tokenizer, write_model_dir
+from reference import pool_reference
+
+import fastembed_native
 from fastembed_native import TextEmbedding, _core, _runtime
 from fastembed_native.errors import OrtInvalidModel, OrtNoSuchFile
-from reference import pool_reference
 
 TEXTS = [
     "hello world",

@@ -69,7 +69,9 @@ def test_empty_and_whitespace_strings_embed(model):
 
 
 def test_text_with_no_tokens_is_the_zero_vector(tmp_path):
-    tiny = write_model_dir(tmp_path / "m", tokenizer=build_tokenizer(with_special_tokens=False), normalize=True)
+    tiny = write_model_dir(
+        tmp_path / "m", tokenizer=build_tokenizer(with_special_tokens=False), normalize=True
+    )
     out = TextEmbedding(tiny.path).embed(["", "hello", "   "])
     assert not out[0].any() and not out[2].any() and np.isfinite(out).all()
     assert np.linalg.norm(out[1]) == pytest.approx(1.0, rel=1e-5)

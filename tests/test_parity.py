@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from fastembed_native.export import cosine_rows
 
 pytestmark = pytest.mark.real_model

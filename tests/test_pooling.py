@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fastembed_native import _core
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import pool_reference
+
+from fastembed_native import _core
 
 ISAS = _core.supported_isas()
 MODES = ["mean", "cls", "last_token"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from fastembed_native import ProviderNotAvailableError, TextEmbedding, available_providers
 from fastembed_native.providers import coreml_options, cuda_options, resolve_providers
 

@@ -38,16 +38,28 @@ def inspect_model(model: str | Path) -> dict[str, Any]:
     graph = proto.graph
     initializers = {t.name: t for t in graph.initializer}
     external = sorted(
-        {entry.value for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
-         for entry in t.external_data if entry.key == "location"}
+        {
+            entry.value
+            for t in graph.initializer
+            if t.data_location == onnx.TensorProto.EXTERNAL
+            for entry in t.external_data
+            if entry.key == "location"
+        }
     )
-    external_bytes = sum((onnx_path.parent / name).stat().st_size for name in external if (onnx_path.parent / name).is_file())
+    external_bytes = sum(
+        (onnx_path.parent / name).stat().st_size for name in external if (onnx_path.parent / name).is_file()
+    )
     graph_inputs = [i for i in graph.input if i.name not in initializers]
 
     # The word-embedding table: the initializer a Gather indexes with input_ids.
     table = None
     for node in graph.node:
-        if node.op_type == "Gather" and len(node.input) == 2 and node.input[1] == "input_ids" and node.input[0] in initializers:
+        if (
+            node.op_type == "Gather"
+            and len(node.input) == 2
+            and node.input[1] == "input_ids"
+            and node.input[0] in initializers
+        ):
             table = list(initializers[node.input[0]].dims)
             break
     layer_ids = {m.group(1) for name in initializers for m in [re.search(r"layers?[._](\d+)[._]", name)] if m}
@@ -59,8 +71,22 @@ def inspect_model(model: str | Path) -> dict[str, Any]:
         "ir_version": proto.ir_version,
         "opset": {op.domain or "ai.onnx": op.version for op in proto.opset_import},
         "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
-        "inputs": [{"name": i.name, "type": _ELEM_TYPES.get(i.type.tensor_type.elem_type, "?"), "shape": _shape(i.type)} for i in graph_inputs],
-        "outputs": [{"name": o.name, "type": _ELEM_TYPES.get(o.type.tensor_type.elem_type, "?"), "shape": _shape(o.type)} for o in graph.output],
+        "inputs": [
+            {
+                "name": i.name,
+                "type": _ELEM_TYPES.get(i.type.tensor_type.elem_type, "?"),
+                "shape": _shape(i.type),
+            }
+            for i in graph_inputs
+        ],
+        "outputs": [
+            {
+                "name": o.name,
+                "type": _ELEM_TYPES.get(o.type.tensor_type.elem_type, "?"),
+                "shape": _shape(o.type),
+            }
+            for o in graph.output
+        ],
         "vocab_size": table[0] if table else None,
         "hidden_size": table[1] if table and len(table) > 1 else None,
         "layers": len(layer_ids) or None,
@@ -70,10 +96,15 @@ def inspect_model(model: str | Path) -> dict[str, Any]:
         config = read_model_dir(path)
         from tokenizers import Tokenizer
 
-        tokenizer_vocab = Tokenizer.from_file(str(config.tokenizer_path)).get_vocab_size(with_added_tokens=True)
+        tokenizer_vocab = Tokenizer.from_file(str(config.tokenizer_path)).get_vocab_size(
+            with_added_tokens=True
+        )
         report.update(
-            pooling=config.pooling, normalize=config.normalize, max_length=config.max_length,
-            padding_side=config.padding_side, tokenizer_vocab_size=tokenizer_vocab,
+            pooling=config.pooling,
+            normalize=config.normalize,
+            max_length=config.max_length,
+            padding_side=config.padding_side,
+            tokenizer_vocab_size=tokenizer_vocab,
         )
         model_vocab = report["vocab_size"] or config.vocab_size
         if model_vocab and tokenizer_vocab > model_vocab:
@@ -90,10 +121,14 @@ def inspect_model(model: str | Path) -> dict[str, Any]:
             f"CoreML cannot take a dimension above {COREML_MAX_DIM}: the {table[0]}x{table[1]} embedding table "
             "(and its Gather) stays on the CPU under the coreml provider"
         )
-    dynamic = [f"{i['name']}{i['shape']}" for i in report["inputs"] if any(isinstance(d, str) for d in i["shape"])]
+    dynamic = [
+        f"{i['name']}{i['shape']}" for i in report["inputs"] if any(isinstance(d, str) for d in i["shape"])
+    ]
     if dynamic:
         warnings.append(
-            "dynamic input shapes (" + ", ".join(dynamic) + "): fine on CPU and CUDA; CoreML compiles per shape "
+            "dynamic input shapes ("
+            + ", ".join(dynamic)
+            + "): fine on CPU and CUDA; CoreML compiles per shape "
             "unless static_input_shapes is set, and then only static parts run on it"
         )
     report["warnings"] = warnings

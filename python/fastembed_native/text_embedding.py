@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from itertools import chain
 from dataclasses import asdict
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,11 @@ from .providers import ProviderSpec, resolve_providers
 #: Texts are tokenized this many at a time; each window is sorted by length before batching, so a
 #: batch holds texts of similar length (little padding) without tokenizing a whole huge input first.
 TOKENIZE_WINDOW = 4096
+
+#: Default token budget per Run, per text of batch_size: a batch of 32 holds at most 32 x 32 tokens,
+#: so texts of 256 tokens go 4 at a time. On the CPU, throughput depends on the tokens per Run far
+#: more than on the texts per Run, and padding is pure waste (see benchmarks/).
+TOKENS_PER_TEXT_BUDGET = 32
 
 # A text longer than max_length * this many characters is first tokenized as a prefix of that
 # length; when the prefix alone gives comfortably more tokens than max_length, truncating it gives
@@ -48,7 +53,9 @@ class TextEmbedding:
         pooling: "mean", "cls" or "last_token"; default: the model's ``1_Pooling/config.json``.
         normalize: L2-normalise embeddings; default: whether ``modules.json`` has Normalize.
         padding_side: "right" or "left"; default: ``tokenizer_config.json``, else right.
-        batch_size: texts per ONNX Runtime call, the default for :meth:`embed`.
+        batch_size: texts per ONNX Runtime call at most, the default for :meth:`embed`.
+        max_batch_tokens: tokens per ONNX Runtime call at most (texts x longest text, padding
+            included); default ``batch_size * 32``. A batch always holds at least one text.
         intra_op_threads: ORT's threads per call (0: one per physical core).
         graph_optimization_level: 0 (none), 1 (basic), 2 (extended) or 99 (all, the default).
     """
@@ -64,6 +71,7 @@ class TextEmbedding:
         normalize: bool | None = None,
         padding_side: str | None = None,
         batch_size: int = 32,
+        max_batch_tokens: int | None = None,
         intra_op_threads: int = 0,
         graph_optimization_level: int = 99,
     ) -> None:
@@ -92,6 +100,9 @@ class TextEmbedding:
         self.prompts.update(self.config.prompts)
         self._takes_token_types = "token_type_ids" in self._session.input_roles
         self.batch_size = batch_size
+        if max_batch_tokens is not None:
+            _check_batch_size(max_batch_tokens, "max_batch_tokens")
+        self.max_batch_tokens = max_batch_tokens
         dim = self._session.dim or self.config.hidden_size
         if dim is None:
             raise ValueError(
@@ -135,6 +146,17 @@ class TextEmbedding:
             f"TextEmbedding({str(self.config.model_dir)!r}, dim={self.dim}, max_length={self.max_length}, "
             f"pooling={self.pooling!r}, normalize={self.normalize}, providers={self.providers})"
         )
+
+    def stats(self, reset: bool = False) -> dict[str, float]:
+        """Where embed() time went since the last reset: ``runs``, ``run_seconds`` (inside ONNX
+        Runtime's Run), ``pool_seconds`` (pooling + normalisation), and ``padding_efficiency``
+        (real tokens / tokens computed, padding included)."""
+        stats = dict(self._session.stats())
+        computed = stats["computed_tokens"]
+        stats["padding_efficiency"] = stats["real_tokens"] / computed if computed else 1.0
+        if reset:
+            self._session.reset_stats()
+        return stats
 
     @staticmethod
     def list_supported_models() -> list[dict[str, Any]]:
@@ -184,8 +206,14 @@ class TextEmbedding:
             lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
             # Longest first: similar lengths share a batch, and a batch too big for memory fails early.
             order = np.argsort(-lengths, kind="stable")
-            for first in range(0, len(order), size):
-                rows = order[first : first + size]
+            first = 0
+            while first < len(order):
+                # A batch of long texts holds fewer of them: at most `token_budget` tokens
+                # (padding included) per Run, so one long text does not pad 31 short ones.
+                width = max(int(lengths[order[first]]), 1)
+                count = min(size, max(1, self.token_budget(size) // width))
+                rows = order[first : first + count]
+                first += count
                 ids, mask, types = self._pad([encodings[i] for i in rows], lengths[rows])
                 self._session.embed(
                     ids,
@@ -200,6 +228,11 @@ class TextEmbedding:
         return out
 
     # -- internals -------------------------------------------------------------------------------
+    def token_budget(self, batch_size: int) -> int:
+        """Most tokens (batch x longest text) one Run takes: ``max_batch_tokens``, else
+        ``batch_size x TOKENS_PER_TEXT_BUDGET``."""
+        return self.max_batch_tokens or batch_size * TOKENS_PER_TEXT_BUDGET
+
     def _encode(self, texts: list[str], offset: int) -> list[Encoding]:
         limit = self.max_length * _CHARS_PER_TOKEN_LIMIT
         if any(len(t) > limit for t in texts):
@@ -271,9 +304,9 @@ def _load_tokenizer(config: ModelConfig) -> tuple[Tokenizer, Tokenizer, int]:
     return tokenizer, probe, int(pad_id)
 
 
-def _check_batch_size(batch_size: Any) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+def _check_batch_size(value: Any, name: str = "batch_size") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def _check_texts(texts: Any) -> list[str]:
