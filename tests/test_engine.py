@@ -242,9 +242,19 @@ def test_runtime_comes_from_the_onnxruntime_wheel():
     assert info["headers_api_version"] == _core.HEADERS_API_VERSION == 21
     assert int(info["version"].split(".")[1]) >= 21
     assert "CPUExecutionProvider" in info["available_providers"]
-    assert "onnxruntime" not in sys.modules or "onnxruntime.capi" not in sys.modules, (
-        "imported ORT's Python module"
-    )
+
+
+def test_embedding_never_imports_onnxruntimes_python_module(encoder_dir):
+    """Its module carries a second copy of ORT; we only load the shared library."""
+    code = f"""
+        import sys
+        from fastembed_native import TextEmbedding
+        TextEmbedding({str(encoder_dir.path)!r}).embed(["hello world"])
+        print(sorted(m for m in sys.modules if m.startswith("onnxruntime")))
+    """
+    result = _run_python(code, {})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def _run_python(code: str, env_extra: dict[str, str]) -> subprocess.CompletedProcess:
