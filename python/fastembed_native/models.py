@@ -124,6 +124,10 @@ def ensure_default_model(cache: str | os.PathLike[str] | None = None) -> Path:
     with FileLock(str(target) + ".lock"):
         if target.is_dir():  # another process built it while we waited
             return target
+        # Staging folders of a builder that died (killed mid-export): holding the lock, we know
+        # nobody is using them.
+        for stale in target.parent.glob(f".{target.name}.*"):
+            shutil.rmtree(stale, ignore_errors=True)
         from .export import export_model
 
         export_model(default_model_source(), target)

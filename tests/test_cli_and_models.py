@@ -1,0 +1,258 @@
+"""The command line (each command as a subprocess), the default model and the model cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import source_checkout
+
+from fastembed_native import TextEmbedding
+from fastembed_native.export import cosine_rows
+from fastembed_native.models import DEFAULT_MODEL, cached_model_dir
+
+CLI = [sys.executable, "-m", "fastembed_native.cli"]
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: int = 300):
+    return subprocess.run(
+        [*CLI, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **OFFLINE, **(env or {})},
+    )
+
+
+# -- embed ------------------------------------------------------------------------------------------
+def test_embed_stdin_to_npy(encoder_dir, tmp_path):
+    out = tmp_path / "vectors.npy"
+    result = run_cli(
+        "embed", "--model", str(encoder_dir.path), "-o", str(out), stdin="hello world\nthe quick fox\n"
+    )
+    assert result.returncode == 0, result.stderr
+    vectors = np.load(out)
+    np.testing.assert_allclose(
+        vectors, TextEmbedding(encoder_dir.path).embed(["hello world", "the quick fox"]), rtol=1e-6
+    )
+    assert "embedded 2 texts" in result.stderr
+
+
+def test_embed_jsonl_field_from_files_to_jsonl(encoder_dir, tmp_path):
+    source = tmp_path / "docs.jsonl"
+    source.write_text(
+        json.dumps({"id": 1, "body": "flag embedding"}) + "\n\n" + json.dumps({"id": 2, "body": "dog"}) + "\n"
+    )
+    out = tmp_path / "out.jsonl"
+    result = run_cli(
+        "embed", str(source), "--field", "body", "--model", str(encoder_dir.path), "-o", str(out), "-q"
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["text"] for r in records] == ["flag embedding", "dog"]
+    assert len(records[0]["embedding"]) == 7
+    assert result.stderr == ""  # quiet, and no progress bar when not a terminal
+
+
+def test_embed_reports_bad_input_clearly(encoder_dir, tmp_path):
+    source = tmp_path / "bad.jsonl"
+    source.write_text('{"body": "ok"}\n{"title": "no body"}\n')
+    result = run_cli("embed", str(source), "--field", "body", "--model", str(encoder_dir.path))
+    assert result.returncode != 0 and "bad.jsonl:2: field 'body' missing" in result.stderr
+    result = run_cli("embed", "--model", str(tmp_path / "missing"), stdin="x\n")
+    assert result.returncode == 1 and "model directory not found" in result.stderr
+
+
+# -- inspect ----------------------------------------------------------------------------------------
+def test_inspect_tiny_model(encoder_dir):
+    result = run_cli("inspect", str(encoder_dir.path), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [i["name"] for i in report["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert report["outputs"][0] == {
+        "name": "last_hidden_state",
+        "type": "float32",
+        "shape": ["batch", "sequence", 7],
+    }
+    assert report["vocab_size"] == 16 and report["hidden_size"] == 7 and report["opset"] == {"ai.onnx": 17}
+    assert report["pooling"] == "mean" and report["normalize"] is True
+    assert "CPUExecutionProvider" in report["available_providers"]
+    assert any("dynamic input shapes" in w for w in report["warnings"])
+
+
+def test_inspect_warns_about_a_tokenizer_larger_than_the_model(tmp_path):
+    from conftest import write_model_dir
+
+    tiny = write_model_dir(tmp_path / "m", vocab_rows=8, vocab_size=8)
+    report = json.loads(run_cli("inspect", str(tiny.path), "--json").stdout)
+    assert any(
+        "tokenizer has 16 tokens but the model's embedding table has 8 rows" in w for w in report["warnings"]
+    )
+
+
+@pytest.mark.real_model
+def test_inspect_real_model(minilm_dir):
+    result = run_cli("inspect", str(minilm_dir))
+    assert result.returncode == 0, result.stderr
+    assert (
+        "vocab_size: 30522" in result.stdout
+        and "hidden_size: 384" in result.stdout
+        and "layers: 6" in result.stdout
+    )
+    assert "CoreML cannot take a dimension above 16384" in result.stdout
+
+
+# -- export, models, bench --------------------------------------------------------------------------
+@pytest.mark.real_model
+def test_export_command(tmp_path):
+    out = tmp_path / "exported"
+    result = run_cli("export", str(source_checkout()), str(out))
+    assert result.returncode == 0, result.stderr
+    assert "parity min cosine" in result.stdout
+    assert (out / "onnx" / "model.onnx").is_file() and (out / "1_Pooling" / "config.json").is_file()
+    again = run_cli("export", str(source_checkout()), str(out))
+    assert again.returncode == 1 and "exists already" in again.stderr
+
+
+def test_models_command():
+    result = run_cli("models")
+    assert result.returncode == 0
+    for name in ("all-MiniLM-L6-v2", "bge-small-en-v1.5", "e5-small-v2", "gte-small", "Qwen3-Embedding-0.6B"):
+        assert name in result.stdout
+
+
+@pytest.mark.real_model
+def test_bench_command_small_run(minilm_dir, tmp_path):
+    result = run_cli(
+        "bench",
+        "--model",
+        str(minilm_dir),
+        "--contenders",
+        "naive_ort,careful_ort,fastembed_native",
+        "--corpus-size",
+        "40",
+        "--batch-sizes",
+        "8",
+        "--repeats",
+        "1",
+        "--latency-calls",
+        "5",
+        "--no-memory",
+        "--out",
+        str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["contenders"]) == {"naive_ort", "careful_ort", "fastembed_native"}
+    for contender in results["contenders"].values():
+        assert contender["min_cosine_vs_reference"] >= 0.9999
+    assert (tmp_path / "results.png").stat().st_size > 0 and "| fastembed_native |" in (
+        tmp_path / "results.md"
+    ).read_text()
+
+
+# -- the default model and the cache ------------------------------------------------------------------
+def test_supported_models_registry():
+    models = {m["model"]: m for m in TextEmbedding.list_supported_models()}
+    assert models[DEFAULT_MODEL]["dim"] == 384 and models[DEFAULT_MODEL]["pooling"] == "mean"
+    assert models["BAAI/bge-small-en-v1.5"]["pooling"] == "cls"
+    assert models["intfloat/e5-small-v2"]["query_prompt"] == "query: "
+    qwen = models["Qwen/Qwen3-Embedding-0.6B"]
+    assert (qwen["pooling"], qwen["padding_side"]) == ("last_token", "left") and qwen["query_prompt"]
+
+
+def test_prompts(encoder_dir):
+    model = TextEmbedding(encoder_dir.path)
+    model.prompts["query"] = "flag "
+    np.testing.assert_allclose(model.embed_query(["dog"]), model.embed(["flag dog"]), rtol=1e-6)
+    np.testing.assert_allclose(model.embed(["dog"], prompt="fox "), model.embed(["fox dog"]), rtol=1e-6)
+    np.testing.assert_allclose(model.embed_passage(["dog"]), model.embed(["dog"]), rtol=1e-6)
+
+
+@pytest.mark.real_model
+def test_default_model_end_to_end_offline(minilm_dir, model_cache, sentence_transformer):
+    code = "from fastembed_native import TextEmbedding; import numpy as np; m = TextEmbedding(); np.save('v.npy', m.embed(['hello world', 'offline']))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=minilm_dir.parent,
+        env={**os.environ, **OFFLINE, "FASTEMBED_NATIVE_CACHE": str(model_cache)},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    vectors = np.load(minilm_dir.parent / "v.npy")
+    assert cosine_rows(vectors, sentence_transformer.encode(["hello world", "offline"])).min() >= 0.9999
+
+
+def test_model_id_offline_fails_at_once(tmp_path):
+    """No hub here: a model id that is not cached fails quickly with a message saying why."""
+    start = time.monotonic()
+    result = run_cli(
+        "embed",
+        "--model",
+        "BAAI/bge-small-en-v1.5",
+        stdin="x\n",
+        env={"FASTEMBED_NATIVE_CACHE": str(tmp_path)},
+    )
+    assert result.returncode == 1
+    assert (
+        "cannot download 'BAAI/bge-small-en-v1.5'" in result.stderr
+        and "local model directory" in result.stderr
+    )
+    assert time.monotonic() - start < 60
+    assert not (tmp_path / "BAAI--bge-small-en-v1.5").exists()
+
+
+BUILD = "from fastembed_native.models import ensure_default_model; print(ensure_default_model())"
+
+
+@pytest.mark.real_model
+@pytest.mark.timeout(600)
+def test_concurrent_first_use_of_an_empty_cache_builds_once(tmp_path):
+    env = {**os.environ, **OFFLINE, "FASTEMBED_NATIVE_CACHE": str(tmp_path)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", BUILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=500) for p in procs]
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err
+        assert Path(out.strip()) == cached_model_dir(DEFAULT_MODEL, tmp_path)
+    entries = sorted(p.name for p in tmp_path.iterdir())
+    assert entries == [
+        "sentence-transformers--all-MiniLM-L6-v2",
+        "sentence-transformers--all-MiniLM-L6-v2.lock",
+    ]
+
+
+@pytest.mark.real_model
+@pytest.mark.timeout(600)
+def test_a_crash_mid_export_leaves_no_model_behind(tmp_path):
+    env = {**os.environ, **OFFLINE, "FASTEMBED_NATIVE_CACHE": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BUILD], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    target = cached_model_dir(DEFAULT_MODEL, tmp_path)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(f".{target.name}.*")) and time.monotonic() < deadline:  # wait for staging
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not target.exists()
+    result = subprocess.run(
+        [sys.executable, "-c", BUILD], env=env, capture_output=True, text=True, timeout=500
+    )
+    assert result.returncode == 0, result.stderr
+    assert target.is_dir() and not list(tmp_path.glob(f".{target.name}.*"))
