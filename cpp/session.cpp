@@ -97,6 +97,20 @@ std::string take_allocated_name(OrtAllocator* allocator, char* name) {
   return std::string(owned.get());
 }
 
+// Name and tensor description of the session's input (or output) number `index`.
+std::pair<std::string, TensorInfo> describe(OrtSession* session, OrtAllocator* allocator, size_t index, bool input) {
+  const OrtApi& api = ort_api();
+  char* raw_name = nullptr;
+  check(input ? api.SessionGetInputName(session, index, allocator, &raw_name)
+              : api.SessionGetOutputName(session, index, allocator, &raw_name));
+  std::string name = take_allocated_name(allocator, raw_name);
+  OrtTypeInfo* raw_type = nullptr;
+  check(input ? api.SessionGetInputTypeInfo(session, index, &raw_type)
+              : api.SessionGetOutputTypeInfo(session, index, &raw_type));
+  OrtPtr<OrtTypeInfo> type_info(raw_type);
+  return {std::move(name), tensor_info(type_info.get())};
+}
+
 ModelIO discover_io(OrtSession* session) {
   const OrtApi& api = ort_api();
   OrtAllocator* allocator = nullptr;
@@ -107,14 +121,8 @@ ModelIO discover_io(OrtSession* session) {
   check(api.SessionGetInputCount(session, &input_count));
   std::vector<std::string> unknown;
   for (size_t i = 0; i < input_count; ++i) {
-    char* raw_name = nullptr;
-    check(api.SessionGetInputName(session, i, allocator, &raw_name));
-    std::string name = take_allocated_name(allocator, raw_name);
+    auto [name, info] = describe(session, allocator, i, /*input=*/true);
     io.all_input_names.push_back(name);
-    OrtTypeInfo* raw_type = nullptr;
-    check(api.SessionGetInputTypeInfo(session, i, &raw_type));
-    OrtPtr<OrtTypeInfo> type_info(raw_type);
-    TensorInfo info = tensor_info(type_info.get());
 
     InputRole role;
     if (name == "input_ids")
@@ -153,14 +161,8 @@ ModelIO discover_io(OrtSession* session) {
   check(api.SessionGetOutputCount(session, &output_count));
   std::vector<std::pair<std::string, TensorInfo>> float_outputs;
   for (size_t i = 0; i < output_count; ++i) {
-    char* raw_name = nullptr;
-    check(api.SessionGetOutputName(session, i, allocator, &raw_name));
-    std::string name = take_allocated_name(allocator, raw_name);
+    auto [name, info] = describe(session, allocator, i, /*input=*/false);
     io.all_output_names.push_back(name);
-    OrtTypeInfo* raw_type = nullptr;
-    check(api.SessionGetOutputTypeInfo(session, i, &raw_type));
-    OrtPtr<OrtTypeInfo> type_info(raw_type);
-    TensorInfo info = tensor_info(type_info.get());
     if (info.is_tensor && info.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) float_outputs.emplace_back(name, info);
   }
   const std::pair<std::string, TensorInfo>* chosen = nullptr;
