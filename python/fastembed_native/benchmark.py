@@ -216,15 +216,25 @@ def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
     return float(cosine_rows(a, b).min())
 
 
-def peak_rss_mb(contender: str, model_dir: Path, threads: int, corpus_size: int, batch_size: int) -> float:
-    """Peak RSS of a fresh process that loads one contender and embeds the corpus once."""
+def peak_rss_mb(contender: str, model_dir: Path, threads: int, corpus: list[str], batch_size: int) -> float:
+    """Peak RSS of a fresh process that loads one contender and embeds the corpus once.
+
+    The corpus reaches the child as a JSON file: gathering it imports much of the standard
+    library, which would dominate the child's peak."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(corpus, handle)
     code = (
-        "import sys, resource; from pathlib import Path; from fastembed_native import benchmark as b\n"
-        f"d = Path({str(model_dir)!r}); c = b.gather_corpus({corpus_size})\n"
+        "import json, resource; from pathlib import Path; from fastembed_native import benchmark as b\n"
+        f"d = Path({str(model_dir)!r}); c = json.load(open({handle.name!r}))\n"
         f"e = b.FACTORIES[{contender!r}](d, b.find_onnx(d), {threads}, 256); e(c, {batch_size})\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    try:
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    finally:
+        os.unlink(handle.name)
     if result.returncode != 0:
         return float("nan")
     kb = int(result.stdout.strip().splitlines()[-1])
