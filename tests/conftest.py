@@ -93,24 +93,22 @@ def build_onnx(
     nodes = [helper.make_node("Gather", ["word", ids_input], ["h0"])]
     last = "h0"
     model = TinyModel(path.parent, word)
+
+    def add_lookup(input_name: str, rows: int) -> np.ndarray:
+        """Add `table[input_name]` to the running state; returns the table."""
+        nonlocal last
+        table = rng.standard_normal((rows, DIM)).astype(np.float32)
+        inputs.append(_int64_input(input_name))
+        initializers.append(numpy_helper.from_array(table, f"{input_name}_table"))
+        nodes.append(helper.make_node("Gather", [f"{input_name}_table", input_name], [f"{input_name}_rows"]))
+        nodes.append(helper.make_node("Add", [last, f"{input_name}_rows"], [f"after_{input_name}"]))
+        last = f"after_{input_name}"
+        return table
+
     if token_types:
-        model.type_table = rng.standard_normal((2, DIM)).astype(np.float32)
-        inputs.append(_int64_input("token_type_ids"))
-        initializers.append(numpy_helper.from_array(model.type_table, "types"))
-        nodes += [
-            helper.make_node("Gather", ["types", "token_type_ids"], ["t"]),
-            helper.make_node("Add", [last, "t"], ["h1"]),
-        ]
-        last = "h1"
+        model.type_table = add_lookup("token_type_ids", 2)
     if positions:
-        model.position = rng.standard_normal((MAX_POSITIONS, DIM)).astype(np.float32)
-        inputs.append(_int64_input("position_ids"))
-        initializers.append(numpy_helper.from_array(model.position, "positions"))
-        nodes += [
-            helper.make_node("Gather", ["positions", "position_ids"], ["p"]),
-            helper.make_node("Add", [last, "p"], ["h2"]),
-        ]
-        last = "h2"
+        model.position = add_lookup("position_ids", MAX_POSITIONS)
     if extra_input:
         inputs.append(_int64_input(extra_input))
     if pooled_output:

@@ -148,11 +148,9 @@ def export_model(source: str | Path, output: str | Path, *, min_cosine: float = 
             )
         model.rename(output)
         return ExportReport(output, worst, tuple(float(c) for c in cosines))
-    except ModelLoadError:
+    except (ModelLoadError, FileNotFoundError, FileExistsError):
         raise
-    except (FileNotFoundError, FileExistsError):
-        raise
-    except Exception as exc:
+    except Exception as exc:  # whatever optimum/torch raise: one error type, with the cause chained
         raise ModelLoadError(f"exporting {source} failed: {exc}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,6 +1,6 @@
 """TextEmbedding: texts in, float32 embeddings out.
 
-The data path: texts -> ``tokenizers`` (here, in Python, releasing the GIL) -> padded int64 arrays
+The data path: texts -> ``tokenizers`` (Rust, mostly outside the GIL) -> padded int64 arrays
 -> the compiled core (ONNX Runtime Run + pooling, GIL released) -> rows of one result array.
 """
 
