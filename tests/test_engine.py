@@ -308,3 +308,16 @@ def test_runtime_older_than_the_headers_names_both_versions(tmp_path):
     assert "RuntimeLoadError" in result.stderr
     assert "ONNX Runtime 1.20.0" in result.stderr and "C API version 21" in result.stderr
     assert "onnxruntime>=1.21" in result.stderr
+
+
+def test_batches_respect_count_token_budget_and_length_drops(encoder_dir):
+    """Batches (slices of the longest-first order): never more than batch_size texts or the token
+    budget, and a batch that is big enough ends where the texts get much shorter."""
+    model = TextEmbedding(encoder_dir.path, max_batch_tokens=200)
+    lengths = np.array([100, 60, 50, 50, 50, 10, 9, 9, 9, 9, 9, 8, 8, 8, 8, 8, 8, 8, 8, 3])
+    batches = [(b.start, b.stop) for b in model._batches(lengths, 8)]
+    # (0, 2): 100 and 60, padded to 100, fill the 200-token budget.
+    # (2, 5): three 50s; the 10 that follows is below 0.9 x 50 and the batch already holds 150 tokens.
+    # (5, 13): 8 texts of <= 10 (the count cap); the 8s stay in because the batch is still small.
+    # (13, 20): the rest.
+    assert batches == [(0, 2), (2, 5), (5, 13), (13, 20)]

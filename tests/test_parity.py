@@ -87,9 +87,9 @@ def test_huge_string_is_cut_before_tokenization(minilm_dir):
     real_tokenizer = model._tokenizer
 
     class Recorder:  # tokenizers.Tokenizer cannot be subclassed from Python; wrap it instead
-        def encode_batch(self, texts):
+        def encode_batch_fast(self, texts):
             seen.extend(len(t) for t in texts)
-            return real_tokenizer.encode_batch(texts)
+            return real_tokenizer.encode_batch_fast(texts)
 
     model._tokenizer = Recorder()
     paragraph = "Embeddings map text to vectors so that similar meanings land close together. "
