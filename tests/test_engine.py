@@ -321,3 +321,31 @@ def test_batches_respect_count_token_budget_and_length_drops(encoder_dir):
     # (5, 13): 8 texts of <= 10 (the count cap); the 8s stay in because the batch is still small.
     # (13, 20): the rest.
     assert batches == [(0, 2), (2, 5), (5, 13), (13, 20)]
+
+
+def test_parallel_runs_match_sequential_and_start_lazily(encoder_dir):
+    texts = [" ".join(["fox"] * n) for n in range(1, 40)]
+    sequential = TextEmbedding(encoder_dir.path, parallel_runs=1)
+    parallel = TextEmbedding(encoder_dir.path, threads=2, parallel_runs=2)
+    parallel.embed(["hello world"])  # one batch: the main session, no second one yet
+    assert parallel._bulk_session is None
+    np.testing.assert_array_equal(parallel.embed(texts, batch_size=4), sequential.embed(texts, batch_size=4))
+    assert parallel._bulk_session is not None
+    # The same batches ran, split over two sessions; stats() adds both up.
+    assert parallel.stats()["runs"] == 1 + sequential.stats()["runs"]
+
+
+def test_errors_in_parallel_runs_reach_the_caller(tmp_path):
+    tiny = write_model_dir(tmp_path / "m", vocab_rows=8, vocab_size=8)
+    model = TextEmbedding(tiny.path, threads=2, parallel_runs=2)
+    texts = ["hello"] * 10 + ["lazy dog"] + ["world"] * 10
+    with pytest.raises(ValueError, match="outside the model's vocabulary"):
+        model.embed(texts, batch_size=2)
+    assert model.embed(["hello world"] * 5, batch_size=2).shape == (5, 7)
+
+
+@pytest.mark.parametrize("argument", ["threads", "parallel_runs", "max_batch_tokens"])
+@pytest.mark.parametrize("value", [0, -2, 1.5, True])
+def test_bad_thread_and_budget_arguments(encoder_dir, argument, value):
+    with pytest.raises(ValueError, match=f"{argument} must be a positive int"):
+        TextEmbedding(encoder_dir.path, **{argument: value})
