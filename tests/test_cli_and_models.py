@@ -256,3 +256,22 @@ def test_a_crash_mid_export_leaves_no_model_behind(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert target.is_dir() and not list(tmp_path.glob(f".{target.name}.*"))
+
+
+@pytest.mark.real_model
+def test_quantize_command_reports_speed_and_parity(minilm_dir, tmp_path):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(minilm_dir, model)
+    result = run_cli("quantize", str(model))
+    assert result.returncode == 0, result.stderr
+    assert "cosine vs fp32 min" in result.stdout and "x the fp32 speed" in result.stdout
+    int8 = TextEmbedding(model, onnx_file="onnx/model_int8.onnx")
+    fp32 = TextEmbedding(model)
+    texts = ["hello world", "int8 weights move embeddings a little"]
+    cos = cosine_rows(int8.embed(texts), fp32.embed(texts))
+    assert 0.9 < cos.min() < 1.0  # close, and measurably not identical: why it is never a default
+    assert (model / "onnx" / "model_int8.onnx").stat().st_size < (
+        model / "onnx" / "model.onnx"
+    ).stat().st_size / 2

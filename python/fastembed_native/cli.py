@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
@@ -109,6 +110,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from .quantize import quantize_model
+
+    report = quantize_model(args.model)
+    print(
+        f"wrote {report.path}: cosine vs fp32 min {report.min_cosine:.4f} mean {report.mean_cosine:.4f}, "
+        f"{report.speedup:.2f}x the fp32 speed; load it with TextEmbedding(model, onnx_file='{report.path.relative_to(Path(args.model))}')"
+    )
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .text_embedding import TextEmbedding
 
@@ -146,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("output", help="new model directory to create")
     export.add_argument("--min-cosine", type=float, default=0.9999)
     export.set_defaults(func=cmd_export)
+
+    quantize = sub.add_parser(
+        "quantize", help="write an int8 copy of a model (faster, less exact) and report both"
+    )
+    quantize.add_argument("model", help="model directory; the copy goes to onnx/model_int8.onnx inside it")
+    quantize.set_defaults(func=cmd_quantize)
 
     models = sub.add_parser("models", help="list the models this package knows")
     models.set_defaults(func=cmd_models)

@@ -54,9 +54,12 @@ def _optional_json(path: Path) -> dict[str, Any]:
     return _read_json(path) if path.is_file() else {}
 
 
-def find_onnx(model_dir: Path) -> Path:
-    """``onnx/model.onnx`` or ``model.onnx`` inside ``model_dir``."""
-    candidates = [model_dir / "onnx" / "model.onnx", model_dir / "model.onnx"]
+def find_onnx(model_dir: Path, onnx_file: str | None = None) -> Path:
+    """``onnx_file`` (relative to ``model_dir``) if given, else ``onnx/model.onnx`` or ``model.onnx``."""
+    if onnx_file is not None:
+        candidates = [model_dir / onnx_file]
+    else:
+        candidates = [model_dir / "onnx" / "model.onnx", model_dir / "model.onnx"]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
@@ -96,6 +99,7 @@ def read_model_dir(
     pooling: str | None = None,
     normalize: bool | None = None,
     padding_side: str | None = None,
+    onnx_file: str | None = None,
 ) -> ModelConfig:
     """Read a model directory; explicit arguments override what its files say.
 
@@ -106,7 +110,7 @@ def read_model_dir(
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model directory not found: {model_dir}")
-    onnx_path = find_onnx(model_dir)
+    onnx_path = find_onnx(model_dir, onnx_file)
     tokenizer_path = model_dir / "tokenizer.json"
     if not tokenizer_path.is_file():
         raise FileNotFoundError(f"no tokenizer.json in {model_dir}")

@@ -60,6 +60,8 @@ class TextEmbedding:
         pooling: "mean", "cls" or "last_token"; default: the model's ``1_Pooling/config.json``.
         normalize: L2-normalise embeddings; default: whether ``modules.json`` has Normalize.
         padding_side: "right" or "left"; default: ``tokenizer_config.json``, else right.
+        onnx_file: which ONNX file of the directory to load, e.g. "onnx/model_int8.onnx" (made by
+            ``fastembed-native quantize``); default ``onnx/model.onnx``, else ``model.onnx``.
         batch_size: texts per ONNX Runtime call at most, the default for :meth:`embed`.
         max_batch_tokens: tokens per ONNX Runtime call at most (texts x longest text, padding
             included); default ``batch_size * 32``. A batch always holds at least one text.
@@ -83,6 +85,7 @@ class TextEmbedding:
         pooling: str | None = None,
         normalize: bool | None = None,
         padding_side: str | None = None,
+        onnx_file: str | None = None,
         batch_size: int = 32,
         max_batch_tokens: int | None = None,
         threads: int | None = None,
@@ -97,6 +100,7 @@ class TextEmbedding:
             pooling=pooling,
             normalize=normalize,
             padding_side=padding_side,
+            onnx_file=onnx_file,
         )
         _runtime.ensure_loaded()
         ort_providers = resolve_providers(providers, _core.available_providers(), fallback)
