@@ -272,6 +272,6 @@ def test_quantize_command_reports_speed_and_parity(minilm_dir, tmp_path):
     texts = ["hello world", "int8 weights move embeddings a little"]
     cos = cosine_rows(int8.embed(texts), fp32.embed(texts))
     assert 0.9 < cos.min() < 1.0  # close, and measurably not identical: why it is never a default
-    assert (model / "onnx" / "model_int8.onnx").stat().st_size < (
-        model / "onnx" / "model.onnx"
-    ).stat().st_size / 2
+    # MatMul weights shrink 4x; the float embedding table (47 MB of the 90) stays as it was.
+    int8_bytes = (model / "onnx" / "model_int8.onnx").stat().st_size
+    assert int8_bytes < 0.75 * (model / "onnx" / "model.onnx").stat().st_size
