@@ -366,8 +366,9 @@ void Session::embed(const TokenBatch& tokens, pooling::Mode mode, bool normalize
                           std::to_string(batch) + (io_.output_is_pooled ? "" : ", " + std::to_string(seq_len)) + ", " +
                           std::to_string(dest.out_stride) + "]");
   }
-  const float* states = nullptr;
-  check(api.GetTensorMutableData(output.get(), reinterpret_cast<void**>(const_cast<float**>(&states))));
+  void* output_data = nullptr;
+  check(api.GetTensorMutableData(output.get(), &output_data));
+  const auto* states = static_cast<const float*>(output_data);
   pooling::pool(io_.output_is_pooled ? pooling::Mode::Pooled : mode, states, tokens.attention_mask, batch, seq_len,
                 dest.out_stride, normalize, dest, pooling::best_isa());
   const auto pool_end = Clock::now();

@@ -29,10 +29,10 @@ import numpy as np
 
 Embedder = Callable[[list[str], int], np.ndarray]
 CONTENDERS = ("naive_ort", "careful_ort", "fastembed", "st_onnx", "st_torch", "fastembed_native")
-QUERY = "how do I reset my password"
-PARITY_MIN_COSINE = (
-    0.9999  # below this against the reference, a contender's vectors are flagged  # 8 tokens with [CLS]/[SEP]
-)
+QUERY = "how do I reset my password"  # 8 tokens with [CLS]/[SEP]
+PARITY_MIN_COSINE = 0.9999  # below this against the reference, a contender's vectors are flagged
+LATENCY_BLOCK = 20  # single-query calls per contender per round
+SETTLE_SECONDS = 0.5  # pause before each contender's turn: the previous one's threads go idle
 
 
 # -- the corpus ----------------------------------------------------------------------------------
@@ -236,7 +236,9 @@ def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
     return float(cosine_rows(a, b).min())
 
 
-def peak_rss_mb(contender: str, model_dir: Path, threads: int, corpus: list[str], batch_size: int) -> float:
+def peak_rss_mb(
+    contender: str, model_dir: Path, threads: int, corpus: list[str], batch_size: int
+) -> float | None:
     """Peak RSS of a fresh process that loads one contender and embeds the corpus once.
 
     The corpus reaches the child as a JSON file: gathering it imports much of the standard
@@ -246,19 +248,33 @@ def peak_rss_mb(contender: str, model_dir: Path, threads: int, corpus: list[str]
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(corpus, handle)
     code = (
-        "import json, resource; from pathlib import Path; from fastembed_native import benchmark as b\n"
+        "import json; from pathlib import Path; from fastembed_native import benchmark as b\n"
         f"d = Path({str(model_dir)!r}); c = json.load(open({handle.name!r}))\n"
         f"e = b.FACTORIES[{contender!r}](d, b.find_onnx(d), {threads}, 256); e(c, {batch_size})\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "print(b.own_peak_rss_mb())\n"
     )
     try:
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     finally:
         os.unlink(handle.name)
     if result.returncode != 0:
-        return float("nan")
-    kb = int(result.stdout.strip().splitlines()[-1])
-    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+        print(f"peak RSS of {contender} not measured: {result.stderr.strip()[-500:]}", file=sys.stderr)
+        return None
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def own_peak_rss_mb() -> float:
+    """This process's peak RSS. On Linux from VmHWM, which belongs to the address space made at
+    exec; ru_maxrss would carry over the peak of the parent that forked us."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def find_onnx(model_dir: Path) -> Path:
@@ -319,6 +335,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         times: dict[str, list[float]] = {name: [] for name in embedders}
         for _ in range(args.repeats):
             for name, embed in embedders.items():
+                time.sleep(SETTLE_SECONDS)
                 start = time.perf_counter()
                 embed(corpus, batch_size)
                 times[name].append(time.perf_counter() - start)
@@ -335,16 +352,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             file=sys.stderr,
         )
 
-    # Single-query latency, interleaved call by call.
+    # Single-query latency, interleaved in blocks: each contender makes LATENCY_BLOCK calls in a
+    # row after a pause, so the thread pools of the one before (torch's OpenMP threads and ORT's
+    # spin after work) have gone idle instead of competing for the cores.
     calls: dict[str, list[float]] = {name: [] for name in embedders}
     for embed in embedders.values():  # warm-up
         for _ in range(10):
             embed([QUERY], 1)
-    for _ in range(args.latency_calls):
+    for _ in range(max(1, args.latency_calls // LATENCY_BLOCK)):
         for name, embed in embedders.items():
-            start = time.perf_counter()
-            embed([QUERY], 1)
-            calls[name].append((time.perf_counter() - start) * 1000)
+            time.sleep(SETTLE_SECONDS)
+            for _ in range(LATENCY_BLOCK):
+                start = time.perf_counter()
+                embed([QUERY], 1)
+                calls[name].append((time.perf_counter() - start) * 1000)
     for name, samples in calls.items():
         p50, p95, p99 = np.percentile(samples, [50, 95, 99])
         results["contenders"][name]["latency_ms"] = {"p50": p50, "p95": p95, "p99": p99}
@@ -370,7 +391,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.memory:
         for name in embedders:
             results["contenders"][name]["peak_rss_mb"] = peak_rss_mb(
-                name, model_dir, args.threads, args.corpus_size, 32
+                name, model_dir, args.threads, corpus, 32
             )
     return results
 

@@ -1,0 +1,127 @@
+// The C++ core without Python: loads ONNX Runtime, runs sessions and pooling, takes the error
+// paths. Built with -DFASTEMBED_NATIVE_NATIVE_TESTS=ON and run under AddressSanitizer with
+// LeakSanitizer on (which CPython's own exit-time allocations make useless in the Python tests).
+//
+//   native_tests <path to libonnxruntime> <tiny encoder .onnx (input_ids, attention_mask, token_type_ids)>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "../ort_runtime.h"
+#include "../pooling.h"
+#include "../session.h"
+
+namespace {
+
+int passed = 0;
+int failed = 0;
+
+#define CHECK(condition)                                                                 \
+  do {                                                                                   \
+    if (condition) {                                                                     \
+      ++passed;                                                                          \
+    } else {                                                                             \
+      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #condition); \
+      ++failed;                                                                          \
+    }                                                                                    \
+  } while (0)
+
+template <typename Exception, typename Fn>
+bool throws(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Exception&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+  return false;
+}
+
+using fastembed::pooling::Destination;
+using fastembed::pooling::Isa;
+using fastembed::pooling::Mode;
+
+void test_pooling() {
+  // Two rows, three tokens, dim 5; row 1 has one real token, so every mode agrees on it.
+  const std::vector<float> states = {1, 2, 3, 4, 5, 3, 4, 5, 6, 7, 0, 0, 0, 0, 0,
+                                     2, 0, 0, 0, 0, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9};
+  const std::vector<int64_t> mask = {1, 1, 0, 1, 0, 0};
+  for (Isa isa : fastembed::pooling::supported_isas()) {
+    std::vector<float> out(10, -1.0f);
+    fastembed::pooling::pool(Mode::Mean, states.data(), mask.data(), 2, 3, 5, false,
+                             Destination{out.data(), 5, nullptr}, isa);
+    CHECK(out[0] == 2.0f && out[4] == 6.0f && out[5] == 2.0f && out[6] == 0.0f);
+    fastembed::pooling::pool(Mode::LastToken, states.data(), mask.data(), 2, 3, 5, true,
+                             Destination{out.data(), 5, nullptr}, isa);
+    CHECK(std::fabs(out[5] - 1.0f) < 1e-6f);
+    const std::vector<int64_t> empty(6, 0);
+    fastembed::pooling::pool(Mode::Cls, states.data(), empty.data(), 2, 3, 5, true, Destination{out.data(), 5, nullptr},
+                             isa);
+    for (float v : out) CHECK(v == 0.0f);  // no real token: zero, never NaN
+  }
+}
+
+void test_session(const std::string& model) {
+  fastembed::Session session(model, fastembed::SessionConfig{});
+  CHECK(session.io().inputs.size() == 3 && session.io().output_name == "last_hidden_state");
+  CHECK(session.providers().back() == "CPUExecutionProvider");
+  const int64_t dim = session.io().dim;
+  CHECK(dim > 0);
+
+  std::vector<int64_t> ids = {2, 4, 5, 3, 2, 6, 3, 0};
+  std::vector<int64_t> mask = {1, 1, 1, 1, 1, 1, 1, 0};
+  std::vector<float> out(static_cast<size_t>(3 * dim), -1.0f);
+  const std::vector<int64_t> rows = {2, 0};
+  for (int repeat = 0; repeat < 50; ++repeat) {  // many runs: a per-run leak would add up
+    session.embed({ids.data(), mask.data(), nullptr, 2, 4}, Mode::Mean, true, 16,
+                  Destination{out.data(), dim, rows.data()}, 3);
+  }
+  CHECK(out[static_cast<size_t>(dim)] == -1.0f);  // row 1 untouched
+  double norm = 0;
+  for (int64_t i = 0; i < dim; ++i)
+    norm += out[static_cast<size_t>(2 * dim + i)] * out[static_cast<size_t>(2 * dim + i)];
+  CHECK(std::fabs(norm - 1.0) < 1e-5);
+  const fastembed::SessionStats stats = session.stats();
+  CHECK(stats.runs == 50 && stats.real_tokens == 50 * 7 && stats.computed_tokens == 50 * 8);
+
+  // Error paths release what they allocated before throwing.
+  std::vector<int64_t> bad_ids = {2, 99, 3, 0};
+  CHECK(throws<fastembed::InvalidArgument>([&] {
+    session.embed({bad_ids.data(), mask.data(), nullptr, 1, 4}, Mode::Mean, false, 16,
+                  Destination{out.data(), dim, nullptr}, 3);
+  }));
+  CHECK(throws<fastembed::OrtError>([&] {  // ORT's own bounds check, with our check off
+    session.embed({bad_ids.data(), mask.data(), nullptr, 1, 4}, Mode::Mean, false, 0,
+                  Destination{out.data(), dim, nullptr}, 3);
+  }));
+  CHECK(throws<fastembed::InvalidArgument>([&] {  // output narrower than the model's
+    session.embed({ids.data(), mask.data(), nullptr, 2, 4}, Mode::Mean, false, 0,
+                  Destination{out.data(), dim - 1, nullptr}, 3);
+  }));
+}
+
+void test_load_errors(const std::string& model) {
+  CHECK(throws<fastembed::OrtError>([] { fastembed::Session("/nonexistent/model.onnx", fastembed::SessionConfig{}); }));
+  fastembed::SessionConfig missing_provider;
+  missing_provider.providers.push_back({"NoSuchExecutionProvider", {}});
+  CHECK(throws<fastembed::OrtError>([&] { fastembed::Session(model, missing_provider); }));
+  CHECK(throws<fastembed::RuntimeLoadError>([] { fastembed::OrtRuntime::load("/nonexistent/libonnxruntime.so"); }));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: %s <libonnxruntime> <tiny model.onnx>\n", argv[0]);
+    return 2;
+  }
+  fastembed::OrtRuntime::load(argv[1]);
+  test_pooling();
+  test_session(argv[2]);
+  test_load_errors(argv[2]);
+  std::printf("native_tests: %d passed, %d failed\n", passed, failed);
+  return failed == 0 ? 0 : 1;
+}
