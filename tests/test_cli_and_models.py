@@ -119,8 +119,15 @@ def test_export_command(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "parity min cosine" in result.stdout
     assert (out / "onnx" / "model.onnx").is_file() and (out / "1_Pooling" / "config.json").is_file()
+    assert (out / "onnx" / "model_fused.onnx").is_file()
     again = run_cli("export", str(source_checkout()), str(out))
     assert again.returncode == 1 and "exists already" in again.stderr
+
+
+def test_fuse_command_on_a_model_it_cannot_fuse(encoder_dir):
+    result = run_cli("fuse", str(encoder_dir.path))
+    assert result.returncode == 0 and "nothing fused" in result.stdout
+    assert not (encoder_dir.path / "onnx" / "model_fused.onnx").exists()
 
 
 def test_models_command():

@@ -98,3 +98,12 @@ def test_huge_string_is_cut_before_tokenization(minilm_dir):
     assert seen == [256 * 32], "the tokenizer saw more than the prefix"
     prefix = model.embed([paragraph * 60])  # ~780 tokens: also truncated to 256
     assert cosine_rows(got, prefix)[0] >= 0.99999
+
+
+def test_single_text_calls_run_on_the_fused_graph_with_parity(minilm, sentence_transformer):
+    """One text per call takes the single-batch session, which loads onnx/model_fused.onnx."""
+    assert minilm.single_batch_onnx_path.name == "model_fused.onnx"
+    texts = real_corpus()
+    alone = np.vstack([minilm.embed([text]) for text in texts])
+    cosines = cosine_rows(alone, sentence_transformer.encode(texts, convert_to_numpy=True))
+    assert cosines.min() >= 0.9999

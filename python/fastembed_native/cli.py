@@ -12,8 +12,10 @@ from typing import Any, TextIO
 
 import numpy as np
 
-#: Texts per embed() call when the command line embeds a stream (and the progress bar's step).
-CHUNK = 2048
+from .text_embedding import TOKENIZE_WINDOW
+
+#: Texts per embed() call (and the progress bar's step): one tokenize-and-sort window.
+CHUNK = TOKENIZE_WINDOW
 
 
 def _read_texts(paths: list[str], field: str | None) -> list[str]:
@@ -24,7 +26,7 @@ def _read_texts(paths: list[str], field: str | None) -> list[str]:
             stream: TextIO = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
             with stream if path != "-" else nullcontext(stream):
                 for number, line in enumerate(stream, 1):
-                    yield path, number, line.rstrip("\n")
+                    yield path, number, line.rstrip("\r\n")
 
     texts = []
     for path, number, line in lines():
@@ -105,8 +107,18 @@ def _print_report(report: dict[str, Any]) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_model
 
-    report = export_model(args.source, args.output, min_cosine=args.min_cosine)
+    report = export_model(args.source, args.output, min_cosine=args.min_cosine, fuse=args.fuse)
     print(f"exported {args.source} -> {report.model_dir}; parity min cosine {report.min_cosine:.6f}")
+    return 0
+
+
+def cmd_fuse(args: argparse.Namespace) -> int:
+    from .fuse import fuse_model
+
+    path = fuse_model(args.model)
+    print(
+        f"wrote {path}" if path else f"nothing fused: {args.model}'s model type has no fusions that match it"
+    )
     return 0
 
 
@@ -157,7 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("source", help="checkpoint directory (config.json, weights, tokenizer)")
     export.add_argument("output", help="new model directory to create")
     export.add_argument("--min-cosine", type=float, default=0.9999)
+    export.add_argument("--no-fuse", dest="fuse", action="store_false", help="skip onnx/model_fused.onnx")
     export.set_defaults(func=cmd_export)
+
+    fuse = sub.add_parser(
+        "fuse", help="add onnx/model_fused.onnx (faster single queries, same vectors) to a model dir"
+    )
+    fuse.add_argument("model", help="model directory")
+    fuse.set_defaults(func=cmd_fuse)
 
     quantize = sub.add_parser(
         "quantize", help="write an int8 copy of a model (faster, less exact) and report both"

@@ -94,8 +94,12 @@ def parity_check(model_dir: Path, source_dir: Path, texts: tuple[str, ...] = PAR
     return cosine_rows(ours, reference)
 
 
-def export_model(source: str | Path, output: str | Path, *, min_cosine: float = 0.9999) -> ExportReport:
-    """Export ``source`` (a local checkpoint dir) to ``output``, with ``onnx/model.onnx`` and configs.
+def export_model(
+    source: str | Path, output: str | Path, *, min_cosine: float = 0.9999, fuse: bool = True
+) -> ExportReport:
+    """Export ``source`` (a local checkpoint dir) to ``output``, with ``onnx/model.onnx`` and configs,
+    plus ``onnx/model_fused.onnx`` for single-batch calls when ``fuse`` and the model type allows
+    (see fastembed_native.fuse).
 
     The export is written to a temporary folder beside ``output`` and moved into place only after
     the parity check passes, so ``output`` never holds a half-written or wrong model.
@@ -146,6 +150,10 @@ def export_model(source: str | Path, output: str | Path, *, min_cosine: float = 
                 f"exported model disagrees with {source}: minimum cosine {worst:.6f} < {min_cosine} "
                 f"(text {int(cosines.argmin())} of the parity set)"
             )
+        if fuse:
+            from .fuse import fuse_model
+
+            fuse_model(model)
         model.rename(output)
         return ExportReport(output, worst, tuple(float(c) for c in cosines))
     except (ModelLoadError, FileNotFoundError, FileExistsError):

@@ -19,6 +19,7 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from . import _core, _runtime
+from .fuse import FUSED_FILE
 from .model_config import ModelConfig, read_model_dir
 from .models import DEFAULT_MODEL, SUPPORTED_MODELS, model_info, resolve_model
 from .providers import ProviderSpec, resolve_providers
@@ -62,6 +63,9 @@ class TextEmbedding:
         padding_side: "right" or "left"; default: ``tokenizer_config.json``, else right.
         onnx_file: which ONNX file of the directory to load, e.g. "onnx/model_int8.onnx" (made by
             ``fastembed-native quantize``); default ``onnx/model.onnx``, else ``model.onnx``.
+        fused: when the directory has ``onnx/model_fused.onnx`` (written by ``export``; see
+            fastembed_native.fuse) and no ``onnx_file`` is given, calls with a single batch run on
+            it: ~10% faster per query, same vectors. Calls with several batches use the plain file.
         batch_size: texts per ONNX Runtime call at most, the default for :meth:`embed`.
         max_batch_tokens: tokens per ONNX Runtime call at most (texts x longest text, padding
             included); default ``batch_size * 32``. A batch always holds at least one text.
@@ -86,6 +90,7 @@ class TextEmbedding:
         normalize: bool | None = None,
         padding_side: str | None = None,
         onnx_file: str | None = None,
+        fused: bool = True,
         batch_size: int = 32,
         max_batch_tokens: int | None = None,
         threads: int | None = None,
@@ -115,8 +120,12 @@ class TextEmbedding:
             "graph_optimization_level": graph_optimization_level,
             "providers": ort_providers,
         }
+        fused_path = self.config.model_dir / FUSED_FILE
+        use_fused = fused and onnx_file is None and fused_path.is_file()
+        #: The file single-batch calls run on (the fused copy when there is one).
+        self.single_batch_onnx_path = fused_path if use_fused else self.config.onnx_path
         self._session = _core.Session(
-            str(self.config.onnx_path), intra_op_threads=self.threads, **self._session_args
+            str(self.single_batch_onnx_path), intra_op_threads=self.threads, **self._session_args
         )
         # For calls with several batches: a session with fewer threads per run, run concurrently
         # by a small pool. Both are made on first use (see _bulk).
