@@ -190,16 +190,24 @@ def make_st(backend: str) -> Callable[..., Embedder]:
     return factory
 
 
-def make_fastembed_native(model_dir: Path, onnx_path: Path, threads: int, max_length: int) -> Embedder:
-    from .text_embedding import TextEmbedding
+def make_fastembed_native_with(**options: Any) -> Callable[..., Embedder]:
+    """fastembed_native with TextEmbedding ``options``: the levers, one at a time."""
 
-    model = TextEmbedding(model_dir, threads=threads)
+    def factory(model_dir: Path, onnx_path: Path, threads: int, max_length: int) -> Embedder:
+        from .text_embedding import TextEmbedding
 
-    def embed(texts: list[str], batch_size: int) -> np.ndarray:
-        return model.embed(texts, batch_size=batch_size)
+        model = TextEmbedding(model_dir, threads=threads, **options)
 
-    embed.model = model  # type: ignore[attr-defined]  (for the Run-share statistics)
-    return embed
+        def embed(texts: list[str], batch_size: int) -> np.ndarray:
+            return model.embed(texts, batch_size=batch_size)
+
+        embed.model = model  # type: ignore[attr-defined]  (for the Run-share statistics)
+        return embed
+
+    return factory
+
+
+make_fastembed_native = make_fastembed_native_with()
 
 
 def make_fastembed_native_int8(model_dir: Path, onnx_path: Path, threads: int, max_length: int) -> Embedder:
@@ -224,8 +232,11 @@ FACTORIES: dict[str, Callable[..., Embedder]] = {
     "st_onnx": make_st("onnx"),
     "st_torch": make_st("torch"),
     "fastembed_native": make_fastembed_native,
-    # Not in the default list: int8 trades parity for speed; ask for it with --contenders.
+    # Not in the default list; ask with --contenders. int8 trades parity for speed; the others
+    # switch one lever off: concurrent runs for several batches, the fused single-batch graph.
     "fastembed_native_int8": make_fastembed_native_int8,
+    "fastembed_native_serial": make_fastembed_native_with(parallel_runs=1),
+    "fastembed_native_unfused": make_fastembed_native_with(fused=False),
 }
 
 
