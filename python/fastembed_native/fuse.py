@@ -2,8 +2,8 @@
 
 ONNX Runtime's offline transformer optimizer fuses each layer's attention, skip + LayerNorm and the
 embedding LayerNorm into single kernels that ORT's online optimizer does not form for these exports.
-On all-MiniLM-L6-v2 (2 cores) the fused graph answers a single query ~10% faster, but runs large
-padded batches slower, so fastembed_native uses it only for calls with one batch; calls with
+On all-MiniLM-L6-v2 (2 cores) the fused graph answers a single query faster (p50 2.70 against
+3.26 ms, benchmarks/README.md) but ran padded batches of 32 slower in a trial (1.90 against 1.70 s), so fastembed_native uses it only for calls with one batch; calls with
 several batches keep the plain graph. A fused file is kept only if it matches the plain one.
 
 Uses onnxruntime's Python optimizer: run at export time, not in a process that embeds.

@@ -65,7 +65,8 @@ class TextEmbedding:
             ``fastembed-native quantize``); default ``onnx/model.onnx``, else ``model.onnx``.
         fused: when the directory has ``onnx/model_fused.onnx`` (written by ``export``; see
             fastembed_native.fuse) and no ``onnx_file`` is given, calls with a single batch run on
-            it: ~10% faster per query, same vectors. Calls with several batches use the plain file.
+            it: a query's p50 went from 3.26 to 2.70 ms on 2 cores (benchmarks/README.md), same
+            vectors. Calls with several batches use the plain file.
         batch_size: texts per ONNX Runtime call at most, the default for :meth:`embed`.
         max_batch_tokens: tokens per ONNX Runtime call at most (texts x longest text, padding
             included); default ``batch_size * 32``. A batch always holds at least one text.
@@ -74,7 +75,8 @@ class TextEmbedding:
         parallel_runs: concurrent ORT runs for calls with several batches, each with
             ``threads // parallel_runs`` threads (default ``min(threads, 4)``; 1 disables). They
             use a second session, created on the first such call (one more copy of the weights):
-            on 2 cores, two 1-thread runs embed 1.12x faster than one 2-thread run (benchmarks/).
+            on 2 cores, two 1-thread runs embed 1.13x faster at batch 32 than one 2-thread run
+            (benchmarks/README.md).
             CPU only; with another provider every call uses the one session.
         graph_optimization_level: 0 (none), 1 (basic), 2 (extended) or 99 (all, the default).
     """
