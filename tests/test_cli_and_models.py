@@ -15,8 +15,7 @@ import pytest
 from conftest import source_checkout
 
 from fastembed_native import TextEmbedding
-from fastembed_native.export import cosine_rows
-from fastembed_native.models import DEFAULT_MODEL, cached_model_dir
+from fastembed_native.models import DEFAULT_MODEL, cached_model_dir, cosine_rows
 
 CLI = [sys.executable, "-m", "fastembed_native.cli"]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

@@ -15,7 +15,9 @@ from conftest import VOCAB, build_tokenizer, write_model_dir
 from reference import pool_reference
 
 import fastembed_native
-from fastembed_native import TextEmbedding, _core, _runtime
+from fastembed_native import TextEmbedding, _core
+from fastembed_native.engine import runtime as _runtime
+from fastembed_native.engine import token_batches
 from fastembed_native.errors import OrtInvalidModel, OrtNoSuchFile
 
 TEXTS = [
@@ -315,7 +317,7 @@ def test_batches_respect_count_token_budget_and_length_drops(encoder_dir):
     budget, and a batch that is big enough ends where the texts get much shorter."""
     model = TextEmbedding(encoder_dir.path, max_batch_tokens=200)
     lengths = np.array([100, 60, 50, 50, 50, 10, 9, 9, 9, 9, 9, 8, 8, 8, 8, 8, 8, 8, 8, 3])
-    batches = [(b.start, b.stop) for b in model._batches(lengths, 8)]
+    batches = [(b.start, b.stop) for b in token_batches(lengths, 8, model.token_budget(8))]
     # (0, 2): 100 and 60, padded to 100, fill the 200-token budget.
     # (2, 5): three 50s; the 10 that follows is below 0.9 x 50 and the batch already holds 150 tokens.
     # (5, 13): 8 texts of <= 10 (the count cap); the 8s stay in because the batch is still small.

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastembed_native.export import cosine_rows
+from fastembed_native.models import cosine_rows
 
 pytestmark = pytest.mark.real_model
 
@@ -84,14 +84,14 @@ def test_huge_string_is_cut_before_tokenization(minilm_dir):
 
     model = TextEmbedding(minilm_dir)
     seen: list[int] = []
-    real_tokenizer = model._tokenizer
+    real_tokenizer = model.tokenizer._tokenizer
 
     class Recorder:  # tokenizers.Tokenizer cannot be subclassed from Python; wrap it instead
         def encode_batch_fast(self, texts):
             seen.extend(len(t) for t in texts)
             return real_tokenizer.encode_batch_fast(texts)
 
-    model._tokenizer = Recorder()
+    model.tokenizer._tokenizer = Recorder()
     paragraph = "Embeddings map text to vectors so that similar meanings land close together. "
     huge = paragraph * (10_000_000 // len(paragraph))
     got = model.embed([huge])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fastembed_native import ProviderNotAvailableError, TextEmbedding, available_providers
-from fastembed_native.providers import coreml_options, cuda_options, resolve_providers
+from fastembed_native.engine.providers import coreml_options, cuda_options, resolve_providers
 
 ALL = ["CUDAExecutionProvider", "CoreMLExecutionProvider", "CPUExecutionProvider"]
 

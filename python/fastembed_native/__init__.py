@@ -17,7 +17,7 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
         "`pip install --no-build-isolation -e .` (see README)."
     ) from exc
 
-from ._runtime import runtime_info
+from .engine import runtime_info
 from .errors import (
     FastembedNativeError,
     ModelLoadError,
@@ -44,7 +44,7 @@ __all__ = [
 
 def available_providers() -> list[str]:
     """Execution providers the loaded ONNX Runtime offers, e.g. ``['CPUExecutionProvider']``."""
-    from . import _runtime
+    from .engine import ensure_loaded
 
-    _runtime.ensure_loaded()
+    ensure_loaded()
     return list(_core.available_providers())

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .text_embedding import TOKENIZE_WINDOW
+from .engine import TOKENIZE_WINDOW
 
 #: Texts per embed() call (and the progress bar's step): one tokenize-and-sort window.
 CHUNK = TOKENIZE_WINDOW
@@ -81,7 +81,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .inspect_model import inspect_model
+    from .models import inspect_model
 
     report = inspect_model(args.model)
     if args.json:
@@ -105,7 +105,7 @@ def _print_report(report: dict[str, Any]) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_model
+    from .models import export_model
 
     report = export_model(args.source, args.output, min_cosine=args.min_cosine, fuse=args.fuse)
     print(f"exported {args.source} -> {report.model_dir}; parity min cosine {report.min_cosine:.6f}")
@@ -113,7 +113,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_fuse(args: argparse.Namespace) -> int:
-    from .fuse import fuse_model
+    from .models import fuse_model
 
     path = fuse_model(args.model)
     print(
@@ -123,7 +123,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from .quantize import quantize_model
+    from .models import quantize_model
 
     report = quantize_model(args.model)
     print(
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list the models this package knows")
     models.set_defaults(func=cmd_models)
 
-    # Listed for --help; main() hands `bench ...` to fastembed_native.benchmark before parsing.
+    # Listed for --help; main() hands `bench ...` to fastembed_native.bench before parsing.
     sub.add_parser(
         "bench", help="benchmark against onnxruntime, fastembed and sentence-transformers (bench --help)"
     )
@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # the benchmark parses its own options
-        from .benchmark import main as bench_main
+        from .bench.run import main as bench_main
 
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)

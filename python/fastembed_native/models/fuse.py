@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .export import PARITY_TEXTS, cosine_rows
-from .model_config import find_onnx
+from ..engine import FUSED_FILE, Embedder, find_onnx
+from .parity import PARITY_TEXTS, cosine_rows
 
-FUSED_FILE = "onnx/model_fused.onnx"
 #: config.json model types whose exports ORT's "bert" fusions handle.
 _FUSABLE_TYPES = ("bert", "roberta", "xlm-roberta")
 _MIN_COSINE = 0.99999  # a fusion changes the arithmetic order, never the result beyond this
@@ -39,8 +38,6 @@ def fuse_model(model_dir: str | Path) -> Path | None:
         return None
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from .text_embedding import TextEmbedding
-
     optimized = optimize_model(
         str(find_onnx(model_dir)), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0
     )
@@ -50,8 +47,8 @@ def fuse_model(model_dir: str | Path) -> Path | None:
     staging = target.with_name(".fusing." + target.name)
     optimized.save_model_to_file(str(staging))
     try:
-        plain = TextEmbedding(model_dir, fused=False)
-        fused = TextEmbedding(model_dir, onnx_file=str(staging.relative_to(model_dir)))
+        plain = Embedder(model_dir, fused=False)
+        fused = Embedder(model_dir, onnx_file=str(staging.relative_to(model_dir)))
         texts = list(PARITY_TEXTS)
         alone = np.vstack([fused.embed([text]) for text in texts])  # the single-batch path it serves
         if cosine_rows(alone, plain.embed(texts)).min() < _MIN_COSINE:

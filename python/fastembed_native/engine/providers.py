@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .errors import ProviderNotAvailableError
+from ..errors import ProviderNotAvailableError
 
 #: A provider as a user names it: "cpu", "cuda", "coreml", ORT's full name, or (name, options).
 ProviderSpec = str | tuple[str, Mapping[str, Any]]

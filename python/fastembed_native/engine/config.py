@@ -13,6 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+#: Where ``fastembed-native fuse`` / ``export`` put the fused single-batch graph, and
+#: ``fastembed-native quantize`` the optional int8 copy (paths inside a model directory).
+FUSED_FILE = "onnx/model_fused.onnx"
+INT8_FILE = "onnx/model_int8.onnx"
+
 #: Pooling modes this package implements (sentence-transformers' names in 1_Pooling/config.json).
 POOLING_MODES = ("mean", "cls", "last_token")
 

@@ -9,8 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
-from . import _core
-from .errors import RuntimeLoadError
+from .. import _core
+from ..errors import RuntimeLoadError
 
 #: Environment variable naming a libonnxruntime to load instead of the onnxruntime wheel's
 #: (a GPU build, a custom build, or a system library).

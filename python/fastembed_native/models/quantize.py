@@ -15,10 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .export import PARITY_TEXTS, cosine_rows
-from .model_config import find_onnx
-
-INT8_FILE = "onnx/model_int8.onnx"
+from ..engine import INT8_FILE, Embedder, find_onnx
+from .parity import PARITY_TEXTS, cosine_rows
 
 
 @dataclass(frozen=True)
@@ -52,8 +50,6 @@ def quantize_model(model_dir: str | Path, output: str = INT8_FILE) -> QuantizeRe
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError:
         raise ImportError("quantize needs the onnx package: pip install onnx") from None
-    from .text_embedding import TextEmbedding
-
     model_dir = Path(model_dir)
     source = find_onnx(model_dir)
     target = model_dir / output
@@ -65,8 +61,8 @@ def quantize_model(model_dir: str | Path, output: str = INT8_FILE) -> QuantizeRe
         per_channel=True,
         weight_type=QuantType.QInt8,
     )
-    fp32 = TextEmbedding(model_dir, onnx_file=str(source.relative_to(model_dir)))
-    int8 = TextEmbedding(model_dir, onnx_file=output)
+    fp32 = Embedder(model_dir, onnx_file=str(source.relative_to(model_dir)))
+    int8 = Embedder(model_dir, onnx_file=output)
     texts = list(PARITY_TEXTS) * 8
     cosines = cosine_rows(fp32.embed(texts), int8.embed(texts))
     return QuantizeReport(

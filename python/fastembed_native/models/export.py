@@ -12,9 +12,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
+from .parity import parity_check
 
 #: Files copied from the source checkout next to onnx/model.onnx (those that exist).
 _CONFIG_FILES = (
@@ -26,22 +25,6 @@ _CONFIG_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
     "vocab.txt",
-)
-
-#: Probe texts for the parity check: short and long, several scripts, emoji, empty, and one text
-#: longer than any max_seq_length so truncation is compared too.
-PARITY_TEXTS = (
-    "hello world",
-    "What is the capital of France?",
-    "",
-    "   ",
-    "Der schnelle braune Fuchs springt über den faulen Hund.",
-    "東京は日本の首都です。",
-    "Москва — столица России.",
-    "emoji 🙂🚀 and symbols ∑ ≠ ∞",
-    "A paragraph of ordinary prose, long enough to span many word pieces, "
-    "discussing embeddings, retrieval and the virtues of measuring before optimising. " * 3,
-    " ".join(f"token{i}" for i in range(2000)),
 )
 
 EXPORT_EXTRA_HINT = "pip install 'fastembed-native[export]'  (install torch first: pip install torch==2.13.0)"
@@ -67,31 +50,6 @@ def _require_export_deps() -> None:
         raise ModelLoadError(
             f"exporting a model needs {', '.join(missing)}, which is not installed; run: {EXPORT_EXTRA_HINT}"
         )
-
-
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of matching rows, in float64; two zero rows count as identical (1.0)."""
-    a = a.astype(np.float64)
-    b = b.astype(np.float64)
-    dots = (a * b).sum(axis=1)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    both_zero = (np.linalg.norm(a, axis=1) == 0) & (np.linalg.norm(b, axis=1) == 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 0.0)
-    return np.where(both_zero, 1.0, cos)
-
-
-def parity_check(model_dir: Path, source_dir: Path, texts: tuple[str, ...] = PARITY_TEXTS) -> np.ndarray:
-    """Cosine between this package's embeddings of ``model_dir`` and sentence-transformers' of ``source_dir``."""
-    from sentence_transformers import SentenceTransformer
-
-    from .text_embedding import TextEmbedding
-
-    reference = SentenceTransformer(str(source_dir), device="cpu").encode(
-        list(texts), convert_to_numpy=True, batch_size=len(texts)
-    )
-    ours = TextEmbedding(model_dir).embed(list(texts))
-    return cosine_rows(ours, reference)
 
 
 def export_model(

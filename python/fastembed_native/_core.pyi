@@ -1,0 +1,84 @@
+"""fastembed_native's compiled core (cpp/bindings.cpp): ONNX Runtime sessions and pooling kernels.
+
+Kept true to the module by tests/test_layout.py (mypy's stubtest).
+"""
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+#: ORT_API_VERSION of the headers the extension was built with; an older runtime is refused.
+HEADERS_API_VERSION: int
+
+def load_runtime(library_path: str) -> None:
+    """Load ONNX Runtime's shared library from ``library_path`` (once per process)."""
+
+def runtime_loaded() -> bool: ...
+def runtime_version() -> str: ...
+def runtime_library_path() -> str: ...
+def available_providers() -> list[str]:
+    """Execution providers compiled into the loaded ONNX Runtime, e.g. ['CPUExecutionProvider']."""
+
+def simd_level() -> str:
+    """The instruction set the pooling kernels use on this CPU."""
+
+def supported_isas() -> list[str]: ...
+def pool(
+    states: npt.NDArray[np.float32],
+    mask: npt.NDArray[np.int64],
+    mode: str,
+    normalize: bool = False,
+    isa: str | None = None,
+) -> npt.NDArray[np.float32]:
+    """Pool float32 states [batch, seq, dim] under an int64 mask [batch, seq] into [batch, dim]."""
+
+def tensor_data_address(arg0: npt.NDArray[np.int64], /) -> int:
+    """Address of the data of the ORT tensor created over an int64 [rows, cols] array."""
+
+class Session:
+    """One ONNX Runtime session over a model file; ``embed`` runs a padded batch and pools it."""
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        graph_optimization_level: int = 99,
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 0,
+        providers: list[tuple[str, dict[str, Any]]] = [],
+        optimized_model_path: str = "",
+        cpu_mem_arena: bool = True,
+        mem_pattern: bool = True,
+        config_entries: dict[str, Any] = {},
+    ) -> None: ...
+    @property
+    def providers(self) -> list[str]: ...
+    def stats(self) -> dict[str, Any]:
+        """Totals since creation or reset_stats(): runs, seconds in ORT Run and in pooling, tokens."""
+
+    def reset_stats(self) -> None: ...
+    @property
+    def input_names(self) -> list[str]: ...
+    @property
+    def input_roles(self) -> dict[str, str]: ...
+    @property
+    def output_names(self) -> list[str]: ...
+    @property
+    def output_name(self) -> str: ...
+    @property
+    def output_is_pooled(self) -> bool: ...
+    @property
+    def dim(self) -> int | None: ...
+    def embed(
+        self,
+        input_ids: npt.NDArray[np.int64],
+        attention_mask: npt.NDArray[np.int64],
+        token_type_ids: npt.NDArray[np.int64] | None,
+        out: npt.NDArray[np.float32],
+        rows: npt.NDArray[np.int64] | None = None,
+        pooling: str = "mean",
+        normalize: bool = False,
+        vocab_size: int = 0,
+    ) -> None:
+        """Run one padded batch and pool row i into out[rows[i]] (out[i] when rows is None)."""

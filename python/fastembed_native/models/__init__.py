@@ -1,0 +1,49 @@
+"""The model store: which models exist, where they live on disk, and how they are made.
+
+It owns the registry of known models (:mod:`.registry`), the cache and model resolution
+(:mod:`.cache`), export from a Hugging Face checkpoint (:mod:`.export`), the fused and int8 variants
+(:mod:`.fuse`, :mod:`.quantize`), the parity check they all share (:mod:`.parity`) and ``inspect``
+(:mod:`.inspect`). It may use the engine (a parity check embeds texts) but never the public API,
+the server or the integrations above it. Heavy tools (torch, optimum, onnx, sentence-transformers)
+are imported inside the functions that need them, so embedding never loads them.
+"""
+
+from .cache import (
+    CACHE_ENV,
+    cache_root,
+    cached_model_dir,
+    default_model_source,
+    download_model,
+    ensure_default_model,
+    resolve_model,
+)
+from .export import EXPORT_EXTRA_HINT, ExportReport, export_model
+from .fuse import fuse_model
+from .inspect import inspect_model
+from .parity import PARITY_TEXTS, cosine_rows, parity_check
+from .quantize import QuantizeReport, quantize_model
+from .registry import DEFAULT_MODEL, SUPPORTED_MODELS, ModelInfo, model_info
+
+__all__ = [
+    "CACHE_ENV",
+    "DEFAULT_MODEL",
+    "EXPORT_EXTRA_HINT",
+    "PARITY_TEXTS",
+    "SUPPORTED_MODELS",
+    "ExportReport",
+    "ModelInfo",
+    "QuantizeReport",
+    "cache_root",
+    "cached_model_dir",
+    "cosine_rows",
+    "default_model_source",
+    "download_model",
+    "ensure_default_model",
+    "export_model",
+    "fuse_model",
+    "inspect_model",
+    "model_info",
+    "parity_check",
+    "quantize_model",
+    "resolve_model",
+]

@@ -1,0 +1,53 @@
+"""Checking a model directory against the model it came from: the probe texts and the cosine.
+
+Shared by ``export`` (this package against sentence-transformers), ``fuse`` (fused graph against
+plain graph) and ``quantize`` (int8 against float), and by the benchmark and the tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..engine import Embedder
+
+#: Probe texts for the parity check: short and long, several scripts, emoji, empty, and one text
+#: longer than any max_seq_length so truncation is compared too.
+PARITY_TEXTS = (
+    "hello world",
+    "What is the capital of France?",
+    "",
+    "   ",
+    "Der schnelle braune Fuchs springt über den faulen Hund.",
+    "東京は日本の首都です。",
+    "Москва — столица России.",
+    "emoji 🙂🚀 and symbols ∑ ≠ ∞",
+    "A paragraph of ordinary prose, long enough to span many word pieces, "
+    "discussing embeddings, retrieval and the virtues of measuring before optimising. " * 3,
+    " ".join(f"token{i}" for i in range(2000)),
+)
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of matching rows, in float64; two zero rows count as identical (1.0)."""
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    dots = (a * b).sum(axis=1)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    both_zero = (np.linalg.norm(a, axis=1) == 0) & (np.linalg.norm(b, axis=1) == 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 0.0)
+    return np.where(both_zero, 1.0, cos)
+
+
+def parity_check(model_dir: Path, source_dir: Path, texts: tuple[str, ...] = PARITY_TEXTS) -> np.ndarray:
+    """Cosine between this package's embeddings of ``model_dir`` and sentence-transformers' of
+    ``source_dir``, one per text (needs sentence-transformers: the [export] extra)."""
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(source_dir), device="cpu").encode(
+        list(texts), convert_to_numpy=True, batch_size=len(texts)
+    )
+    ours = Embedder(model_dir).embed(list(texts))
+    return cosine_rows(ours, reference)

