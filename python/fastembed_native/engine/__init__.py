@@ -10,7 +10,14 @@ clusters. Everything above (the model store, the public API, the server) builds 
 """
 
 from .config import FUSED_FILE, INT8_FILE, POOLING_MODES, ModelConfig, find_onnx, read_model_dir
-from .embedder import TOKENIZE_WINDOW, Embedder, check_positive, check_texts
+from .embedder import (
+    TOKENIZE_WINDOW,
+    Embedder,
+    check_dimensions,
+    check_positive,
+    check_texts,
+    truncate_dimensions,
+)
 from .providers import ProviderSpec, resolve_providers
 from .runtime import ensure_loaded, runtime_info
 from .tokens import TextTokenizer, token_batches
@@ -24,6 +31,7 @@ __all__ = [
     "ModelConfig",
     "ProviderSpec",
     "TextTokenizer",
+    "check_dimensions",
     "check_positive",
     "check_texts",
     "ensure_loaded",
@@ -32,4 +40,5 @@ __all__ = [
     "resolve_providers",
     "runtime_info",
     "token_batches",
+    "truncate_dimensions",
 ]

@@ -206,7 +206,12 @@ class Embedder:
         return self.embed(texts, batch_size, prompt=self.prompts.get("passage", ""))
 
     def embed(
-        self, texts: str | Sequence[str], batch_size: int | None = None, *, prompt: str = ""
+        self,
+        texts: str | Sequence[str],
+        batch_size: int | None = None,
+        *,
+        prompt: str = "",
+        dimensions: int | None = None,
     ) -> np.ndarray:
         """Embed ``texts``.
 
@@ -214,15 +219,19 @@ class Embedder:
             texts: a list (or other sequence) of strings, or one string.
             batch_size: texts per ONNX Runtime call; default ``self.batch_size``.
             prompt: text prepended to every input (an instruction or "query: " prefix).
+            dimensions: keep only the first ``dimensions`` values of each embedding (Matryoshka
+                truncation), re-normalised when the model normalises. Default: all ``dim``.
 
         Returns:
-            float32 array of shape ``(len(texts), dim)`` (``(1, dim)`` for one string), rows in
-            input order. A text that tokenizes to no token at all embeds as the zero vector.
+            float32 array of shape ``(len(texts), dimensions or dim)`` (one row for one string),
+            rows in input order. A text that tokenizes to no token at all embeds as the zero vector.
 
         Raises:
             TypeError: ``texts`` or one of its items is not a string (the message names the index).
-            ValueError: ``batch_size`` is not a positive int, or a text cannot be encoded as UTF-8.
+            ValueError: ``batch_size`` is not a positive int, ``dimensions`` is not in 1..dim, or a
+                text cannot be encoded as UTF-8.
         """
+        check_dimensions(dimensions, self.dim)
         items = check_texts(texts)
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be str, not {type(prompt).__name__}")
@@ -231,10 +240,14 @@ class Embedder:
         size = self.batch_size if batch_size is None else batch_size
         check_positive(size)
         out = np.empty((len(items), self.dim), dtype=np.float32)
+        # With fewer dimensions, normalise after truncating, not before.
+        normalize = None if dimensions is None else False
         for start in range(0, len(items), TOKENIZE_WINDOW):
             encodings = self._tokens.encode(items[start : start + TOKENIZE_WINDOW], start)
-            self.embed_encodings(encodings, out[start : start + len(encodings)], size)
-        return out
+            self.embed_encodings(encodings, out[start : start + len(encodings)], size, normalize=normalize)
+        if dimensions is None:
+            return out
+        return truncate_dimensions(out, dimensions, self.normalize)
 
     def embed_encodings(
         self,
@@ -324,6 +337,25 @@ def check_positive(value: Any, name: str = "batch_size") -> None:
     """Raise ValueError unless ``value`` is a positive int (bools are refused)."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def check_dimensions(dimensions: Any, dim: int) -> None:
+    """Raise ValueError unless ``dimensions`` is None or an int in 1..dim."""
+    if dimensions is None:
+        return
+    if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= dim:
+        raise ValueError(f"dimensions must be an int from 1 to {dim} (the model's width), got {dimensions!r}")
+
+
+def truncate_dimensions(vectors: np.ndarray, dimensions: int, normalize: bool) -> np.ndarray:
+    """The first ``dimensions`` columns of ``vectors`` (a new C-contiguous float32 array), each row
+    L2-normalised again when ``normalize`` (Matryoshka truncation, as sentence-transformers'
+    ``truncate_dim`` then ``normalize_embeddings``). A zero row stays zero."""
+    out = np.ascontiguousarray(vectors[:, :dimensions], dtype=np.float32)
+    if normalize:
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, norms, out=out, where=norms > 0)
+    return out
 
 
 def check_texts(texts: Any) -> list[str]:
