@@ -94,6 +94,11 @@ class TextTokenizer:
                     ) from None
             raise exc
 
+    def count(self, text: str) -> int:
+        """Tokens ``text`` has before truncation, special tokens included (for messages that state
+        how far over ``max_length`` a text is)."""
+        return len(self._probe.encode(text))
+
     def _clip(self, text: str, limit: int) -> str:
         prefix = text[:limit]
         try:
