@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -143,6 +144,88 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import API_KEY_ENV, ModelSpec, ServeConfig
+    from .serve.server import serve
+
+    config = ServeConfig(
+        models=tuple(ModelSpec.parse(m) for m in args.model) if args.model else ServeConfig().models,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        max_inputs=args.max_inputs,
+        max_body_bytes=args.max_body_bytes,
+        max_queued_tokens=args.max_queued_tokens,
+        max_call_tokens=args.max_call_tokens,
+        auto_truncate=not args.no_auto_truncate,
+        cache_bytes=int(args.cache_size * 2**20),
+        stuck_after=args.stuck_after,
+        drain_seconds=args.drain_seconds,
+        threads=args.threads,
+    )
+    return serve(config, host=args.host, port=args.port, log_level=args.log_level)
+
+
+def add_serve_parser(sub: Any) -> None:
+    from .serve.config import API_KEY_ENV, ServeConfig
+
+    defaults = ServeConfig(api_key=None)
+    serve = sub.add_parser(
+        "serve",
+        help="OpenAI- and TEI-compatible embedding server (needs the [serve] extra)",
+        description="Serve embeddings over HTTP: POST /v1/embeddings (OpenAI), /embed and /tokenize (TEI), "
+        "GET /v1/models, /info, /health, /metrics.",
+    )
+    serve.add_argument(
+        "--model",
+        action="append",
+        help="model to serve: a directory or id, or NAME=SOURCE to choose the name clients send; repeat for "
+        "several models (the first is the default). Default: all-MiniLM-L6-v2",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}, else none)")
+    serve.add_argument(
+        "--max-inputs", type=int, default=defaults.max_inputs, help="inputs per request (default %(default)s)"
+    )
+    serve.add_argument(
+        "--max-body-bytes", type=int, default=defaults.max_body_bytes, help="request body bytes (default %(default)s)"
+    )
+    serve.add_argument(
+        "--max-queued-tokens",
+        type=int,
+        default=defaults.max_queued_tokens,
+        help="tokens waiting per model before requests get 429 (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-call-tokens",
+        type=int,
+        default=defaults.max_call_tokens,
+        help="tokens one engine call takes across requests (default %(default)s)",
+    )
+    serve.add_argument(
+        "--no-auto-truncate",
+        action="store_true",
+        help="refuse inputs over the model's max length (400 stating the token count) instead of truncating",
+    )
+    serve.add_argument(
+        "--cache-size", type=float, default=0, help="in-memory embedding cache in MB (default 0: off)"
+    )
+    serve.add_argument(
+        "--stuck-after",
+        type=float,
+        default=defaults.stuck_after,
+        help="seconds one engine call may take before /health fails (default %(default)s)",
+    )
+    serve.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=defaults.drain_seconds,
+        help="on SIGTERM, how long in-flight requests may take to finish (default %(default)s)",
+    )
+    serve.add_argument("--threads", type=int, help="ORT threads per model (default: every CPU)")
+    serve.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastembed-native", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -186,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list the models this package knows")
     models.set_defaults(func=cmd_models)
+
+    add_serve_parser(sub)
 
     # Listed for --help; main() hands `bench ...` to fastembed_native.bench before parsing.
     sub.add_parser(

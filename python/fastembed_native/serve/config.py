@@ -1,0 +1,62 @@
+"""What a server is started with: its models and its limits (every one a ``serve`` flag)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Environment variable read for the API key when ``--api-key`` is not given.
+API_KEY_ENV = "FASTEMBED_NATIVE_API_KEY"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One served model: the name clients send as ``model``, and what to load (a directory or id)."""
+
+    name: str
+    source: str | None  # None: the default model
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        """``NAME=SOURCE`` or ``SOURCE``; a directory is served under its folder name, an id as itself."""
+        name, sep, source = text.partition("=")
+        if sep and name and source:
+            return cls(name.strip(), source.strip())
+        source = text.strip()
+        if not source:
+            raise ValueError("a --model value is empty")
+        path = Path(source)
+        return cls(path.name if path.is_dir() else source, source)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Models and limits. Defaults suit one CPU machine; each is a ``fastembed-native serve`` flag.
+
+    Attributes:
+        models: the served models; the first is also the default for requests without ``model``.
+        api_key: when set, every route but /health needs ``Authorization: Bearer <key>``.
+        max_inputs: inputs per request (OpenAI's own limit is 2048).
+        max_body_bytes: request body size.
+        max_queued_tokens: tokens waiting per model before new requests get 429.
+        max_call_tokens: tokens one engine call takes at most, over all waiting requests.
+        auto_truncate: truncate over-long inputs to the model's max length (else a 400 that states
+            the token count); a request's own ``truncate`` wins.
+        cache_bytes: size of the in-memory embedding cache (0: off).
+        stuck_after: seconds one engine call may take before /health reports the engine stuck.
+        drain_seconds: how long SIGTERM waits for in-flight requests before exiting.
+        threads: ORT threads per model (None: every CPU).
+    """
+
+    models: tuple[ModelSpec, ...] = (ModelSpec("sentence-transformers/all-MiniLM-L6-v2", None),)
+    api_key: str | None = field(default_factory=lambda: os.environ.get(API_KEY_ENV) or None)
+    max_inputs: int = 2048
+    max_body_bytes: int = 16 * 2**20
+    max_queued_tokens: int = 500_000  # about 25 s of work for MiniLM on 2 cores
+    max_call_tokens: int = 8192
+    auto_truncate: bool = True
+    cache_bytes: int = 0
+    stuck_after: float = 120.0
+    drain_seconds: float = 30.0
+    threads: int | None = None

@@ -1,0 +1,443 @@
+"""The embedding service every transport calls: validation, tokenization, the cache, the batching
+queue and the per-request finishing (``dimensions``, ``normalize``). HTTP and gRPC only translate
+their wire formats to :class:`EmbedRequest` and back, so both protocols behave (and batch) as one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tokenizers import Encoding
+
+from .. import __version__
+from ..engine import Embedder, truncate_dimensions
+from ..text_embedding import TextEmbedding
+from .batcher import BatchQueue, Job, stuck_queues
+from .cache import EmbeddingCache
+from .config import ServeConfig
+from .errors import BadRequest, Draining, ModelNotFound, PayloadTooLarge
+from .metrics import Metrics
+
+# Requests with fewer characters than this are tokenized on the event loop (a thread hop costs more
+# than tokenizing a few queries); bigger ones in a worker thread, where tokenizers runs in parallel
+# with the GIL released.
+_INLINE_TOKENIZE_CHARS = 4096
+
+
+@dataclass(frozen=True)
+class EmbedRequest:
+    """One embedding request, whatever the transport.
+
+    ``inputs`` holds either strings or lists of token ids (the model's own ids, taken as the complete
+    model input: ``/tokenize`` returns them with special tokens, so its ids embed like the text).
+    ``None`` options take the server's or model's default.
+    """
+
+    inputs: Sequence[str] | Sequence[Sequence[int]]
+    model: str | None = None
+    truncate: bool | None = None
+    normalize: bool | None = None
+    dimensions: int | None = None
+    prompt_name: str | None = None
+
+
+@dataclass
+class Timings:
+    tokenize: float = 0.0
+    queue: float = 0.0
+    inference: float = 0.0
+    total: float = 0.0
+
+
+@dataclass
+class EmbedResult:
+    model: str
+    vectors: np.ndarray  # float32 (len(inputs), dimensions or dim)
+    prompt_tokens: int
+    timings: Timings = field(default_factory=Timings)
+
+
+class TokenIds:
+    """Token ids given by the client, shaped like a ``tokenizers.Encoding`` for the engine."""
+
+    __slots__ = ("ids", "type_ids")
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = ids
+        self.type_ids = [0] * len(ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class ServedModel:
+    name: str
+    embedder: Embedder
+    queue: BatchQueue
+
+
+class EmbeddingService:
+    """The models of one server, their queues, the cache and the metrics."""
+
+    def __init__(
+        self, embedders: dict[str, Embedder], config: ServeConfig, metrics: Metrics | None = None
+    ) -> None:
+        if not embedders:
+            raise ValueError("a server needs at least one model")
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.models: dict[str, ServedModel] = {}
+        for name, embedder in embedders.items():
+            queue = BatchQueue(
+                name,
+                embedder,
+                max_call_tokens=config.max_call_tokens,
+                max_queued_tokens=config.max_queued_tokens,
+                metrics=self.metrics,
+            )
+            self.models[name] = ServedModel(name, embedder, queue)
+        self.default_model = next(iter(self.models))
+        self.cache = EmbeddingCache(config.cache_bytes) if config.cache_bytes > 0 else None
+        self.draining = False
+        self.started = time.time()
+
+    @classmethod
+    def load(cls, config: ServeConfig) -> EmbeddingService:
+        """Load every model of ``config`` (each resolved like ``TextEmbedding(source)``)."""
+        embedders: dict[str, Embedder] = {}
+        for spec in config.models:
+            if spec.name in embedders:
+                raise ValueError(f"two models are served as {spec.name!r}; name them with NAME=SOURCE")
+            embedders[spec.name] = TextEmbedding(spec.source, threads=config.threads)
+        return cls(embedders, config)
+
+    # -- models ------------------------------------------------------------------------------------
+    def resolve(self, name: str | None) -> ServedModel:
+        """The served model called ``name`` (the first model when None or empty).
+
+        Raises:
+            ModelNotFound: no model of that name is served (the message lists the served ones).
+        """
+        if not name:
+            return self.models[self.default_model]
+        served = self.models.get(name)
+        if served is None:
+            raise ModelNotFound(
+                f"model {name!r} is not served here; served: {', '.join(self.models)}",
+                param="model",
+                code="model_not_found",
+            )
+        return served
+
+    # -- embedding -------------------------------------------------------------------------------
+    async def embed(self, request: EmbedRequest) -> EmbedResult:
+        """Embed ``request``'s inputs, batched with every other request to the same model.
+
+        Cancelling the awaiting task (a client that went away) drops the request's queued work.
+
+        Raises:
+            ApiError: bad input (BadRequest / PayloadTooLarge, naming the input), an unknown model,
+                a full queue (Overloaded) or a draining server.
+        """
+        start = time.perf_counter()
+        if self.draining:
+            raise Draining("the server is shutting down and takes no new requests")
+        served = self.resolve(request.model)
+        embedder = served.embedder
+        inputs = self._check_inputs(request.inputs)
+        dimensions = request.dimensions
+        if dimensions is not None and (
+            isinstance(dimensions, bool)
+            or not isinstance(dimensions, int)
+            or not 1 <= dimensions <= embedder.dim
+        ):
+            raise BadRequest(
+                f"dimensions must be an integer from 1 to {embedder.dim} for model {served.name!r}, got {dimensions!r}",
+                param="dimensions",
+            )
+        truncate = self.config.auto_truncate if request.truncate is None else bool(request.truncate)
+        normalize = embedder.normalize if request.normalize is None else bool(request.normalize)
+        timings = Timings()
+
+        raw = np.empty((len(inputs), embedder.dim), dtype=np.float32)
+        tokens = np.zeros(len(inputs), dtype=np.int64)
+        if inputs and isinstance(inputs[0], str):
+            texts = self._prompted(served, inputs, request.prompt_name)  # type: ignore[arg-type]
+            keys, missing = self._cache_lookup(served.name, texts, truncate, raw, tokens)
+            tokenize_start = time.perf_counter()
+            encodings = await self._tokenize(embedder, [texts[i] for i in missing], missing, truncate)
+            timings.tokenize = time.perf_counter() - tokenize_start
+        else:
+            if request.prompt_name:
+                raise BadRequest("prompt_name applies to text inputs, not to token ids", param="prompt_name")
+            keys, missing = None, list(range(len(inputs)))
+            encodings = self._token_ids(embedder, inputs, truncate)  # type: ignore[arg-type]
+
+        if encodings:
+            job_out = np.empty((len(encodings), embedder.dim), dtype=np.float32)
+            job = Job(
+                encodings, job_out, asyncio.get_running_loop().create_future(), sum(len(e) for e in encodings)
+            )
+            served.queue.submit(job)
+            try:
+                await job.future
+            except asyncio.CancelledError:
+                served.queue.cancel(job)
+                raise
+            raw[missing] = job_out
+            tokens[missing] = [len(e) for e in encodings]
+            timings.queue = (job.started or job.enqueued) - job.enqueued
+            timings.inference = job.inference_seconds
+            if self.cache is not None and keys is not None:
+                for row in missing:
+                    self.cache.put(keys[row], (raw[row], int(tokens[row])))
+
+        vectors = truncate_dimensions(raw, dimensions or embedder.dim, normalize)
+        timings.total = time.perf_counter() - start
+        self._count(served.name, len(inputs), int(tokens.sum()), timings)
+        return EmbedResult(served.name, vectors, int(tokens.sum()), timings)
+
+    def _check_inputs(self, inputs: Any) -> list[Any]:
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not isinstance(inputs, (list, tuple)):
+            raise BadRequest(
+                f"input must be a string, a list of strings or a list of token-id lists, not {type(inputs).__name__}",
+                param="input",
+            )
+        if not inputs:
+            raise BadRequest("input must not be empty", param="input")
+        if len(inputs) > self.config.max_inputs:
+            raise PayloadTooLarge(
+                f"{len(inputs)} inputs in one request; the limit is {self.config.max_inputs} (--max-inputs)",
+                param="input",
+                code="too_many_inputs",
+            )
+        if isinstance(inputs[0], str):
+            for i, item in enumerate(inputs):
+                if not isinstance(item, str):
+                    raise BadRequest(
+                        f"input[{i}] must be a string like input[0], not {_json_type(item)}", param="input"
+                    )
+            return list(inputs)
+        if _is_token_id(inputs[0]):  # one list of token ids
+            for i, item in enumerate(inputs):
+                if not _is_token_id(item):
+                    raise BadRequest(
+                        f"input[{i}] must be a token id (an integer), not {_json_type(item)}", param="input"
+                    )
+            return [list(inputs)]
+        for i, item in enumerate(inputs):
+            if not isinstance(item, (list, tuple)):
+                raise BadRequest(
+                    f"input[{i}] must be a string or a list of token ids, not {_json_type(item)}",
+                    param="input",
+                )
+            bad = next((j for j, t in enumerate(item) if not _is_token_id(t)), None)
+            if bad is not None:
+                raise BadRequest(
+                    f"input[{i}][{bad}] must be a token id (an integer), not {_json_type(item[bad])}",
+                    param="input",
+                )
+        return [list(item) for item in inputs]
+
+    def _prompted(self, served: ServedModel, texts: list[str], prompt_name: str | None) -> list[str]:
+        if not prompt_name:
+            return texts
+        prompt = served.embedder.prompts.get(prompt_name)
+        if prompt is None:
+            known = ", ".join(sorted(served.embedder.prompts)) or "none"
+            raise BadRequest(
+                f"model {served.name!r} has no prompt named {prompt_name!r}; its prompts: {known}",
+                param="prompt_name",
+            )
+        return [prompt + text for text in texts]
+
+    def _cache_lookup(
+        self, model: str, texts: list[str], truncate: bool, raw: np.ndarray, tokens: np.ndarray
+    ) -> tuple[list[tuple[str, str, bool]] | None, list[int]]:
+        """Fill ``raw`` / ``tokens`` from the cache; return the keys and the rows still missing."""
+        if self.cache is None:
+            return None, list(range(len(texts)))
+        keys = [(model, text, truncate) for text in texts]
+        missing = []
+        hits = 0
+        for row, key in enumerate(keys):
+            found = self.cache.get(key)
+            if found is None:
+                missing.append(row)
+            else:
+                raw[row], tokens[row] = found
+                hits += 1
+        cache = self.cache
+        self.metrics.cache_lookup(hits, len(missing), cache.bytes, cache.hits, cache.hits + cache.misses)
+        return keys, missing
+
+    async def _tokenize(
+        self, embedder: Embedder, texts: list[str], rows: list[int], truncate: bool
+    ) -> list[Encoding]:
+        if not texts:
+            return []
+        tokenizer = embedder.tokenizer
+        try:
+            if sum(len(t) for t in texts) <= _INLINE_TOKENIZE_CHARS:
+                encodings = tokenizer.encode(texts)
+            else:
+                encodings = await asyncio.get_running_loop().run_in_executor(None, tokenizer.encode, texts)
+        except ValueError as exc:  # a lone surrogate: the engine names texts[i] of this batch
+            raise BadRequest(str(exc).replace("texts[", "input["), param="input") from None
+        if not truncate:
+            for i, encoding in enumerate(encodings):
+                if encoding.overflowing:
+                    count = tokenizer.count(texts[i])
+                    raise BadRequest(
+                        f"input[{rows[i]}] has {count} tokens, more than the model's max length of "
+                        f"{tokenizer.max_length}; shorten it or send truncate=true",
+                        param="input",
+                        code="input_too_long",
+                    )
+        return encodings
+
+    def _token_ids(self, embedder: Embedder, inputs: list[list[int]], truncate: bool) -> list[TokenIds]:
+        vocab = embedder.tokenizer.vocab_size
+        if embedder.config.vocab_size:
+            vocab = min(vocab, embedder.config.vocab_size)
+        limit = embedder.max_length
+        out = []
+        for i, ids in enumerate(inputs):
+            if not ids:
+                raise BadRequest(f"input[{i}] is an empty list of token ids", param="input")
+            bad = next((t for t in ids if not 0 <= t < vocab), None)
+            if bad is not None:
+                raise BadRequest(
+                    f"input[{i}] has token id {bad}, outside this model's vocabulary (0..{vocab - 1})",
+                    param="input",
+                    code="token_id_out_of_range",
+                )
+            if len(ids) > limit:
+                if not truncate:
+                    raise BadRequest(
+                        f"input[{i}] has {len(ids)} tokens, more than the model's max length of {limit}; "
+                        "shorten it or send truncate=true",
+                        param="input",
+                        code="input_too_long",
+                    )
+                ids = ids[:limit]
+            out.append(TokenIds(ids))
+        return out
+
+    def _count(self, model: str, inputs: int, tokens: int, timings: Timings) -> None:
+        m = self.metrics
+        m.inputs.labels(model).inc(inputs)
+        m.tokens.labels(model).inc(tokens)
+        m.queue_seconds.labels(model).observe(timings.queue)
+        m.tokenize_seconds.labels(model).observe(timings.tokenize)
+
+    # -- tokenize, info, health --------------------------------------------------------------------
+    def tokenize(
+        self,
+        inputs: Any,
+        model: str | None = None,
+        add_special_tokens: bool = True,
+        prompt_name: str | None = None,
+    ) -> list[list[dict[str, Any]]]:
+        """TEI's ``/tokenize``: each input's tokens as ``{id, text, special, start, stop}``
+        (``start``/``stop`` are character offsets into the input; None for special tokens)."""
+        served = self.resolve(model)
+        texts = self._check_inputs(inputs)
+        if not all(isinstance(t, str) for t in texts):
+            raise BadRequest("inputs must be strings", param="inputs")
+        texts = self._prompted(served, texts, prompt_name)
+        tokenizer = served.embedder.tokenizer.tokenizer
+        try:
+            encodings = tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
+        except Exception:
+            raise BadRequest("inputs must be valid UTF-8 strings", param="inputs") from None
+        return [
+            [
+                {
+                    "id": token_id,
+                    "text": token,
+                    "special": bool(special),
+                    "start": None if special else start,
+                    "stop": None if special else stop,
+                }
+                for token_id, token, special, (start, stop) in zip(
+                    e.ids, e.tokens, e.special_tokens_mask, e.offsets, strict=True
+                )
+            ]
+            for e in encodings
+        ]
+
+    def info(self) -> dict[str, Any]:
+        """Models, their widths and max lengths, the limits and the version (``GET /info``)."""
+        first = self.models[self.default_model].embedder
+        return {
+            "version": __version__,
+            "model_id": self.default_model,
+            "model_dtype": "float32",
+            "max_input_length": first.max_length,
+            "max_client_batch_size": self.config.max_inputs,
+            "max_batch_tokens": self.config.max_call_tokens,
+            "max_queued_tokens": self.config.max_queued_tokens,
+            "max_body_bytes": self.config.max_body_bytes,
+            "auto_truncate": self.config.auto_truncate,
+            "cache_bytes": self.config.cache_bytes,
+            "models": [
+                {
+                    "id": name,
+                    "path": str(served.embedder.model_dir),
+                    "dim": served.embedder.dim,
+                    "max_length": served.embedder.max_length,
+                    "pooling": served.embedder.pooling,
+                    "normalize": served.embedder.normalize,
+                    "prompts": served.embedder.prompts,
+                    "providers": served.embedder.providers,
+                }
+                for name, served in self.models.items()
+            ],
+        }
+
+    def health(self) -> str | None:
+        """None when healthy; else why not (draining, or an engine stuck or dead)."""
+        if self.draining:
+            return "draining: the server is shutting down"
+        stuck = stuck_queues([s.queue for s in self.models.values()], self.config.stuck_after)
+        if stuck:
+            return f"engine stuck or stopped for model(s): {', '.join(stuck)}"
+        return None
+
+    # -- shutdown --------------------------------------------------------------------------------------
+    def start_draining(self) -> None:
+        """Refuse new requests from now on; queued work still runs."""
+        self.draining = True
+
+    def close(self, timeout: float) -> bool:
+        """Stop the engine threads once their queues are empty; True if all stopped within ``timeout``."""
+        for served in self.models.values():
+            served.queue.close()
+        deadline = time.monotonic() + timeout
+        return all(s.queue.join(max(0.0, deadline - time.monotonic())) for s in self.models.values())
+
+
+def _is_token_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, for messages."""
+    names = {
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        list: "an array",
+        dict: "an object",
+    }
+    return "null" if value is None else names.get(type(value), type(value).__name__)
