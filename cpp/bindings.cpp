@@ -154,8 +154,9 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "pool",
       [](const py::handle& states_obj, const py::handle& mask_obj, const std::string& mode_name, bool normalize,
-         const std::optional<std::string>& isa_name) {
+         const std::optional<std::string>& isa_name, int64_t skip_prefix) {
         pooling::Mode mode = parse_mode(mode_name);
+        if (skip_prefix < 0) throw py::value_error("skip_prefix must be >= 0, got " + std::to_string(skip_prefix));
         py::array states = checked<float>(states_obj, "states", 3);
         py::array mask = checked<int64_t>(mask_obj, "mask", 2);
         if (mask.shape(0) != states.shape(0) || mask.shape(1) != states.shape(1)) {
@@ -169,12 +170,14 @@ PYBIND11_MODULE(_core, m) {
         const int64_t* k = static_cast<const int64_t*>(mask.data());
         {
           py::gil_scoped_release release;  // only raw buffers owned by arrays held above are touched
-          pooling::pool(mode, s, k, batch, seq_len, dim, normalize, dest, isa);
+          pooling::pool(mode, s, k, batch, seq_len, dim, normalize, dest, isa, skip_prefix);
         }
         return out;
       },
       py::arg("states"), py::arg("mask"), py::arg("mode"), py::arg("normalize") = false, py::arg("isa") = py::none(),
-      "Pool float32 states [batch, seq, dim] under an int64 mask [batch, seq] into [batch, dim].");
+      py::arg("skip_prefix") = 0,
+      "Pool float32 states [batch, seq, dim] under an int64 mask [batch, seq] into [batch, dim]; the first\n"
+      "skip_prefix real tokens of each row (a prompt) are left out.");
 
   m.def(
       "tensor_data_address",
@@ -241,16 +244,17 @@ PYBIND11_MODULE(_core, m) {
           "embed",
           [](const fastembed::Session& self, const py::handle& input_ids, const py::handle& attention_mask,
              const py::handle& token_type_ids, const py::handle& out, const py::handle& rows,
-             const std::string& mode_name, bool normalize, int64_t vocab_size) {
+             const std::string& mode_name, bool normalize, int64_t vocab_size, int64_t skip_prefix) {
             pooling::Mode mode = parse_mode(mode_name);
             BatchArgs args = check_batch(input_ids, attention_mask, token_type_ids, out, rows);
             // The arrays stay referenced by the caller for the whole call and ORT's Run is
             // thread-safe, so other Python threads may run (and embed) meanwhile.
             py::gil_scoped_release release;
-            self.embed(args.tokens, mode, normalize, vocab_size, args.dest, args.dest_rows);
+            self.embed(args.tokens, mode, normalize, vocab_size, args.dest, args.dest_rows, skip_prefix);
           },
           py::arg("input_ids"), py::arg("attention_mask"), py::arg("token_type_ids"), py::arg("out"),
           py::arg("rows") = py::none(), py::arg("pooling") = "mean", py::arg("normalize") = false,
-          py::arg("vocab_size") = 0,
-          "Run one padded batch and pool row i into out[rows[i]] (out[i] when rows is None).");
+          py::arg("vocab_size") = 0, py::arg("skip_prefix") = 0,
+          "Run one padded batch and pool row i into out[rows[i]] (out[i] when rows is None); the first\n"
+          "skip_prefix real tokens of each row (a prompt) are left out of the pooling, not of attention.");
 }

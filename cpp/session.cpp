@@ -258,11 +258,16 @@ const void* tensor_data(OrtValue* value) {
 }
 
 void Session::embed(const TokenBatch& tokens, pooling::Mode mode, bool normalize, int64_t vocab_size,
-                    pooling::Destination dest, int64_t dest_rows) const {
+                    pooling::Destination dest, int64_t dest_rows, int64_t skip_prefix) const {
   const OrtApi& api = ort_api();
   const int64_t batch = tokens.batch;
   const int64_t seq_len = tokens.seq_len;
   const size_t count = static_cast<size_t>(batch * seq_len);
+  if (skip_prefix < 0) throw InvalidArgument("skip_prefix must be >= 0, got " + std::to_string(skip_prefix));
+  if (skip_prefix > 0 && io_.output_is_pooled) {
+    throw InvalidArgument("output '" + io_.output_name +
+                          "' is already pooled inside the graph, so prompt tokens cannot be left out of it");
+  }
   if (batch == 0) return;
 
   if (vocab_size > 0) {
@@ -370,7 +375,7 @@ void Session::embed(const TokenBatch& tokens, pooling::Mode mode, bool normalize
   check(api.GetTensorMutableData(output.get(), &output_data));
   const auto* states = static_cast<const float*>(output_data);
   pooling::pool(io_.output_is_pooled ? pooling::Mode::Pooled : mode, states, tokens.attention_mask, batch, seq_len,
-                dest.out_stride, normalize, dest, pooling::best_isa());
+                dest.out_stride, normalize, dest, pooling::best_isa(), skip_prefix);
   const auto pool_end = Clock::now();
 
   const int64_t real =

@@ -83,9 +83,10 @@ class Session {
   // Runs the model on `tokens` and pools each row into `dest` (see pooling::Destination).
   // `vocab_size` > 0 checks every id first, so a tokenizer larger than the model's embedding
   // table is reported instead of read out of bounds. Thread-safe: ORT allows concurrent Run calls
-  // on one session, and nothing here is mutated after construction.
+  // on one session, and nothing here is mutated after construction. `skip_prefix` leaves each row's
+  // first real tokens (a prompt) out of the pooling but not out of attention (see pooling::pool).
   void embed(const TokenBatch& tokens, pooling::Mode mode, bool normalize, int64_t vocab_size,
-             pooling::Destination dest, int64_t dest_rows) const;
+             pooling::Destination dest, int64_t dest_rows, int64_t skip_prefix = 0) const;
 
  private:
   OrtPtr<OrtSession> session_;

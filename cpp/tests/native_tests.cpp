@@ -61,6 +61,19 @@ void test_pooling() {
     fastembed::pooling::pool(Mode::Cls, states.data(), empty.data(), 2, 3, 5, true, Destination{out.data(), 5, nullptr},
                              isa);
     for (float v : out) CHECK(v == 0.0f);  // no real token: zero, never NaN
+
+    // A one-token prompt left out: row 0 pools its second token only, row 1 (nothing after it) is zero.
+    fastembed::pooling::pool(Mode::Mean, states.data(), mask.data(), 2, 3, 5, false,
+                             Destination{out.data(), 5, nullptr}, isa, 1);
+    CHECK(out[0] == 3.0f && out[4] == 7.0f && out[5] == 0.0f);
+    fastembed::pooling::pool(Mode::Cls, states.data(), mask.data(), 2, 3, 5, false, Destination{out.data(), 5, nullptr},
+                             isa, 1);
+    CHECK(out[0] == 3.0f && out[5] == 0.0f);
+    // Left padding: Cls is the first real token, not position 0.
+    const std::vector<int64_t> left = {0, 1, 1, 0, 0, 1};
+    fastembed::pooling::pool(Mode::Cls, states.data(), left.data(), 2, 3, 5, false, Destination{out.data(), 5, nullptr},
+                             isa);
+    CHECK(out[0] == 3.0f && out[5] == 9.0f);
   }
 }
 

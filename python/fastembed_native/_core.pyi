@@ -30,8 +30,10 @@ def pool(
     mode: str,
     normalize: bool = False,
     isa: str | None = None,
+    skip_prefix: int = 0,
 ) -> npt.NDArray[np.float32]:
-    """Pool float32 states [batch, seq, dim] under an int64 mask [batch, seq] into [batch, dim]."""
+    """Pool float32 states [batch, seq, dim] under an int64 mask [batch, seq] into [batch, dim]; the first
+    skip_prefix real tokens of each row (a prompt) are left out."""
 
 def tensor_data_address(arg0: npt.NDArray[np.int64], /) -> int:
     """Address of the data of the ORT tensor created over an int64 [rows, cols] array."""
@@ -80,5 +82,7 @@ class Session:
         pooling: str = "mean",
         normalize: bool = False,
         vocab_size: int = 0,
+        skip_prefix: int = 0,
     ) -> None:
-        """Run one padded batch and pool row i into out[rows[i]] (out[i] when rows is None)."""
+        """Run one padded batch and pool row i into out[rows[i]] (out[i] when rows is None); the first
+        skip_prefix real tokens of each row (a prompt) are left out of the pooling, not of attention."""
