@@ -5,6 +5,8 @@ here, and the append calls they feed are the ones ORT documents for those provid
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -63,16 +65,49 @@ def test_bad_cuda_device(device_id):
         cuda_options({"device_id": device_id})
 
 
-def test_unavailable_provider_lists_the_available_ones():
+def test_a_missing_provider_with_nothing_after_it_names_its_package():
     with pytest.raises(
-        ProviderNotAvailableError, match=r"'cuda' \(CUDAExecutionProvider\).*available: CPUExecutionProvider"
+        ProviderNotAvailableError,
+        match=r"'cuda' \(CUDAExecutionProvider\).*available: CPUExecutionProvider.*onnxruntime-gpu",
     ):
-        resolve_providers(["cuda", "cpu"], ["CPUExecutionProvider"])
+        resolve_providers(["cuda"], ["CPUExecutionProvider"])
+    with pytest.raises(ProviderNotAvailableError, match=r"CoreMLExecutionProvider.*macOS on Apple silicon"):
+        resolve_providers("coreml", ["CPUExecutionProvider"])
+    # After an available provider is still "nothing after it": the user asked for CUDA last.
+    with pytest.raises(ProviderNotAvailableError, match="onnxruntime-gpu"):
+        resolve_providers(["cpu", "cuda"], ["CPUExecutionProvider"])
 
 
-def test_fallback_skips_with_a_warning():
-    with pytest.warns(RuntimeWarning, match="CoreMLExecutionProvider.*falling back"):
-        resolved = resolve_providers(["coreml", "cpu"], ["CPUExecutionProvider"], fallback=True)
+def test_a_priority_list_falls_back_with_a_warning():
+    with pytest.warns(RuntimeWarning, match=r"CUDAExecutionProvider.*onnxruntime-gpu.*falling back to 'cpu'"):
+        resolved = resolve_providers(["cuda", "cpu"], ["CPUExecutionProvider"])
+    assert resolved == [("CPUExecutionProvider", {})]
+
+
+def test_every_skipped_provider_is_reported():
+    with pytest.warns(RuntimeWarning) as record:
+        resolved = resolve_providers(["cuda", "coreml", "cpu"], ["CPUExecutionProvider"])
+    assert resolved == [("CPUExecutionProvider", {})]
+    assert [str(w.message).split(" (")[0] for w in record] == [
+        "execution provider 'cuda'",
+        "execution provider 'coreml'",
+    ]
+
+
+def test_no_warning_when_the_first_choice_is_there():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_providers(["cuda", "cpu"], ALL) == [
+            ("CUDAExecutionProvider", {}),
+            ("CPUExecutionProvider", {}),
+        ]
+
+
+def test_fallback_turns_the_last_missing_provider_into_cpu():
+    with pytest.warns(RuntimeWarning, match="CoreMLExecutionProvider.*falling back to 'cpu'"):
+        resolved = resolve_providers(["coreml"], ["CPUExecutionProvider"], fallback=True)
     assert resolved == [("CPUExecutionProvider", {})]
 
 
@@ -93,9 +128,32 @@ def test_model_reports_active_providers(encoder_dir):
 
 @pytest.mark.skipif("CUDAExecutionProvider" in available_providers(), reason="this ORT build has CUDA")
 def test_model_with_missing_provider_raises_or_falls_back(encoder_dir):
-    with pytest.raises(ProviderNotAvailableError, match="available: "):
+    with pytest.raises(ProviderNotAvailableError, match="onnxruntime-gpu"):
         TextEmbedding(encoder_dir.path, providers=["cuda"])
-    with pytest.warns(RuntimeWarning):
-        model = TextEmbedding(encoder_dir.path, providers=["cuda", "cpu"], fallback=True)
+    with pytest.warns(RuntimeWarning, match="falling back to 'cpu'"):
+        model = TextEmbedding(encoder_dir.path, providers=["cuda", "cpu"])
     assert model.providers == ["CPUExecutionProvider"]
     assert np.isfinite(model.embed(["hello world"])).all()
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in available_providers(), reason="this ORT build has CUDA")
+def test_cli_providers_cuda_cpu_falls_back(encoder_dir, tmp_path):
+    import subprocess
+    import sys
+
+    def embed(providers: str, out: Path) -> subprocess.CompletedProcess[str]:
+        command = ["embed", "--model", str(encoder_dir.path), "--providers", providers, "-o", str(out)]
+        return subprocess.run(
+            [sys.executable, "-m", "fastembed_native.cli", *command],
+            input="hello world\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    result = embed("cuda,cpu", tmp_path / "fallback.npy")
+    assert result.returncode == 0, result.stderr
+    assert "CUDAExecutionProvider" in result.stderr and "falling back to 'cpu'" in result.stderr
+    assert np.load(tmp_path / "fallback.npy").shape == (1, 7)
+    result = embed("cuda", tmp_path / "never.npy")
+    assert result.returncode != 0 and "onnxruntime-gpu" in result.stderr

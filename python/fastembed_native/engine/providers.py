@@ -97,6 +97,22 @@ def ort_provider_name(name: str) -> str:
     return _ORT_NAMES.get(name.lower(), name)
 
 
+#: Where each optional provider comes from, for the error when it is missing.
+_PROVIDER_PACKAGES = {
+    "CUDAExecutionProvider": "the onnxruntime-gpu package (pip uninstall onnxruntime && pip install onnxruntime-gpu)",
+    "CoreMLExecutionProvider": "the onnxruntime wheel for macOS on Apple silicon (arm64), where pip install onnxruntime "
+    "gets it",
+}
+
+
+def _missing_message(name: str, ort_name: str, available: Sequence[str]) -> str:
+    source = _PROVIDER_PACKAGES.get(ort_name, "an ONNX Runtime build that includes it")
+    return (
+        f"execution provider {name!r} ({ort_name}) is not available in this ONNX Runtime build "
+        f"(available: {', '.join(available)}); it comes with {source}"
+    )
+
+
 def resolve_providers(
     requested: ProviderSpec | Iterable[ProviderSpec] | None,
     available: Sequence[str],
@@ -104,20 +120,27 @@ def resolve_providers(
 ) -> list[tuple[str, dict[str, str]]]:
     """Turn the user's providers into ORT's (name, options) list, in priority order.
 
+    A list is a priority list: a provider this ORT build lacks is skipped with a RuntimeWarning
+    when a provider after it is available (``["cuda", "cpu"]`` runs on the CPU where there is no
+    CUDA), and is an error when nothing after it is.
+
     Args:
         requested: one spec or a list of them; None means CPU only.
         available: ORT's available providers (``_core.available_providers()``).
-        fallback: when True, a provider this ORT lacks is skipped with a warning instead of raising.
+        fallback: when True, a missing provider with nothing after it falls back to the CPU (with a
+            warning) instead of raising.
 
     Raises:
-        ProviderNotAvailableError: a provider is missing from ``available`` (and not ``fallback``);
-            the message lists the available ones.
+        ProviderNotAvailableError: a missing provider with no available one after it (and not
+            ``fallback``); the message lists the available ones and names the package that provides it.
     """
     if requested is None:
         requested = ["cpu"]
     elif isinstance(requested, (str, tuple)):
         requested = [requested]
     resolved: list[tuple[str, dict[str, str]]] = []
+    listed: set[str] = set()
+    pending: list[str] = []  # missing providers that no available provider follows yet
     for spec in requested:
         name, options = _split(spec)
         ort_name = ort_provider_name(name)
@@ -130,16 +153,21 @@ def resolve_providers(
             translated = {str(k): str(v) for k, v in options.items()}
         else:
             translated = {}
-        if ort_name not in available:
-            message = (
-                f"execution provider {name!r} ({ort_name}) is not available in this ONNX Runtime build; "
-                f"available: {', '.join(available)}"
-            )
-            if not fallback:
-                raise ProviderNotAvailableError(message)
-            warnings.warn(message + "; falling back to the next provider", RuntimeWarning, stacklevel=3)
-            continue
-        if any(existing == ort_name for existing, _ in resolved):
+        if ort_name in listed:
             raise ValueError(f"execution provider {name!r} is listed twice")
+        listed.add(ort_name)
+        if ort_name not in available:
+            pending.append(_missing_message(name, ort_name, available))
+            continue
+        for message in pending:
+            warnings.warn(f"{message}; falling back to {name!r}", RuntimeWarning, stacklevel=3)
+        pending.clear()
         resolved.append((ort_name, translated))
+    if pending:
+        if not fallback:
+            raise ProviderNotAvailableError("; ".join(pending))
+        for message in pending:
+            warnings.warn(f"{message}; falling back to 'cpu'", RuntimeWarning, stacklevel=3)
+        if ("CPUExecutionProvider", {}) not in resolved:
+            resolved.append(("CPUExecutionProvider", {}))
     return resolved
