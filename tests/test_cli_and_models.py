@@ -32,43 +32,7 @@ def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = N
     )
 
 
-# -- embed ------------------------------------------------------------------------------------------
-def test_embed_stdin_to_npy(encoder_dir, tmp_path):
-    out = tmp_path / "vectors.npy"
-    result = run_cli(
-        "embed", "--model", str(encoder_dir.path), "-o", str(out), stdin="hello world\nthe quick fox\n"
-    )
-    assert result.returncode == 0, result.stderr
-    vectors = np.load(out)
-    np.testing.assert_allclose(
-        vectors, TextEmbedding(encoder_dir.path).embed(["hello world", "the quick fox"]), rtol=1e-6
-    )
-    assert "embedded 2 texts" in result.stderr
-
-
-def test_embed_jsonl_field_from_files_to_jsonl(encoder_dir, tmp_path):
-    source = tmp_path / "docs.jsonl"
-    source.write_text(
-        json.dumps({"id": 1, "body": "flag embedding"}) + "\n\n" + json.dumps({"id": 2, "body": "dog"}) + "\n"
-    )
-    out = tmp_path / "out.jsonl"
-    result = run_cli(
-        "embed", str(source), "--field", "body", "--model", str(encoder_dir.path), "-o", str(out), "-q"
-    )
-    assert result.returncode == 0, result.stderr
-    records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["text"] for r in records] == ["flag embedding", "dog"]
-    assert len(records[0]["embedding"]) == 7
-    assert result.stderr == ""  # quiet, and no progress bar when not a terminal
-
-
-def test_embed_reports_bad_input_clearly(encoder_dir, tmp_path):
-    source = tmp_path / "bad.jsonl"
-    source.write_text('{"body": "ok"}\n{"title": "no body"}\n')
-    result = run_cli("embed", str(source), "--field", "body", "--model", str(encoder_dir.path))
-    assert result.returncode != 0 and "bad.jsonl:2: field 'body' missing" in result.stderr
-    result = run_cli("embed", "--model", str(tmp_path / "missing"), stdin="x\n")
-    assert result.returncode == 1 and "model directory not found" in result.stderr
+# The embed command's tests are in test_cli_embed.py.
 
 
 # -- inspect ----------------------------------------------------------------------------------------

@@ -6,79 +6,11 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-import numpy as np
-
-from .engine import TOKENIZE_WINDOW
-
-#: Texts per embed() call (and the progress bar's step): one tokenize-and-sort window.
-CHUNK = TOKENIZE_WINDOW
-
-
-def _read_texts(paths: list[str], field: str | None) -> list[str]:
-    """One text per line from each file (or stdin for '-' / no file); with ``field``, JSONL records."""
-
-    def lines() -> Iterator[tuple[str, int, str]]:
-        for path in paths or ["-"]:
-            stream: TextIO = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
-            with stream if path != "-" else nullcontext(stream):
-                for number, line in enumerate(stream, 1):
-                    yield path, number, line.rstrip("\r\n")
-
-    texts = []
-    for path, number, line in lines():
-        if field is None:
-            texts.append(line)
-            continue
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SystemExit(f"{path}:{number}: not JSON ({exc.msg})") from None
-        value = record.get(field) if isinstance(record, dict) else None
-        if not isinstance(value, str):
-            raise SystemExit(f"{path}:{number}: field {field!r} missing or not a string")
-        texts.append(value)
-    return texts
-
-
-def _providers(value: str | None) -> list[str] | None:
-    return [p.strip() for p in value.split(",") if p.strip()] if value else None
-
-
-def cmd_embed(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from .text_embedding import TextEmbedding
-
-    texts = _read_texts(args.inputs, args.field)
-    model = TextEmbedding(args.model, providers=_providers(args.providers), batch_size=args.batch_size)
-    prompt = model.prompts.get(args.prompt, args.prompt) if args.prompt else ""
-    out = np.empty((len(texts), model.dim), dtype=np.float32)
-    # A progress bar only for people: quiet when stderr is not a terminal (pipes, CI, logs).
-    show = sys.stderr.isatty() and not args.quiet and len(texts) > CHUNK
-    with tqdm(total=len(texts), unit="text", disable=not show, file=sys.stderr) as bar:
-        for start in range(0, len(texts), CHUNK):
-            out[start : start + CHUNK] = model.embed(texts[start : start + CHUNK], prompt=prompt)
-            bar.update(min(CHUNK, len(texts) - start))
-    if args.output and args.output.endswith(".npy"):
-        np.save(args.output, out)
-    else:
-        sink = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
-        try:
-            for text, vector in zip(texts, out, strict=True):
-                sink.write(json.dumps({"text": text, "embedding": vector.tolist()}) + "\n")
-        finally:
-            if sink is not sys.stdout:
-                sink.close()
-    if not args.quiet:
-        print(f"embedded {len(texts)} texts -> {args.output or 'stdout'} ({model.dim} dims)", file=sys.stderr)
-    return 0
+from . import __version__
+from .corpus.command import add_embed_parser
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -135,12 +67,27 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from .models import cache_root, cached_model_dir
     from .text_embedding import TextEmbedding
 
-    for info in TextEmbedding.list_supported_models():
+    root = cache_root()
+    known = TextEmbedding.list_supported_models()
+    for info in known:
+        here = "cached" if cached_model_dir(info["model"]).is_dir() else "-"
         print(
-            f"{info['model']:36} dim={info['dim']:<5} pooling={info['pooling']:<10} max_length={info['max_length']}"
+            f"{info['model']:36} dim={info['dim']:<5} pooling={info['pooling']:<10} "
+            f"max_length={info['max_length']:<6} {here}"
         )
+    # Entries are "org--name" folders; dot-prefixed ones are builds in progress or abandoned.
+    names = {cached_model_dir(info["model"]).name for info in known}
+    others = sorted(
+        p.name.replace("--", "/")
+        for p in (root.iterdir() if root.is_dir() else [])
+        if p.is_dir() and not p.name.startswith(".") and p.name not in names
+    )
+    for name in others:
+        print(f"{name:36} (not in the registry; read from its own config files)  cached")
+    print(f"model cache: {root}")
     return 0
 
 
@@ -228,20 +175,10 @@ def add_serve_parser(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastembed-native", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    embed = sub.add_parser("embed", help="embed texts from files or stdin")
-    embed.add_argument("inputs", nargs="*", help="text files, one text per line ('-' or none: stdin)")
-    embed.add_argument(
-        "-o", "--output", help="output: .npy (array) or anything else (JSONL); default JSONL to stdout"
-    )
-    embed.add_argument("--field", help="read JSONL input and embed this field of each record")
-    embed.add_argument("--model", help="model directory or id (default: all-MiniLM-L6-v2)")
-    embed.add_argument("--batch-size", type=int, default=32)
-    embed.add_argument("--providers", help="comma-separated, in priority order, e.g. cuda,cpu")
-    embed.add_argument("--prompt", help="'query', 'passage' (the model's prompts) or a literal prefix")
-    embed.add_argument("-q", "--quiet", action="store_true")
-    embed.set_defaults(func=cmd_embed)
+    add_embed_parser(sub)
 
     inspect_cmd = sub.add_parser("inspect", help="what a model file holds and what to watch out for")
     inspect_cmd.add_argument("model", help="model directory, or an .onnx file")
@@ -274,13 +211,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Listed for --help; main() hands `bench ...` to fastembed_native.bench before parsing.
     sub.add_parser(
-        "bench", help="benchmark against onnxruntime, fastembed and sentence-transformers (bench --help)"
+        "bench",
+        help="benchmark against onnxruntime, fastembed and sentence-transformers (bench --help); "
+        "`bench corpus`: streaming's peak memory and speed (bench corpus --help)",
     )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["bench", "corpus"]:  # streaming's memory and speed (bench/streaming.py)
+        from .bench.streaming import main as corpus_main
+
+        return corpus_main(argv[2:])
     if argv[:1] == ["bench"]:  # the benchmark parses its own options
         from .bench.run import main as bench_main
 

@@ -1,0 +1,243 @@
+"""``fastembed-native bench corpus``: what streaming costs, in memory and in speed.
+
+- Memory: the peak RSS (VmHWM) of a fresh ``fastembed-native embed FILE -o out.npy`` process for
+  each line count (default 10,000 and 2,000,000 lines, made by repeating the benchmark corpus), so
+  the two numbers show whether memory stays flat as the input grows.
+- Speed: texts/s of the streaming run (reading a file, windows, per-step progress, writing and
+  committing a ``.npy``) against one in-process ``TextEmbedding.embed`` call on the same texts with
+  the same loaded model, interleaved, medians; their ratio is what streaming costs, and the two
+  outputs are compared.
+
+Writes ``corpus.json`` and ``corpus.md`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from itertools import cycle, islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PEAK_MARK = "PEAK_RSS_MB"
+
+# The child runs the real command line, then reports its own peak RSS (see measure.own_peak_rss_mb).
+_CHILD = (
+    "import sys\n"
+    "from fastembed_native.cli import main\n"
+    "from fastembed_native.bench.measure import own_peak_rss_mb\n"
+    "status = main(sys.argv[1:])\n"
+    f"print('{PEAK_MARK}', own_peak_rss_mb(), flush=True)\n"
+    "sys.exit(status)\n"
+)
+
+
+def source_lines(texts_file: Path | None, size: int = 2000) -> list[str]:
+    """The texts to repeat: a file's non-empty lines, else the benchmark corpus (one line each)."""
+    if texts_file is not None:
+        lines = [line for line in texts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        from .corpus import gather_corpus
+
+        lines = [" ".join(text.split()) for text in gather_corpus(size)]
+    if not lines:
+        raise ValueError(f"{texts_file}: no text to repeat")
+    return lines
+
+
+def write_lines(path: Path, lines: list[str], count: int) -> None:
+    """``count`` lines cycling through ``lines``, written in blocks (never all in memory)."""
+    source = cycle(lines)
+    with open(path, "w", encoding="utf-8") as handle:
+        left = count
+        while left:
+            block = min(left, 10_000)
+            handle.write("\n".join(islice(source, block)) + "\n")
+            left -= block
+
+
+def peak_rss_run(
+    lines: list[str], count: int, model_dir: Path, threads: int, work: Path, batch_size: int | None
+) -> dict[str, Any]:
+    """Embed ``count`` lines with a fresh ``fastembed-native embed`` process; its peak RSS and speed."""
+    source, out = work / f"lines-{count}.txt", work / f"vectors-{count}.npy"
+    write_lines(source, lines, count)
+    command = ["embed", str(source), "-o", str(out), "--model", str(model_dir), "--threads", str(threads)]
+    command += ["-q", "--overwrite"] + (["--batch-size", str(batch_size)] if batch_size else [])
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", _CHILD, *command], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"embed of {count} lines failed: {result.stderr.strip()[-2000:]}")
+    peak = next(float(line.split()[1]) for line in result.stdout.splitlines() if line.startswith(PEAK_MARK))
+    rows = np.load(out, mmap_mode="r").shape[0]
+    if rows != count:
+        raise RuntimeError(f"embed of {count} lines wrote {rows} rows")
+    record = {
+        "lines": count,
+        "peak_rss_mb": round(peak, 1),
+        "seconds": round(seconds, 2),
+        "texts_per_s": round(count / seconds, 1),
+        "input_mb": round(source.stat().st_size / 2**20, 1),
+        "output_mb": round(out.stat().st_size / 2**20, 1),
+    }
+    source.unlink()
+    out.unlink()
+    return record
+
+
+def throughput(
+    lines: list[str],
+    count: int,
+    model_dir: Path,
+    threads: int,
+    work: Path,
+    repeats: int,
+    batch_size: int | None,
+) -> dict[str, Any]:
+    """Texts/s of one in-process embed() call and of a streaming run, same texts, same model."""
+    from ..corpus import plan, run
+    from ..text_embedding import TextEmbedding
+
+    texts = list(islice(cycle(lines), count))
+    source, out = work / "throughput.txt", work / "throughput.npy"
+    write_lines(source, lines, count)
+    model = TextEmbedding(model_dir, threads=threads, **({"batch_size": batch_size} if batch_size else {}))
+    model.embed(texts[:256])  # warm both sessions before either is timed
+    in_process, streamed = [], []
+    for _ in range(repeats):  # interleaved, so drifting machine load hits both alike
+        start = time.perf_counter()
+        expected = model.embed(texts)
+        in_process.append(count / (time.perf_counter() - start))
+        steps = []  # a progress callback, as on a terminal: the per-step path is the one timed
+        start = time.perf_counter()
+        job = plan([str(source)], str(out), overwrite=True)
+        run(job, model, progress=steps.append)
+        streamed.append(count / (time.perf_counter() - start))
+    got = np.load(out)
+    source.unlink()
+    out.unlink()
+    embed_tps, stream_tps = statistics.median(in_process), statistics.median(streamed)
+    return {
+        "texts": count,
+        "repeats": repeats,
+        "embed_texts_per_s": round(embed_tps, 1),
+        "stream_texts_per_s": round(stream_tps, 1),
+        "ratio": round(stream_tps / embed_tps, 3),
+        "max_abs_difference": float(np.abs(got - expected).max()) if count else 0.0,
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    rows = [
+        "| lines | peak RSS MB | seconds | texts/s | input MB | output MB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results["memory"]:
+        rows.append(
+            f"| {r['lines']:,} | {r['peak_rss_mb']} | {r['seconds']} | {r['texts_per_s']} | "
+            f"{r['input_mb']} | {r['output_mb']} |"
+        )
+    memory = results["memory"]
+    lines = [
+        f"Peak RSS of `fastembed-native embed FILE -o out.npy` ({results['model']}, {results['threads']} threads):",
+        "",
+        *rows,
+    ]
+    if len(memory) > 1:
+        growth = memory[-1]["peak_rss_mb"] - memory[0]["peak_rss_mb"]
+        lines += ["", f"{memory[-1]['lines']:,} lines vs {memory[0]['lines']:,}: {growth:+.1f} MB."]
+    t = results.get("throughput")
+    if t:
+        lines += [
+            "",
+            f"Throughput on {t['texts']:,} texts (median of {t['repeats']}): in-process embed() "
+            f"{t['embed_texts_per_s']} texts/s, streaming to .npy {t['stream_texts_per_s']} texts/s, "
+            f"ratio {t['ratio']}; max |difference| {t['max_abs_difference']:.2e}.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="fastembed-native bench corpus",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", help="model directory or id (default: all-MiniLM-L6-v2)")
+    parser.add_argument(
+        "--lines",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[10_000, 2_000_000],
+        help="line counts whose peak RSS is measured, comma-separated (default: 10000,2000000)",
+    )
+    parser.add_argument(
+        "--throughput-texts",
+        type=int,
+        default=20_000,
+        help="texts for the streaming vs in-process speed comparison (0: skip it; default %(default)s)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="speed comparison rounds (default %(default)s)"
+    )
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads (default: all)")
+    parser.add_argument("--batch-size", type=int, help="texts per ONNX Runtime call (default: the model's)")
+    parser.add_argument(
+        "--texts", type=Path, help="a file whose lines are repeated (default: the benchmark corpus)"
+    )
+    parser.add_argument(
+        "--work-dir", type=Path, help="where the generated inputs and outputs go (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("benchmarks/results"), help="where corpus.json/md go"
+    )
+    args = parser.parse_args(argv)
+    from ..models import resolve_model
+
+    model_dir = resolve_model(args.model)
+    lines = source_lines(args.texts)
+    with tempfile.TemporaryDirectory(dir=args.work_dir) as work:
+        results: dict[str, Any] = {
+            "machine": {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+            },
+            "model": str(model_dir),
+            "threads": args.threads,
+            "source_texts": len(lines),
+            "memory": [],
+        }
+        for count in args.lines:
+            record = peak_rss_run(lines, count, model_dir, args.threads, Path(work), args.batch_size)
+            print(json.dumps(record), file=sys.stderr)
+            results["memory"].append(record)
+        if args.throughput_texts:
+            results["throughput"] = throughput(
+                lines,
+                args.throughput_texts,
+                model_dir,
+                args.threads,
+                Path(work),
+                args.repeats,
+                args.batch_size,
+            )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "corpus.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    (args.out / "corpus.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Corpus embedding: files of any size in, a file of vectors out, in constant memory, resumable.
+
+It owns ``fastembed-native embed``: reading text lines, JSONL fields and Parquet columns
+(:mod:`.inputs`), writing ``.npy`` / ``.jsonl`` / ``.parquet`` incrementally (:mod:`.outputs`),
+the state file that makes ``--resume`` safe (:mod:`.resume`), the run itself, window by window
+(:mod:`.job`), and the command's options and messages (:mod:`.command`).
+
+It sits at the top beside the command line and the benchmarks: it may import every layer below
+(the engine's streaming helpers in ``engine.stream``, the model store, the public
+``TextEmbedding``, the exception types); only the command line and the benchmarks import it.
+pyarrow (the ``[corpus]`` extra) is imported only where Parquet is read or written.
+"""
+
+from .inputs import CorpusError, Input, count_texts, plan_inputs, read_texts
+from .job import Job, plan, run
+from .outputs import OUTPUT_FORMATS, output_format
+
+__all__ = [
+    "OUTPUT_FORMATS",
+    "CorpusError",
+    "Input",
+    "Job",
+    "count_texts",
+    "output_format",
+    "plan",
+    "plan_inputs",
+    "read_texts",
+    "run",
+]

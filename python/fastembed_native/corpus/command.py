@@ -1,0 +1,183 @@
+"""``fastembed-native embed``: its options, and the order in which it checks, loads and runs.
+
+Everything that can be wrong without a model (the output's format and folder, the inputs, an
+existing or partial output) is checked first, so a typo costs no model load and no hour of work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from ..engine.stream import STREAM_WINDOW
+from .inputs import CorpusError
+from .outputs import OUTPUT_FORMATS, partial_path
+from .resume import load_state
+
+
+def add_embed_parser(sub: Any) -> None:
+    """Add the ``embed`` subcommand to the command line's subparsers."""
+    formats = ", ".join(OUTPUT_FORMATS)
+    embed = sub.add_parser(
+        "embed",
+        help="embed texts from files or stdin into .npy, .jsonl or .parquet, streaming and resumable",
+        description="Embed a corpus of any size in constant memory: inputs are read, embedded and "
+        "written one window at a time. File outputs grow as <out>.partial and are renamed when complete; "
+        "an interrupted run continues with --resume.",
+    )
+    embed.add_argument(
+        "inputs",
+        nargs="*",
+        help="text files, one text per line; .parquet files (see --column); JSONL with --field; "
+        "'-' or none: stdin",
+    )
+    embed.add_argument(
+        "-o",
+        "--output",
+        help=f"output file, format from its extension ({formats}); default: JSONL on stdout",
+    )
+    embed.add_argument("--field", help="read the inputs as JSONL and embed this field of each record")
+    embed.add_argument(
+        "--column", help="the text column of .parquet inputs (default: 'text'; needs the [corpus] extra)"
+    )
+    embed.add_argument("--model", help="model directory or id (default: all-MiniLM-L6-v2)")
+    embed.add_argument(
+        "--onnx-file",
+        help="which ONNX file of the model directory to run, e.g. onnx/model_int8.onnx (from `quantize`)",
+    )
+    embed.add_argument(
+        "--max-length", type=int, help="tokens per text; longer texts are truncated (default: the model's)"
+    )
+    embed.add_argument(
+        "--threads", type=int, help="CPU threads in all (default: every CPU this process may use)"
+    )
+    embed.add_argument("--batch-size", type=int, help="texts per ONNX Runtime call at most (default: 32)")
+    embed.add_argument(
+        "--providers", help="execution providers in priority order, comma-separated, e.g. cuda,cpu"
+    )
+    prompts = embed.add_mutually_exclusive_group()
+    prompts.add_argument(
+        "--prompt", metavar="NAME", help="prepend the model's named prompt, e.g. 'query' or 'passage'"
+    )
+    prompts.add_argument("--prompt-text", metavar="TEXT", help="prepend this literal text to every input")
+    embed.add_argument(
+        "--no-text",
+        dest="with_text",
+        action="store_false",
+        help="leave the text out of .jsonl / .parquet rows",
+    )
+    embed.add_argument(
+        "--window",
+        type=int,
+        default=STREAM_WINDOW,
+        help="texts read, embedded, written and committed per step (default %(default)s); "
+        "memory grows with it, and a resume restarts at a step boundary",
+    )
+    existing = embed.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run where its output ends"
+    )
+    existing.add_argument("--overwrite", action="store_true", help="replace an existing or partial output")
+    embed.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary on stderr")
+    embed.set_defaults(func=cmd_embed)
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    """Run ``fastembed-native embed``; returns the exit status (130 after Ctrl-C)."""
+    try:
+        return _embed(args)
+    except KeyboardInterrupt:
+        print(_interrupted_message(args.output), file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader of stdout went away (e.g. `| head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except OSError as exc:  # a full disk, a vanished folder: the message says which file
+        raise CorpusError(str(exc)) from None
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..models import DEFAULT_MODEL
+    from ..text_embedding import TextEmbedding
+    from .inputs import count_texts
+    from .job import plan, run
+
+    job = plan(
+        args.inputs,
+        args.output,
+        field=args.field,
+        column=args.column,
+        with_text=args.with_text,
+        window=args.window,
+        options={
+            "model": args.model or DEFAULT_MODEL,
+            "onnx_file": args.onnx_file,
+            "max_length": args.max_length,
+            "batch_size": args.batch_size,
+            "prompt": args.prompt,
+            "prompt_text": args.prompt_text,
+        },
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
+    for note in job.notes:
+        if not args.quiet:
+            print(note, file=sys.stderr)
+    if job.complete:
+        return 0
+    options: dict[str, Any] = {
+        "providers": [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None,
+        "threads": args.threads,
+        "max_length": args.max_length,
+        "onnx_file": args.onnx_file,
+    }
+    if args.batch_size is not None:
+        options["batch_size"] = args.batch_size
+    model = TextEmbedding(args.model, **{k: v for k, v in options.items() if v is not None})
+    prompt = args.prompt_text or ""
+    if args.prompt is not None:
+        if args.prompt not in model.prompts:
+            has = ", ".join(map(repr, model.prompts)) or "none"
+            raise CorpusError(
+                f"the model has no prompt named {args.prompt!r} (its prompts: {has}); "
+                "to prepend text of your own use --prompt-text"
+            )
+        prompt = model.prompts[args.prompt]
+    # A progress bar only for people: quiet when stderr is not a terminal (pipes, CI, logs).
+    show = sys.stderr.isatty() and not args.quiet
+    total = count_texts(job.inputs) if show else None
+    with tqdm(
+        total=total,
+        initial=job.rows_done,
+        unit="text",
+        disable=not show,
+        file=sys.stderr,
+        delay=1.0,  # runs shorter than a second stay silent
+        dynamic_ncols=True,
+        smoothing=0.05,
+    ) as bar:
+        rows = run(
+            job, model, batch_size=args.batch_size, prompt=prompt, progress=bar.update if show else None
+        )
+    if not args.quiet:
+        print(f"embedded {rows} texts -> {args.output or 'stdout'} ({model.dim} dims)", file=sys.stderr)
+    return 0
+
+
+def _interrupted_message(output: str | None) -> str:
+    if output is None:
+        return "interrupted"
+    try:
+        state = load_state(output)
+    except CorpusError:
+        state = None
+    rows = state["rows"] if state else 0
+    return (
+        f"interrupted: {rows} rows are saved in {partial_path(output)}; "
+        "rerun the same command with --resume to continue"
+    )

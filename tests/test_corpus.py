@@ -1,0 +1,203 @@
+"""Streaming embedding in-process: ``TextEmbedding.embed_iter`` / ``model_name=``, the corpus
+readers (resume skips included), the writers' partial files and the resume fingerprint.
+The command line itself is tested as a subprocess in test_cli_embed.py."""
+
+from __future__ import annotations
+
+import json
+from itertools import count, pairwise
+
+import numpy as np
+import pytest
+from conftest import WORDS
+
+from fastembed_native import TextEmbedding
+from fastembed_native.corpus import CorpusError, plan_inputs, read_texts
+from fastembed_native.corpus.outputs import NpyWriter, partial_path
+from fastembed_native.corpus.resume import differences
+from fastembed_native.engine.stream import _groups
+
+
+def mixed_texts(n: int, seed: int = 0) -> list[str]:
+    """Texts of 0 to 13 words: batches of very different widths, as in a real corpus."""
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=rng.integers(0, 14))) for _ in range(n)]
+
+
+@pytest.fixture
+def tiny(encoder_dir):
+    # batch_size 4 and 2 threads: many batches per window, run 2 at a time.
+    return TextEmbedding(encoder_dir.path, batch_size=4, threads=2)
+
+
+# -- embed_iter ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("chunk", "n"), [(1, 100), (7, 500), (4097, 5000), (16384, 5000)], ids=str)
+def test_embed_iter_equals_embed_on_a_generator(tiny, chunk, n):
+    texts = mixed_texts(n)
+    expected = tiny.embed(texts)
+    steps: list[int] = []
+    parts = list(tiny.embed_iter((t for t in texts), chunk=chunk, progress=steps.append))
+    assert all(p.dtype == np.float32 and len(p) <= chunk for p in parts)
+    # Same sort windows, same batches, same sessions: the very same vectors.
+    np.testing.assert_array_equal(np.concatenate(parts), expected)
+    assert sum(steps) == len(texts)
+    if chunk >= 4096:  # progress moves per few batches, not per window
+        assert len(steps) > 10 * len(parts)
+    np.testing.assert_array_equal(np.concatenate(list(tiny.embed_iter(texts, chunk=chunk))), expected)
+
+
+def test_embed_iter_reads_lazily_and_keeps_order(tiny):
+    consumed = count()
+
+    def source():
+        for i in range(10_000):
+            next(consumed)
+            yield WORDS[i % len(WORDS)] * (1 + i % 3)
+
+    stream = tiny.embed_iter(source(), chunk=1000)
+    first = next(stream)
+    assert len(first) == 1000 and next(consumed) <= 1001  # one chunk read, not the whole input
+    rest = np.concatenate([first, *stream])
+    texts = [WORDS[i % len(WORDS)] * (1 + i % 3) for i in range(10_000)]
+    np.testing.assert_array_equal(rest, tiny.embed(texts))
+
+
+def test_embed_iter_prompt_and_dimensions(tiny):
+    texts = mixed_texts(300)
+    got = np.concatenate(list(tiny.embed_iter(texts, chunk=128, prompt="fox ", dimensions=3)))
+    np.testing.assert_array_equal(got, tiny.embed(texts, prompt="fox ", dimensions=3))
+    np.testing.assert_allclose(np.linalg.norm(got[np.abs(got).sum(1) > 0], axis=1), 1, rtol=1e-5)
+
+
+def test_embed_iter_bad_input(tiny):
+    with pytest.raises(TypeError, match=r"texts\[5\] must be str, not int"):
+        list(tiny.embed_iter(["dog"] * 5 + [3], chunk=2))
+    with pytest.raises(ValueError, match="chunk must be a positive int"):
+        tiny.embed_iter(["dog"], chunk=0)  # refused at the call, not at the first next()
+    with pytest.raises(TypeError, match="iterable of strings, not int"):
+        tiny.embed_iter(3)
+    assert [v.shape for v in tiny.embed_iter("one string")] == [(1, tiny.dim)]
+    assert list(tiny.embed_iter(iter([]))) == []
+
+
+def test_groups_cover_every_batch_once_and_never_leave_one_alone():
+    for n in range(1, 30):
+        batches = [slice(i * 3, i * 3 + 3) for i in range(n)]
+        for per_group in (2, 4, 8):
+            groups = _groups(batches, per_group)
+            assert groups[0].start == 0 and groups[-1].stop == 3 * n
+            assert all(a.stop == b.start for a, b in pairwise(groups))
+            sizes = [(g.stop - g.start) // 3 for g in groups]
+            assert max(sizes) <= per_group + 1
+            assert n == 1 or min(sizes) >= 2  # a lone batch would run on the other session
+    assert _groups([], 4) == []
+
+
+def test_model_name_is_accepted_as_fastembed_users_write_it(encoder_dir):
+    model = TextEmbedding(model_name=str(encoder_dir.path))
+    assert model.model_dir == encoder_dir.path
+    with pytest.raises(TypeError, match="model= or model_name=, not both"):
+        TextEmbedding(str(encoder_dir.path), model_name=str(encoder_dir.path))
+
+
+@pytest.mark.real_model
+def test_embed_iter_matches_embed_on_the_real_model(minilm):
+    from fastembed_native.models import PARITY_TEXTS
+
+    texts = [t * (1 + i % 4) for i, t in enumerate(PARITY_TEXTS * 4)]
+    streamed = np.concatenate(list(minilm.embed_iter(iter(texts), chunk=64, progress=lambda n: None)))
+    np.testing.assert_allclose(streamed, minilm.embed(texts), atol=2e-6)
+
+
+# -- readers ------------------------------------------------------------------------------------------
+def test_text_lines_crlf_bom_blank_lines_and_several_files(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_bytes("\ufeffhello world\r\n\r\nflag embedding".encode())
+    b.write_bytes(b"dog\n")
+    texts = list(read_texts(plan_inputs([str(a), str(b)], None, None)))
+    assert texts == ["hello world", "", "flag embedding", "dog"]
+
+
+def test_skipping_for_a_resume_crosses_files_and_row_groups(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lines, jsonl, parquet = tmp_path / "a.txt", tmp_path / "b.jsonl", tmp_path / "c.parquet"
+    lines.write_text("l0\nl1\nl2\n")
+    jsonl.write_text('{"t": "j0"}\n\n{"t": "j1"}\n{"t": "j2"}\n')
+    pq.write_table(pa.table({"body": [f"p{i}" for i in range(10)]}), parquet, row_group_size=3)
+    expected = ["l0", "l1", "l2", "j0", "j1", "j2"] + [f"p{i}" for i in range(10)]
+    text_inputs = plan_inputs([str(lines)], None, None)
+    jsonl_inputs = plan_inputs([str(jsonl), str(parquet)], "t", "body")
+    for skip in range(len(expected) + 2):
+        got = list(read_texts(text_inputs, skip=min(skip, 3)))
+        got += list(read_texts(jsonl_inputs, skip=max(0, skip - 3)))
+        assert got == expected[skip:], skip
+
+
+def test_bad_input_names_the_file_and_line(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine\nalso fine\ncaf\xe9\n")
+    with pytest.raises(CorpusError, match=r"bad\.txt:3: not valid UTF-8 \(byte 0xe9 at column 4\)"):
+        list(read_texts(plan_inputs([str(bad)], None, None)))
+    records = tmp_path / "r.jsonl"
+    records.write_text(json.dumps({"body": "x"}) + "\n" + json.dumps({"title": "y"}) + "\n[1]\n{\n")
+    with pytest.raises(CorpusError, match=r"r\.jsonl:2: record has no field 'body' \(its fields: 'title'\)"):
+        list(read_texts(plan_inputs([str(records)], "body", None)))
+    with pytest.raises(CorpusError, match=r"r\.jsonl:3: expected a JSON object, got list"):
+        list(read_texts(plan_inputs([str(records)], "body", None), skip=2))
+    with pytest.raises(CorpusError, match=r"r\.jsonl:4: not JSON"):
+        list(read_texts(plan_inputs([str(records)], "body", None), skip=3))
+    with pytest.raises(CorpusError, match="is a directory, expected a file"):
+        plan_inputs([str(tmp_path)], None, None)
+    with pytest.raises(CorpusError, match="nope.txt: no such file"):
+        plan_inputs([str(tmp_path / "nope.txt")], None, None)
+
+
+def test_parquet_input_problems(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"body": ["a", None, "c"], "n": [1, 2, 3]}), path)
+    with pytest.raises(CorpusError, match=r"no column 'text' \(its columns: body, n\)"):
+        list(read_texts(plan_inputs([str(path)], None, None)))
+    with pytest.raises(CorpusError, match="column 'n' holds int64, expected strings"):
+        list(read_texts(plan_inputs([str(path)], None, "n")))
+    with pytest.raises(CorpusError, match=r"row 1 \(counting from 0\): column 'body' is null"):
+        list(read_texts(plan_inputs([str(path)], None, "body")))
+
+
+# -- writers and resume state -------------------------------------------------------------------------
+def test_npy_partial_is_a_valid_array_of_the_committed_rows(tmp_path):
+    out = tmp_path / "v.npy"
+    writer = NpyWriter(str(out), 5, with_text=False)
+    writer.open(None)
+    data = np.arange(35, dtype=np.float32).reshape(7, 5)
+    writer.write(0, [""] * 4, data[:4])
+    state = writer.commit(4)
+    writer.write(4, [""] * 3, data[4:])  # written, not committed: a crash here loses these rows
+    writer.close()
+    np.testing.assert_array_equal(np.load(partial_path(out)), data[:4])
+    again = NpyWriter(str(out), 5, with_text=False)
+    again.open(state)
+    again.write(4, [""] * 3, data[4:])
+    again.finish(7)
+    np.testing.assert_array_equal(np.load(out), data)
+    assert not partial_path(out).exists()
+    # The fixed-size header holds any row count.
+    assert len(NpyWriter(None, 4096, False)._header(10**18)) == NpyWriter.HEADER_BYTES
+
+
+def test_fingerprint_differences_say_what_changed():
+    base = {
+        "inputs": [{"path": "/a.txt", "kind": "lines", "key": None, "size": 5, "mtime_ns": 1}],
+        "batch_size": 32,
+    }
+    grown = {**base, "inputs": [{**base["inputs"][0], "size": 9}]}
+    touched = {**base, "inputs": [{**base["inputs"][0], "mtime_ns": 2}]}
+    assert differences(base, base) == []
+    assert differences(base, grown) == ["input /a.txt changed (size 5 -> 9)"]
+    assert differences(base, touched) == ["input /a.txt changed (modified)"]
+    assert differences(base, {**base, "batch_size": 64}) == ["batch_size: 32 -> 64"]
+    assert differences(base, {**base, "inputs": []}) == ["inputs: ['/a.txt'] -> []"]
