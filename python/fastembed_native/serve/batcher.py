@@ -13,6 +13,7 @@ and hands results back with ``loop.call_soon_threadsafe``. The engine releases t
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 from collections import deque
@@ -89,6 +90,9 @@ class BatchQueue:
         self._queued_tokens = 0
         self._lock = threading.Condition()
         self._closed = False
+        # The engine's speed, for retry-after: a moving average over calls (a MiniLM-sized model
+        # on 2 cores to start with).
+        self._tokens_per_second = 20_000.0
         #: perf_counter() when the running call began, None while idle (for the health check).
         self.busy_since: float | None = None
         self._thread = threading.Thread(target=self._work, name=f"fastembed-native-{name}", daemon=True)
@@ -207,8 +211,10 @@ class BatchQueue:
             return
         seconds = time.perf_counter() - start
         self.busy_since = None
+        tokens = sum(len(e) for e in encodings)
+        if seconds > 0:
+            self._tokens_per_second = 0.8 * self._tokens_per_second + 0.2 * (tokens / seconds)
         if self._metrics is not None:
-            tokens = sum(len(e) for e in encodings)
             self._metrics.engine_call(self.name, len(encodings), tokens, len(parts), seconds)
         row = 0
         for job, first, stop in parts:
@@ -229,9 +235,10 @@ class BatchQueue:
         return sum(len(e) for e in job.encodings[job.taken :])
 
     def _retry_after_ms(self) -> int:
-        # The queue drains at roughly the engine's speed; a rough 20k tokens/s on 2 cores for a
-        # MiniLM-sized model. The client's own backoff covers the error in this estimate.
-        return max(50, min(10_000, self._queued_tokens // 20))
+        """When the queue will have room: its tokens at the engine's measured speed, spread at
+        random over [1x, 2x] so the refused clients do not all come back at the same moment."""
+        seconds = self._queued_tokens / self._tokens_per_second
+        return int(min(10_000, max(20, 1000 * seconds * (1 + random.random()))))
 
     def _report_depth(self) -> None:
         if self._metrics is not None:

@@ -235,10 +235,8 @@ class EmbeddingService:
             return [list(inputs)]
         for i, item in enumerate(inputs):
             if not isinstance(item, (list, tuple)):
-                raise BadRequest(
-                    f"input[{i}] must be a string or a list of token ids, not {_json_type(item)}",
-                    param="input",
-                )
+                first = "a string" if i == 0 else "a list of token ids like input[0]"
+                raise BadRequest(f"input[{i}] must be {first}, not {_json_type(item)}", param="input")
             bad = next((j for j, t in enumerate(item) if not _is_token_id(t)), None)
             if bad is not None:
                 raise BadRequest(

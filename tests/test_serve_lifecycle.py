@@ -1,0 +1,200 @@
+"""The server's behaviour over time: overload and retries, clients that leave, SIGTERM with work in
+flight, a stuck engine, several models, and the cache."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from conftest import write_model_dir
+from serving import HOST, Server
+
+from fastembed_native.engine import Embedder
+from fastembed_native.models import cosine_rows
+from fastembed_native.serve.cache import EmbeddingCache
+from fastembed_native.serve.config import ServeConfig
+from fastembed_native.serve.service import EmbeddingService, EmbedRequest
+
+pytestmark = pytest.mark.timeout(300)
+openai = pytest.importorskip("openai", reason="the [test] extra brings the openai client")
+
+LONG = "Embedding servers batch requests from many clients into one engine call. " * 12  # ~170 tokens
+
+
+def engine_texts(server: Server) -> float:
+    """Inputs the engine has embedded so far (the sum of the per-call batch sizes)."""
+    return server.metric("fastembed_batch_texts_sum")
+
+
+@pytest.mark.real_model
+def test_overload_gives_429_with_retry_after_and_the_client_retries(minilm_dir, minilm):
+    texts = [f"query {i}: {LONG}" for i in range(16)]
+    with Server(["--model", f"m={minilm_dir}", "--max-queued-tokens", "700"]) as server:
+
+        async def main():
+            # Each retry waits what retry-after-ms says (~0.1 s): 100 of them cover a slow machine.
+            async with openai.AsyncOpenAI(
+                base_url=server.url + "/v1", api_key="x", max_retries=100
+            ) as client:
+                return await asyncio.gather(*(client.embeddings.create(model="m", input=t) for t in texts))
+
+        responses = asyncio.run(main())
+        refused = server.metric("fastembed_requests_total", 'route="/v1/embeddings",status="429"')
+        # A raw request while the queue is full shows the header the client honoured.
+        status, headers, body = _overloaded_request(server, texts)
+    got = np.array([r.data[0].embedding for r in responses], dtype=np.float32)
+    assert cosine_rows(got, minilm.embed(texts)).min() >= 0.99999
+    assert refused > 0, "the queue limit never refused a request"
+    assert status == 429 and int(headers["retry-after-ms"]) > 0
+    assert json.loads(body)["error"]["type"] == "rate_limit_error"
+
+
+def _overloaded_request(server: Server, texts: list[str]):
+    """Fill the queue from threads, then send one more request: it must be refused."""
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(server.request("POST", "/embed", {"inputs": texts})))
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    answer = server.request("POST", "/embed", {"inputs": texts})
+    for t in threads:
+        t.join()
+    return answer
+
+
+@pytest.mark.real_model
+def test_a_client_that_disconnects_has_its_queued_work_dropped(minilm_dir):
+    with Server(["--model", f"m={minilm_dir}"]) as server:
+        big = [f"{i} {LONG}" for i in range(150)]  # keeps the engine busy for a while
+        before = engine_texts(server)
+        answers = []
+        done = threading.Thread(
+            target=lambda: answers.append(server.request("POST", "/embed", {"inputs": big}, timeout=240))
+        )
+        done.start()
+        time.sleep(0.3)
+        # A second client queues 300 inputs behind it, then hangs up.
+        body = json.dumps({"inputs": [f"dropped {i} {LONG}" for i in range(300)]}).encode()
+        with socket.create_connection((HOST, server.port)) as s:
+            s.sendall(
+                f"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            time.sleep(0.2)
+        done.join()
+        assert answers and answers[0][0] == 200
+        time.sleep(0.5)
+        embedded = engine_texts(server) - before
+        assert server.request("GET", "/health")[0] == 200
+    assert embedded < len(big) + 300, f"the engine embedded {embedded} inputs: the dropped request's too"
+    assert embedded >= len(big)
+
+
+@pytest.mark.real_model
+def test_sigterm_drains_in_flight_requests_then_exits_0(minilm_dir, minilm):
+    server = Server(["--model", f"m={minilm_dir}", "--drain-seconds", "60"])
+    texts = [f"{i} {LONG}" for i in range(150)]
+    answers = []
+    worker = threading.Thread(
+        target=lambda: answers.append(server.json("POST", "/embed", {"inputs": texts}, timeout=240))
+    )
+    worker.start()
+    time.sleep(0.5)  # the request is in the engine now
+    start = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    worker.join(120)
+    code = server.process.wait(60)
+    server.stop()
+    assert code == 0, server.output
+    assert time.monotonic() - start < 60
+    status, body = answers[0]
+    assert status == 200 and len(body) == len(texts)
+    assert cosine_rows(np.array(body, dtype=np.float32), minilm.embed(texts)).min() >= 0.99999
+    with pytest.raises(OSError):
+        socket.create_connection((HOST, server.port), timeout=2).close()
+
+
+def test_health_fails_when_the_engine_is_stuck_or_draining(tmp_path):
+    model = write_model_dir(tmp_path / "tiny", token_types=True)
+    embedder = Embedder(model.path)
+    release = threading.Event()
+    real = embedder.embed_encodings
+
+    def stuck(*args, **kwargs):
+        release.wait(30)
+        return real(*args, **kwargs)
+
+    embedder.embed_encodings = stuck  # type: ignore[method-assign]
+    service = EmbeddingService({"tiny": embedder}, ServeConfig(stuck_after=0.2, api_key=None))
+
+    async def main():
+        assert service.health() is None
+        work = asyncio.ensure_future(service.embed(EmbedRequest(["hello world"])))
+        await asyncio.sleep(0.5)
+        stuck_reason = service.health()
+        release.set()
+        result = await work
+        return stuck_reason, result
+
+    stuck_reason, result = asyncio.run(main())
+    assert stuck_reason is not None and "stuck" in stuck_reason and "tiny" in stuck_reason
+    assert result.vectors.shape == (1, 7)
+    assert service.health() is None
+    service.start_draining()
+    assert "draining" in service.health()
+    assert service.close(5)
+
+
+def test_several_models_are_routed_by_name(tmp_path):
+    encoder = write_model_dir(tmp_path / "enc", token_types=True, normalize=True)
+    decoder = write_model_dir(
+        tmp_path / "dec", pooling="last_token", padding_side="left", positions=True, normalize=True
+    )
+    texts = ["hello world", "the quick brown fox"]
+    with Server(["--model", f"enc={encoder.path}", "--model", f"dec={decoder.path}"]) as server:
+        status, listed = server.json("GET", "/v1/models")
+        assert [m["id"] for m in listed["data"]] == ["enc", "dec"]
+        for name, model in (("enc", encoder), ("dec", decoder)):
+            status, body = server.json("POST", "/embed", {"inputs": texts, "model": name})
+            assert status == 200
+            expected = Embedder(model.path).embed(texts)
+            np.testing.assert_allclose(np.array(body, dtype=np.float32), expected, rtol=1e-5, atol=1e-6)
+        status, body = server.json("POST", "/embed", {"inputs": texts})  # no model: the first one
+        np.testing.assert_allclose(np.array(body), Embedder(encoder.path).embed(texts), rtol=1e-5, atol=1e-6)
+
+
+def test_cache_hits_are_counted_and_equal_fresh_vectors(tmp_path):
+    model = write_model_dir(tmp_path / "tiny", token_types=True, normalize=True)
+    texts = ["hello world", "the lazy dog", "flag embedding"]
+    with Server(["--model", f"t={model.path}", "--cache-size", "1"]) as server:
+        _, first = server.json("POST", "/embed", {"inputs": texts})
+        _, again = server.json("POST", "/embed", {"inputs": texts})
+        _, shorter = server.json("POST", "/embed", {"inputs": texts, "dimensions": 3})
+        hits = server.metric("fastembed_cache_hits_total")
+        ratio = server.metric("fastembed_cache_hit_ratio")
+    assert first == again
+    expected = Embedder(model.path).embed(texts, dimensions=3)
+    np.testing.assert_allclose(np.array(shorter), expected, rtol=1e-5, atol=1e-6)
+    assert hits == 6  # the second and third requests, three inputs each
+    assert ratio == pytest.approx(6 / 9)
+
+
+def test_cache_is_bounded_in_bytes():
+    cache = EmbeddingCache(max_bytes=10_000)
+    vector = np.ones(384, dtype=np.float32)
+    for i in range(100):
+        cache.put(("m", f"text {i}", True), (vector, 3))
+    assert cache.bytes <= 10_000
+    assert 0 < len(cache) < 100
+    assert cache.get(("m", "text 99", True)) is not None  # the newest stays
+    assert cache.get(("m", "text 0", True)) is None  # the oldest went
