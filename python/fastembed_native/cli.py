@@ -213,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "bench",
         help="benchmark against onnxruntime, fastembed and sentence-transformers (bench --help); "
-        "`bench corpus`: streaming's peak memory and speed (bench corpus --help)",
+        "`bench corpus`: streaming's peak memory and speed (bench corpus --help); "
+        "`bench ray`: Ray Data against in-process, and the break-even (bench ray --help)",
     )
     return parser
 
@@ -224,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench.streaming import main as corpus_main
 
         return corpus_main(argv[2:])
+    if argv[:2] == ["bench", "ray"]:  # Ray Data against in-process (bench/ray.py)
+        from .bench.ray import main as ray_main
+
+        return ray_main(argv[2:])
     if argv[:1] == ["bench"]:  # the benchmark parses its own options
         from .bench.run import main as bench_main
 
