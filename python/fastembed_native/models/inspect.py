@@ -8,6 +8,7 @@ from typing import Any
 
 from .. import _core
 from ..engine import ensure_loaded, find_onnx, read_model_dir
+from .cache import resolve_model
 
 #: CoreML rejects tensors with a dimension above this, so larger embedding tables stay on the CPU.
 COREML_MAX_DIM = 16384
@@ -20,19 +21,21 @@ def _shape(type_proto: Any) -> list[int | str]:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
 
 
-def inspect_model(model: str | Path) -> dict[str, Any]:
-    """A report on a model directory (or a bare .onnx file): graph facts, config found, warnings.
+def inspect_model(model: str | Path | None = None) -> dict[str, Any]:
+    """A report on a model: graph facts, config found, warnings.
 
-    Needs the ``onnx`` package to read the graph (``pip install onnx``; in the [export] extra).
+    ``model`` is anything ``embed`` accepts (a model directory, a model id resolved through the
+    cache, the Hugging Face hub cache or a build, None for the default model), or a bare .onnx file.
+    Needs the ``onnx`` package to read the graph (``pip install onnx``; in the [default-model] extra).
     """
     try:
         import onnx
     except ImportError:
         raise ImportError("inspect reads the ONNX graph with the onnx package: pip install onnx") from None
 
-    path = Path(model)
-    if not path.exists():
-        raise FileNotFoundError(f"model not found: {path}")
+    path = Path(model) if model is not None else None
+    if path is None or not path.is_file():
+        path = resolve_model(model)
     onnx_path = path if path.is_file() else find_onnx(path)
     proto = onnx.load(str(onnx_path), load_external_data=False)  # headers only, no weights in memory
     graph = proto.graph
