@@ -176,8 +176,9 @@ def _interrupted_message(output: str | None) -> str:
         state = load_state(output)
     except CorpusError:
         state = None
-    rows = state["rows"] if state else 0
+    if state is None:
+        return f"interrupted before the first window of {output} was complete; nothing to resume"
     return (
-        f"interrupted: {rows} rows are saved in {partial_path(output)}; "
+        f"interrupted: {state['rows']} rows are saved in {partial_path(output)}; "
         "rerun the same command with --resume to continue"
     )

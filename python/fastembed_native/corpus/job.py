@@ -77,6 +77,10 @@ def plan(
     if output is not None:
         check_output(output)
     inputs = plan_inputs(paths, field, column)
+    if output is not None and any(
+        i.path != STDIN and Path(i.path).resolve() == Path(output).resolve() for i in inputs
+    ):
+        raise CorpusError(f"{output} is also an input: write the vectors to another file")
     if resume and output is None:
         raise CorpusError("--resume needs an output file (-o): stdout cannot be continued")
     if resume and any(i.path == STDIN for i in inputs):
