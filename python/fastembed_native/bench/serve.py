@@ -1,0 +1,428 @@
+"""``fastembed-native bench serve``: embedding servers side by side on 127.0.0.1, same ONNX file,
+same thread count, same texts, with a load generator (aiohttp) that stops by itself.
+
+Contenders: this server (JSON floats and base64), infinity (``infinity-emb``, its optimum/ONNX engine,
+batch 32; in its own venv, see benchmarks/peers/setup_infinity.sh), a plain FastAPI + onnxruntime
+server that embeds each request on its own (bench/naive_server.py), and in-process
+``TextEmbedding.embed`` on the same texts as the ceiling. Every load is run for each contender in
+turn; each run stops after its request count or its time limit, whichever comes first.
+
+``--soak N`` instead sends N requests of random lengths and batch sizes to this server alone and
+records its RSS along the way (the memory-flatness check).
+
+Writes ``serve.json`` / ``serve.md`` (or ``soak.json`` / ``soak.md`` / ``soak.png``) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .corpus import gather_corpus
+from .measure import cosine_min
+
+QUERY = "how do I reset my password"
+
+
+@dataclass
+class Peer:
+    """A server process to benchmark: how to start it and where to send OpenAI-style requests."""
+
+    name: str
+    command: list[str]
+    port: int
+    path: str = "/v1/embeddings"
+    model: str = "model"
+    encoding: str = "float"  # "float" or "base64"
+    env: dict[str, str] = field(default_factory=dict)
+    health: str = "/health"
+    process: subprocess.Popen[bytes] | None = None
+    ready_seconds: float | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float) -> None:
+        import urllib.request
+
+        start = time.perf_counter()
+        self.process = subprocess.Popen(
+            self.command,
+            env={**os.environ, **self.env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        while time.perf_counter() - start < timeout:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with status {self.process.returncode}")
+            try:
+                with urllib.request.urlopen(self.url + self.health, timeout=1) as response:
+                    if response.status == 200:
+                        self.ready_seconds = time.perf_counter() - start
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.name} was not ready within {timeout} s")
+
+    def rss_mb(self) -> dict[str, float]:
+        """Current and peak RSS of the server and its children (MB)."""
+        import psutil
+
+        assert self.process is not None
+        root = psutil.Process(self.process.pid)
+        procs = [root, *root.children(recursive=True)]
+        current = sum(p.memory_info().rss for p in procs) / 2**20
+        peak = 0.0
+        for p in procs:
+            status = Path(f"/proc/{p.pid}/status")
+            if status.is_file():
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak += int(line.split()[1]) / 1024
+        return {"rss_mb": current, "peak_rss_mb": peak}
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def make_peers(args: argparse.Namespace, model_dir: Path) -> list[Peer]:
+    python = sys.executable
+    ours = [python, "-m", "fastembed_native.cli", "serve", "--model", f"model={model_dir}"]
+    ours += ["--threads", str(args.threads), "--host", "127.0.0.1"]
+    peers = [
+        Peer("fastembed_native", [*ours, "--port", "18401"], 18401),
+        Peer("naive_fastapi_ort", [], 18402),
+    ]
+    peers[1].command = [
+        python, "-m", "uvicorn", "fastembed_native.bench.naive_server:app", "--host", "127.0.0.1",
+        "--port", "18402", "--log-level", "warning",
+    ]  # fmt: skip
+    peers[1].env = {"FASTEMBED_BENCH_MODEL_DIR": str(model_dir), "FASTEMBED_BENCH_THREADS": str(args.threads)}
+    if args.infinity:
+        peers.append(
+            Peer(
+                "infinity",
+                [
+                    args.infinity,
+                    "v2",
+                    "--model-id",
+                    str(model_dir),
+                    "--served-model-name",
+                    "model",
+                    "--engine",
+                    "optimum",
+                    "--batch-size",
+                    "32",
+                    "--pooling-method",
+                    "mean",
+                    "--device",
+                    "cpu",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "18403",
+                    "--no-model-warmup",
+                ],  # fmt: skip
+                18403,
+                path="/embeddings",
+                env={"OMP_NUM_THREADS": str(args.threads), "INFINITY_ANONYMOUS_USAGE_STATS": "0"},
+            )
+        )
+    return [p for p in peers if p.name in args.contenders.split(",")]
+
+
+@dataclass
+class Load:
+    name: str
+    clients: int
+    texts_per_request: int
+    requests: int
+
+
+LOADS = (
+    Load("1 client x 1 query", 1, 1, 300),
+    Load("16 clients x 1 text", 16, 1, 1000),
+    Load("64 clients x 1 text", 64, 1, 1000),
+    Load("256 clients x 1 text", 256, 1, 1000),
+    Load("8 clients x 32 texts", 8, 32, 40),
+    Load("1000 concurrent requests", 1000, 1, 1000),
+)
+
+
+async def run_load(peer: Peer, batches: list[list[str]], clients: int, limit_s: float) -> dict[str, Any]:
+    """``clients`` workers send ``batches`` (one request each) in order until done or ``limit_s``."""
+    import aiohttp
+
+    latencies: list[float] = []
+    vectors: dict[int, np.ndarray] = {}
+    errors = 0
+    next_index = 0
+    deadline = time.perf_counter() + limit_s
+    connector = aiohttp.TCPConnector(limit=clients)
+    timeout = aiohttp.ClientTimeout(total=limit_s + 60)
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal next_index, errors
+        while next_index < len(batches) and time.perf_counter() < deadline:
+            index = next_index
+            next_index += 1
+            body = {"input": batches[index], "model": peer.model, "encoding_format": peer.encoding}
+            start = time.perf_counter()
+            try:
+                async with session.post(peer.url + peer.path, json=body) as response:
+                    payload = await response.read()
+                    ok = response.status == 200
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                ok = False
+            latencies.append(time.perf_counter() - start)
+            if not ok:
+                errors += 1
+                continue
+            data = json.loads(payload)["data"]
+            if peer.encoding == "base64":
+                rows = [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in data]
+            else:
+                rows = [np.asarray(d["embedding"], dtype=np.float32) for d in data]
+            vectors[index] = np.vstack(rows)
+
+    start = time.perf_counter()
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await asyncio.gather(*(worker(session) for _ in range(clients)))
+    wall = time.perf_counter() - start
+    texts = sum(len(batches[i]) for i in vectors)
+    p50, p95, p99 = np.percentile(latencies, [50, 95, 99]) * 1000 if latencies else (np.nan,) * 3
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "texts": texts,
+        "seconds": wall,
+        "texts_per_s": texts / wall,
+        "p50_ms": float(p50),
+        "p95_ms": float(p95),
+        "p99_ms": float(p99),
+        "vectors": vectors,
+    }
+
+
+def in_process(model: Any, batches: list[list[str]], load: Load) -> dict[str, Any]:
+    """The ceiling: the same texts through ``TextEmbedding.embed`` in this process."""
+    if load.clients == 1:  # lone queries: one call each
+        latencies = []
+        for batch in batches:
+            start = time.perf_counter()
+            model.embed(batch)
+            latencies.append(time.perf_counter() - start)
+        p50, p95, p99 = np.percentile(latencies, [50, 95, 99]) * 1000
+        seconds = sum(latencies)
+    else:
+        texts = [t for batch in batches for t in batch]
+        start = time.perf_counter()
+        model.embed(texts, batch_size=32)
+        seconds = time.perf_counter() - start
+        p50 = p95 = p99 = np.nan
+    count = sum(len(b) for b in batches)
+    return {
+        "requests": len(batches), "errors": 0, "texts": count, "seconds": seconds,
+        "texts_per_s": count / seconds, "p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99),
+    }  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import uvloop
+
+    from ..models import resolve_model
+    from ..text_embedding import TextEmbedding
+
+    model_dir = resolve_model(args.model)
+    corpus = gather_corpus(args.corpus_size)
+    model = TextEmbedding(model_dir, threads=args.threads)
+    reference = _reference(model_dir, corpus)
+    peers = make_peers(args, model_dir)
+    results: dict[str, Any] = {
+        "threads": args.threads,
+        "corpus_texts": len(corpus),
+        "loads": {},
+        "servers": {},
+    }
+    try:
+        for peer in peers:
+            peer.start(args.ready_timeout)
+            results["servers"][peer.name] = {"ready_seconds": peer.ready_seconds, "idle": peer.rss_mb()}
+            print(f"{peer.name}: ready in {peer.ready_seconds:.2f} s", file=sys.stderr)
+        variants = [(p, p.encoding) for p in peers]
+        if any(p.name == "fastembed_native" for p in peers):
+            variants.append((next(p for p in peers if p.name == "fastembed_native"), "base64"))
+        for load in LOADS:
+            if load.clients == 1:
+                batches = [[f"{QUERY} {i}"] for i in range(load.requests)]
+            else:
+                texts = corpus * (load.requests * load.texts_per_request // len(corpus) + 1)
+                batches = [
+                    texts[i : i + load.texts_per_request]
+                    for i in range(0, load.requests * load.texts_per_request, load.texts_per_request)
+                ]
+            row: dict[str, Any] = {"in_process": in_process(model, batches, load)}
+            for peer, encoding in variants:
+                peer.encoding = encoding
+                name = peer.name + ("_base64" if encoding == "base64" else "")
+                time.sleep(args.settle)
+                outcome = uvloop.run(run_load(peer, batches, load.clients, args.limit_seconds))
+                vectors = outcome.pop("vectors")
+                if load.clients > 1 and vectors:
+                    got = np.vstack([vectors[i] for i in sorted(vectors)])
+                    rows = [corpus.index(t) for i in sorted(vectors) for t in batches[i]]
+                    outcome["min_cosine_vs_st"] = cosine_min(got, reference[rows])
+                row[name] = outcome
+                print(f"{load.name}: {name} {outcome['texts_per_s']:.1f} texts/s, p50 {outcome['p50_ms']:.1f} ms, "
+                      f"errors {outcome['errors']}", file=sys.stderr)  # fmt: skip
+            results["loads"][load.name] = row
+        for peer in peers:
+            results["servers"][peer.name]["after"] = peer.rss_mb()
+    finally:
+        for peer in peers:
+            peer.stop()
+    return results
+
+
+def _reference(model_dir: Path, corpus: list[str]) -> np.ndarray:
+    """sentence-transformers' vectors of the corpus (torch), the parity reference."""
+    from sentence_transformers import SentenceTransformer
+
+    from ..models import default_model_source
+
+    source = default_model_source() if not (model_dir / "model.safetensors").exists() else model_dir
+    return SentenceTransformer(str(source), device="cpu").encode(corpus, convert_to_numpy=True)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    names = sorted(
+        {n for row in results["loads"].values() for n in row}, key=lambda n: (n != "in_process", n)
+    )
+    lines = ["| load | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for load, row in results["loads"].items():
+        cells = []
+        for name in names:
+            r = row.get(name)
+            if r is None:
+                cells.append("-")
+                continue
+            cell = f"{r['texts_per_s']:.0f}/s"
+            if not np.isnan(r["p50_ms"]):
+                cell += f", p50 {r['p50_ms']:.1f} / p99 {r['p99_ms']:.1f} ms"
+            if r["errors"]:
+                cell += f", {r['errors']} errors"
+            cells.append(cell)
+        lines.append(f"| {load} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("| server | ready s | idle RSS MB | peak RSS MB | min cosine vs ST |")
+    lines.append("|---|---|---|---|---|")
+    for name, s in results["servers"].items():
+        cosines = [r[n]["min_cosine_vs_st"] for r in results["loads"].values() for n in r if n.startswith(name) and "min_cosine_vs_st" in r[n]]  # fmt: skip
+        lines.append(
+            f"| {name} | {s['ready_seconds']:.2f} | {s['idle']['rss_mb']:.0f} | {s.get('after', s['idle'])['peak_rss_mb']:.0f} | "
+            f"{min(cosines):.6f} |" if cosines else f"| {name} | {s['ready_seconds']:.2f} | - | - | - |"
+        )  # fmt: skip
+    return "\n".join(lines) + f"\n\nThreads: {results['threads']}; corpus: {results['corpus_texts']} texts.\n"
+
+
+def soak(args: argparse.Namespace) -> dict[str, Any]:
+    """N requests of random lengths (1-300 words) and batch sizes (mostly 1, up to 64) to this server,
+    RSS sampled every ``N/50`` requests after a warm-up."""
+    import uvloop
+
+    from ..models import resolve_model
+
+    model_dir = resolve_model(args.model)
+    peer = make_peers(argparse.Namespace(**{**vars(args), "contenders": "fastembed_native"}), model_dir)[0]
+    words = " ".join(gather_corpus(200)).split()
+    rng = random.Random(0)
+
+    def request() -> list[str]:
+        size = rng.choice([1] * 6 + [2, 4, 8, 16, 32, 64])
+        return [" ".join(rng.choices(words, k=rng.randint(1, 300))) for _ in range(size)]
+
+    samples = []
+    peer.start(args.ready_timeout)
+    try:
+        warm = [request() for _ in range(200)]
+        uvloop.run(run_load(peer, warm, 32, 600))
+        base = peer.rss_mb()
+        samples.append({"requests": 0, **base})
+        step = max(1, args.soak // 50)
+        for done in range(step, args.soak + 1, step):
+            uvloop.run(run_load(peer, [request() for _ in range(step)], 32, 3600))
+            samples.append({"requests": done, **peer.rss_mb()})
+            print(f"soak: {done} requests, RSS {samples[-1]['rss_mb']:.0f} MB", file=sys.stderr)
+    finally:
+        peer.stop()
+    rss = [s["rss_mb"] for s in samples]
+    return {"requests": args.soak, "samples": samples, "rss_after_warmup_mb": rss[0], "rss_max_mb": max(rss),
+            "growth_mb": max(rss) - rss[0]}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fastembed-native bench serve", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--model", help="model directory or id (default: all-MiniLM-L6-v2)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--corpus-size", type=int, default=1000)
+    parser.add_argument("--contenders", default="fastembed_native,naive_fastapi_ort,infinity")
+    parser.add_argument(
+        "--infinity", help="path of infinity_emb's CLI (its own venv); without it, no infinity"
+    )
+    parser.add_argument("--limit-seconds", type=float, default=30, help="time limit of one load run")
+    parser.add_argument("--settle", type=float, default=1.0, help="pause before each run (s)")
+    parser.add_argument("--ready-timeout", type=float, default=300)
+    parser.add_argument("--soak", type=int, help="instead: N random requests to this server, RSS recorded")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/serve"))
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.soak:
+        results = soak(args)
+        (args.out / "soak.json").write_text(json.dumps(results, indent=2))
+        _soak_chart(results, args.out / "soak.png")
+        print(json.dumps({k: v for k, v in results.items() if k != "samples"}))
+        return 0
+    results = run(args)
+    (args.out / "serve.json").write_text(json.dumps(results, indent=2, default=float))
+    table = markdown(results)
+    (args.out / "serve.md").write_text(table)
+    print(table)
+    return 0
+
+
+def _soak_chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.plot(
+        [s["requests"] for s in results["samples"]], [s["rss_mb"] for s in results["samples"]], marker="."
+    )
+    ax.set_xlabel("requests after warm-up")
+    ax.set_ylabel("server RSS (MB)")
+    ax.set_title(f"fastembed-native serve: RSS over {results['requests']} random requests")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
