@@ -119,35 +119,20 @@ def make_peers(args: argparse.Namespace, model_dir: Path) -> list[Peer]:
     ]  # fmt: skip
     peers[1].env = {"FASTEMBED_BENCH_MODEL_DIR": str(model_dir), "FASTEMBED_BENCH_THREADS": str(args.threads)}
     if args.infinity:
-        peers.append(
-            Peer(
-                "infinity",
-                [
-                    args.infinity,
-                    "v2",
-                    "--model-id",
-                    str(model_dir),
-                    "--served-model-name",
-                    "model",
-                    "--engine",
-                    "optimum",
-                    "--batch-size",
-                    "32",
-                    "--pooling-method",
-                    "mean",
-                    "--device",
-                    "cpu",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "18403",
-                    "--no-model-warmup",
-                ],  # fmt: skip
-                18403,
-                path="/embeddings",
-                env={"OMP_NUM_THREADS": str(args.threads), "INFINITY_ANONYMOUS_USAGE_STATS": "0"},
-            )
-        )
+        infinity = [args.infinity, "v2", "--model-id", str(model_dir), "--served-model-name", "model"]
+        infinity += [
+            "--engine",
+            "optimum",
+            "--batch-size",
+            "32",
+            "--pooling-method",
+            "mean",
+            "--device",
+            "cpu",
+        ]
+        infinity += ["--host", "127.0.0.1", "--port", "18403", "--no-model-warmup"]
+        env = {"OMP_NUM_THREADS": str(args.threads), "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
+        peers.append(Peer("infinity", infinity, 18403, path="/embeddings", env=env))
     return [p for p in peers if p.name in args.contenders.split(",")]
 
 
