@@ -184,7 +184,7 @@ def interrupt_mid_run(args: list[str], out: Path, sig: int) -> subprocess.Comple
 @pytest.fixture
 def long_corpus(tmp_path) -> Path:
     path = tmp_path / "long.txt"
-    path.write_text("\n".join(mixed_texts(20_000, seed=1)) + "\n")
+    path.write_text("\n".join(mixed_texts(12_000, seed=1)) + "\n")
     return path
 
 

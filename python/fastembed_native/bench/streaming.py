@@ -111,14 +111,15 @@ def throughput(
     texts = list(islice(cycle(lines), count))
     source, out = work / "throughput.txt", work / "throughput.npy"
     write_lines(source, lines, count)
-    model = TextEmbedding(model_dir, threads=threads, **({"batch_size": batch_size} if batch_size else {}))
+    options: dict[str, Any] = {"batch_size": batch_size} if batch_size else {}
+    model = TextEmbedding(model_dir, threads=threads, **options)
     model.embed(texts[:256])  # warm both sessions before either is timed
     in_process, streamed = [], []
     for _ in range(repeats):  # interleaved, so drifting machine load hits both alike
         start = time.perf_counter()
         expected = model.embed(texts)
         in_process.append(count / (time.perf_counter() - start))
-        steps = []  # a progress callback, as on a terminal: the per-step path is the one timed
+        steps: list[int] = []  # a progress callback, as on a terminal: the per-step path is the one timed
         start = time.perf_counter()
         job = plan([str(source)], str(out), overwrite=True)
         run(job, model, progress=steps.append)

@@ -36,26 +36,44 @@ def add_embed_parser(sub: Any) -> None:
     embed.add_argument(
         "-o",
         "--output",
+        metavar="FILE",
         help=f"output file, format from its extension ({formats}); default: JSONL on stdout",
     )
-    embed.add_argument("--field", help="read the inputs as JSONL and embed this field of each record")
     embed.add_argument(
-        "--column", help="the text column of .parquet inputs (default: 'text'; needs the [corpus] extra)"
+        "--field", metavar="NAME", help="read the inputs as JSONL and embed this field of each record"
     )
-    embed.add_argument("--model", help="model directory or id (default: all-MiniLM-L6-v2)")
+    embed.add_argument(
+        "--column",
+        metavar="NAME",
+        help="the text column of .parquet inputs (default: 'text'; needs the [corpus] extra)",
+    )
+    embed.add_argument(
+        "--model", metavar="DIR_OR_ID", help="model directory or id (default: all-MiniLM-L6-v2)"
+    )
     embed.add_argument(
         "--onnx-file",
+        metavar="PATH",
         help="which ONNX file of the model directory to run, e.g. onnx/model_int8.onnx (from `quantize`)",
     )
     embed.add_argument(
-        "--max-length", type=int, help="tokens per text; longer texts are truncated (default: the model's)"
+        "--max-length",
+        type=int,
+        metavar="N",
+        help="tokens per text; longer texts are truncated (default: the model's)",
     )
     embed.add_argument(
-        "--threads", type=int, help="CPU threads in all (default: every CPU this process may use)"
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads in all (default: every CPU this process may use)",
     )
-    embed.add_argument("--batch-size", type=int, help="texts per ONNX Runtime call at most (default: 32)")
     embed.add_argument(
-        "--providers", help="execution providers in priority order, comma-separated, e.g. cuda,cpu"
+        "--batch-size", type=int, metavar="N", help="texts per ONNX Runtime call at most (default: 32)"
+    )
+    embed.add_argument(
+        "--providers",
+        metavar="LIST",
+        help="execution providers in priority order, comma-separated, e.g. cuda,cpu",
     )
     prompts = embed.add_mutually_exclusive_group()
     prompts.add_argument(
@@ -71,6 +89,7 @@ def add_embed_parser(sub: Any) -> None:
     embed.add_argument(
         "--window",
         type=int,
+        metavar="N",
         default=STREAM_WINDOW,
         help="texts read, embedded, written and committed per step (default %(default)s); "
         "memory grows with it, and a resume restarts at a step boundary",
