@@ -20,7 +20,8 @@ from ..text_embedding import TextEmbedding
 from .batcher import BatchQueue, Job, stuck_queues
 from .cache import EmbeddingCache
 from .config import ServeConfig
-from .errors import BadRequest, Draining, ModelNotFound, PayloadTooLarge
+from .errors import BadRequest, Draining, ModelNotFound
+from .inputs import check_inputs, token_ids
 from .metrics import Metrics
 
 # Requests with fewer characters than this are tokenized on the event loop (a thread hop costs more
@@ -60,19 +61,6 @@ class EmbedResult:
     vectors: np.ndarray  # float32 (len(inputs), dimensions or dim)
     prompt_tokens: int
     timings: Timings = field(default_factory=Timings)
-
-
-class TokenIds:
-    """Token ids given by the client, shaped like a ``tokenizers.Encoding`` for the engine."""
-
-    __slots__ = ("ids", "type_ids")
-
-    def __init__(self, ids: list[int]) -> None:
-        self.ids = ids
-        self.type_ids = [0] * len(ids)
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 @dataclass
@@ -150,7 +138,7 @@ class EmbeddingService:
             raise Draining("the server is shutting down and takes no new requests")
         served = self.resolve(request.model)
         embedder = served.embedder
-        inputs = self._check_inputs(request.inputs)
+        inputs = check_inputs(request.inputs, self.config.max_inputs)
         dimensions = request.dimensions
         if dimensions is not None and (
             isinstance(dimensions, bool)
@@ -177,7 +165,7 @@ class EmbeddingService:
             if request.prompt_name:
                 raise BadRequest("prompt_name applies to text inputs, not to token ids", param="prompt_name")
             keys, missing = None, list(range(len(inputs)))
-            encodings = self._token_ids(embedder, inputs, truncate)  # type: ignore[arg-type]
+            encodings = token_ids(embedder, inputs, truncate)  # type: ignore[arg-type]
 
         if encodings:
             job_out = np.empty((len(encodings), embedder.dim), dtype=np.float32)
@@ -202,48 +190,6 @@ class EmbeddingService:
         timings.total = time.perf_counter() - start
         self._count(served.name, len(inputs), int(tokens.sum()), timings)
         return EmbedResult(served.name, vectors, int(tokens.sum()), timings)
-
-    def _check_inputs(self, inputs: Any) -> list[Any]:
-        if isinstance(inputs, str):
-            inputs = [inputs]
-        if not isinstance(inputs, (list, tuple)):
-            raise BadRequest(
-                f"input must be a string, a list of strings or a list of token-id lists, not {type(inputs).__name__}",
-                param="input",
-            )
-        if not inputs:
-            raise BadRequest("input must not be empty", param="input")
-        if len(inputs) > self.config.max_inputs:
-            raise PayloadTooLarge(
-                f"{len(inputs)} inputs in one request; the limit is {self.config.max_inputs} (--max-inputs)",
-                param="input",
-                code="too_many_inputs",
-            )
-        if isinstance(inputs[0], str):
-            for i, item in enumerate(inputs):
-                if not isinstance(item, str):
-                    raise BadRequest(
-                        f"input[{i}] must be a string like input[0], not {_json_type(item)}", param="input"
-                    )
-            return list(inputs)
-        if _is_token_id(inputs[0]):  # one list of token ids
-            for i, item in enumerate(inputs):
-                if not _is_token_id(item):
-                    raise BadRequest(
-                        f"input[{i}] must be a token id (an integer), not {_json_type(item)}", param="input"
-                    )
-            return [list(inputs)]
-        for i, item in enumerate(inputs):
-            if not isinstance(item, (list, tuple)):
-                first = "a string" if i == 0 else "a list of token ids like input[0]"
-                raise BadRequest(f"input[{i}] must be {first}, not {_json_type(item)}", param="input")
-            bad = next((j for j, t in enumerate(item) if not _is_token_id(t)), None)
-            if bad is not None:
-                raise BadRequest(
-                    f"input[{i}][{bad}] must be a token id (an integer), not {_json_type(item[bad])}",
-                    param="input",
-                )
-        return [list(item) for item in inputs]
 
     def _prompted(self, served: ServedModel, texts: list[str], prompt_name: str | None) -> list[str]:
         if not prompt_name:
@@ -302,34 +248,6 @@ class EmbeddingService:
                     )
         return encodings
 
-    def _token_ids(self, embedder: Embedder, inputs: list[list[int]], truncate: bool) -> list[TokenIds]:
-        vocab = embedder.tokenizer.vocab_size
-        if embedder.config.vocab_size:
-            vocab = min(vocab, embedder.config.vocab_size)
-        limit = embedder.max_length
-        out = []
-        for i, ids in enumerate(inputs):
-            if not ids:
-                raise BadRequest(f"input[{i}] is an empty list of token ids", param="input")
-            bad = next((t for t in ids if not 0 <= t < vocab), None)
-            if bad is not None:
-                raise BadRequest(
-                    f"input[{i}] has token id {bad}, outside this model's vocabulary (0..{vocab - 1})",
-                    param="input",
-                    code="token_id_out_of_range",
-                )
-            if len(ids) > limit:
-                if not truncate:
-                    raise BadRequest(
-                        f"input[{i}] has {len(ids)} tokens, more than the model's max length of {limit}; "
-                        "shorten it or send truncate=true",
-                        param="input",
-                        code="input_too_long",
-                    )
-                ids = ids[:limit]
-            out.append(TokenIds(ids))
-        return out
-
     def _count(self, model: str, inputs: int, tokens: int, timings: Timings) -> None:
         m = self.metrics
         m.inputs.labels(model).inc(inputs)
@@ -348,7 +266,7 @@ class EmbeddingService:
         """TEI's ``/tokenize``: each input's tokens as ``{id, text, special, start, stop}``
         (``start``/``stop`` are character offsets into the input; None for special tokens)."""
         served = self.resolve(model)
-        texts = self._check_inputs(inputs)
+        texts = check_inputs(inputs, self.config.max_inputs)
         if not all(isinstance(t, str) for t in texts):
             raise BadRequest("inputs must be strings", param="inputs")
         texts = self._prompted(served, texts, prompt_name)
@@ -422,20 +340,3 @@ class EmbeddingService:
             served.queue.close()
         deadline = time.monotonic() + timeout
         return all(s.queue.join(max(0.0, deadline - time.monotonic())) for s in self.models.values())
-
-
-def _is_token_id(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _json_type(value: Any) -> str:
-    """The JSON name of a decoded value's type, for messages."""
-    names = {
-        str: "a string",
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        list: "an array",
-        dict: "an object",
-    }
-    return "null" if value is None else names.get(type(value), type(value).__name__)
