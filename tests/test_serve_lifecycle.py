@@ -198,3 +198,33 @@ def test_cache_is_bounded_in_bytes():
     assert 0 < len(cache) < 100
     assert cache.get(("m", "text 99", True)) is not None  # the newest stays
     assert cache.get(("m", "text 0", True)) is None  # the oldest went
+
+
+@pytest.mark.real_model
+def test_bench_serve_small_run(minilm_dir, tmp_path):
+    """`fastembed-native bench serve` end to end at a tiny scale: both servers start, every load runs
+    without errors, the vectors match sentence-transformers and the report is written."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench"
+    command = [sys.executable, "-m", "fastembed_native.cli", "bench", "serve", "--model", str(minilm_dir)]
+    command += [
+        "--contenders",
+        "fastembed_native,naive_fastapi_ort",
+        "--scale",
+        "0.02",
+        "--corpus-size",
+        "60",
+    ]
+    command += ["--limit-seconds", "20", "--settle", "0", "--threads", "2", "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "serve.json").read_text())
+    assert len(results["loads"]) == 6
+    for row in results["loads"].values():
+        for name, outcome in row.items():
+            assert outcome["errors"] == 0, name
+            assert outcome.get("min_cosine_vs_st", 1.0) >= 0.9999, name
+    assert "fastembed_native_base64" in results["loads"]["8 clients x 32 texts"]
+    assert (out / "serve.md").read_text().startswith("| load |")

@@ -107,8 +107,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         stuck_after=args.stuck_after,
         drain_seconds=args.drain_seconds,
         threads=args.threads,
+        grpc_max_message_bytes=args.grpc_max_message_bytes,
     )
-    return serve(config, host=args.host, port=args.port, log_level=args.log_level)
+    return serve(config, host=args.host, port=args.port, log_level=args.log_level, grpc_port=args.grpc_port)
 
 
 def add_serve_parser(sub: Any) -> None:
@@ -129,6 +130,18 @@ def add_serve_parser(sub: Any) -> None:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument(
+        "--grpc-port",
+        type=int,
+        help="also serve gRPC (fastembed_native.v1, TEI's tei.v1, health, reflection) on this port, "
+        "on the same queues as HTTP (default: no gRPC)",
+    )
+    serve.add_argument(
+        "--grpc-max-message-bytes",
+        type=int,
+        default=defaults.grpc_max_message_bytes,
+        help="largest gRPC request message (default %(default)s)",
+    )
     serve.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}, else none)")
     serve.add_argument(
         "--max-inputs", type=int, default=defaults.max_inputs, help="inputs per request (default %(default)s)"

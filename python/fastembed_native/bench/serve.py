@@ -95,6 +95,22 @@ class Peer:
                         peak += int(line.split()[1]) / 1024
         return {"rss_mb": current, "peak_rss_mb": peak}
 
+    def metrics(self) -> dict[str, float]:
+        """Our server's Prometheus samples, summed over labels (empty for peers without them)."""
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.url + "/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return {}
+        totals: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.split("{")[0].split(" ")[0], line.rsplit(" ", 1)[1]
+                totals[name] = totals.get(name, 0.0) + float(value)
+        return totals
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
@@ -257,7 +273,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         variants = [(p, p.encoding) for p in peers]
         if any(p.name == "fastembed_native" for p in peers):
             variants.append((next(p for p in peers if p.name == "fastembed_native"), "base64"))
-        for load in LOADS:
+        for full in LOADS:
+            load = Load(
+                full.name, full.clients, full.texts_per_request, max(1, round(full.requests * args.scale))
+            )
             if load.clients == 1:
                 batches = [[f"{QUERY} {i}"] for i in range(load.requests)]
             else:
@@ -271,7 +290,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 peer.encoding = encoding
                 name = peer.name + ("_base64" if encoding == "base64" else "")
                 time.sleep(args.settle)
+                before = peer.metrics()
                 outcome = uvloop.run(run_load(peer, batches, load.clients, args.limit_seconds))
+                outcome.update(_engine_split(before, peer.metrics()))
                 vectors = outcome.pop("vectors")
                 if load.clients > 1 and vectors:
                     got = np.vstack([vectors[i] for i in sorted(vectors)])
@@ -287,6 +308,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for peer in peers:
             peer.stop()
     return results
+
+
+def _engine_split(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What our server's metrics say about one run: engine calls, inputs per call, and mean
+    tokenize / queue / inference time per request (ms)."""
+    if "fastembed_batch_texts_count" not in after:
+        return {}
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    calls = delta("fastembed_batch_texts_count")
+    requests = delta("fastembed_tokenize_seconds_count")
+    return {
+        "engine_calls": calls,
+        "inputs_per_call": delta("fastembed_batch_texts_sum") / calls if calls else 0.0,
+        "requests_per_call": delta("fastembed_batch_requests_sum") / calls if calls else 0.0,
+        "tokenize_ms_per_request": 1000 * delta("fastembed_tokenize_seconds_sum") / requests
+        if requests
+        else 0.0,
+        "queue_ms_per_request": 1000 * delta("fastembed_queue_seconds_sum") / requests if requests else 0.0,
+    }
 
 
 def _reference(model_dir: Path, corpus: list[str]) -> np.ndarray:
@@ -327,6 +370,18 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {name} | {s['ready_seconds']:.2f} | {s['idle']['rss_mb']:.0f} | {s.get('after', s['idle'])['peak_rss_mb']:.0f} | "
             f"{min(cosines):.6f} |" if cosines else f"| {name} | {s['ready_seconds']:.2f} | - | - | - |"
         )  # fmt: skip
+    lines += [
+        "",
+        "| load | engine calls | inputs per call | requests per call | tokenize ms / request |",
+        "|---|---|---|---|---|",
+    ]
+    for load, row in results["loads"].items():
+        r = row.get("fastembed_native", {})
+        if r.get("engine_calls"):
+            lines.append(
+                f"| {load} | {r['engine_calls']:.0f} | {r['inputs_per_call']:.1f} | {r['requests_per_call']:.1f} | "
+                f"{r['tokenize_ms_per_request']:.3f} |"
+            )
     return "\n".join(lines) + f"\n\nThreads: {results['threads']}; corpus: {results['corpus_texts']} texts.\n"
 
 
@@ -377,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--limit-seconds", type=float, default=30, help="time limit of one load run")
     parser.add_argument("--settle", type=float, default=1.0, help="pause before each run (s)")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply every load's request count (tests: 0.02)"
+    )
     parser.add_argument("--ready-timeout", type=float, default=300)
     parser.add_argument("--soak", type=int, help="instead: N random requests to this server, RSS recorded")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/serve"))

@@ -47,6 +47,8 @@ class ServeConfig:
         stuck_after: seconds one engine call may take before /health reports the engine stuck.
         drain_seconds: how long SIGTERM waits for in-flight requests before exiting.
         threads: ORT threads per model (None: every CPU).
+        grpc_max_message_bytes: the largest gRPC message the server receives (bigger ones get
+            RESOURCE_EXHAUSTED from grpc itself).
     """
 
     models: tuple[ModelSpec, ...] = (ModelSpec("sentence-transformers/all-MiniLM-L6-v2", None),)
@@ -60,3 +62,4 @@ class ServeConfig:
     stuck_after: float = 120.0
     drain_seconds: float = 30.0
     threads: int | None = None
+    grpc_max_message_bytes: int = 16 * 2**20

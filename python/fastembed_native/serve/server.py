@@ -1,13 +1,17 @@
-"""Running the server: uvicorn on one event loop, the engines on their own threads, and a drain on
-SIGTERM (no new work, in-flight requests finish, then exit 0 within ``drain_seconds``)."""
+"""Running the server: uvicorn (and, with a gRPC port, the gRPC server) on one event loop, the engines
+on their own threads, and a drain on SIGTERM (no new work, in-flight requests finish, then exit 0
+within ``drain_seconds``)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
+import socket
 import sys
 import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -15,24 +19,58 @@ from .config import ServeConfig
 from .http import create_asgi
 from .service import EmbeddingService
 
+if TYPE_CHECKING:
+    from .grpc.transport import GrpcTransport
+
 log = logging.getLogger("fastembed_native.serve")
 
 
 class DrainingServer(uvicorn.Server):
     """uvicorn's server, which marks the service draining the moment a stop signal arrives, so
-    requests still reaching open connections get 503 and /health turns unhealthy."""
+    requests still reaching open connections get 503 and /health turns unhealthy.
 
-    def __init__(self, config: uvicorn.Config, service: EmbeddingService) -> None:
+    With ``grpc_port``, the gRPC server runs on the same loop, starts before HTTP and drains with it."""
+
+    def __init__(self, config: uvicorn.Config, service: EmbeddingService, grpc_port: int | None = None) -> None:
         super().__init__(config)
         self.service = service
+        self.grpc_port = grpc_port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._grpc: GrpcTransport | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.service.start_draining()
+        if self._grpc is not None and self._loop is not None:
+            # A signal handler runs between two bytecodes of whatever the loop was doing: hand over.
+            self._loop.call_soon_threadsafe(self._grpc.begin_drain)
         super().handle_exit(sig, frame)
 
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.grpc_port is None:
+            await super().serve(sockets)
+            return
+        from .grpc.transport import GrpcTransport
 
-def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> int:
-    """Load the models, serve until SIGTERM / SIGINT, drain, and return the exit status (0)."""
+        transport = GrpcTransport(self.service, self.config.host, self.grpc_port)
+        await transport.start()
+        self._loop, self._grpc = asyncio.get_running_loop(), transport
+        try:
+            await super().serve(sockets)
+        finally:
+            await transport.stop()
+
+
+def serve(
+    config: ServeConfig,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "warning",
+    grpc_port: int | None = None,
+) -> int:
+    """Load the models, serve until SIGTERM / SIGINT, drain, and return the exit status (0).
+
+    With ``grpc_port``, gRPC (``serve/grpc``) is served on that port too, from the same event loop
+    and the same queues, so requests of both protocols share engine calls."""
     start = time.perf_counter()
     service = EmbeddingService.load(config)
     server = DrainingServer(
@@ -46,6 +84,7 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, log_le
             lifespan="on",
         ),
         service,
+        grpc_port,
     )
     # uvicorn re-raises the stop signal after its shutdown, to the handler that was there before it;
     # with this one in place that ends in a clean exit 0 instead of death by the default handler.
@@ -53,8 +92,9 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, log_le
         signal.signal(sig, _ignore)
     ready = time.perf_counter() - start
     names = ", ".join(f"{name} ({s.embedder.dim} dims)" for name, s in service.models.items())
+    grpc_note = f" and grpc://{host}:{grpc_port}" if grpc_port is not None else ""
     print(
-        f"fastembed-native serve: {names} on http://{host}:{port} (loaded in {ready:.2f} s)",
+        f"fastembed-native serve: {names} on http://{host}:{port}{grpc_note} (loaded in {ready:.2f} s)",
         file=sys.stderr,
         flush=True,
     )

@@ -1,0 +1,233 @@
+"""The edge of the gRPC transport: method handlers built from the proto descriptors, which parse the
+request bytes themselves, turn every :class:`ApiError` into its status code once, count each call in
+the metrics, and run bidirectional streams in order with a bounded number of inputs in flight.
+
+Requests are parsed here rather than by grpc's deserializer because grpc answers a message that does
+not parse (corrupt bytes, a string field that is not UTF-8) with UNKNOWN; here it is INVALID_ARGUMENT
+naming the message type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.message_factory import GetMessageClass
+
+from ..errors import ApiError, BadRequest, EngineFailure
+from ..metrics import Metrics
+
+log = logging.getLogger("fastembed_native.serve")
+
+Req = TypeVar("Req", bound=Message)
+Res = TypeVar("Res", bound=Message)
+#: A unary behaviour: (request message, context) -> response message.
+Unary = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Message]]
+#: A streaming behaviour: (request messages, context) -> response messages.
+Streaming = Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], AsyncIterator[Message]]
+
+
+def parse(message_type: type[Req], data: bytes, where: str = "the request") -> Req:
+    """``data`` as ``message_type``, or a BadRequest naming the type and what is wrong."""
+    try:
+        return message_type.FromString(data)
+    except DecodeError as exc:
+        name = message_type.DESCRIPTOR.full_name
+        raise BadRequest(f"{where} is not a valid {name} message: {exc}") from None
+
+
+async def abort(context: grpc.aio.ServicerContext, error: ApiError) -> None:
+    """End the call with ``error``'s status code and message; its HTTP headers (retry-after-ms)
+    travel as trailing metadata."""
+    metadata = tuple((key.lower(), value) for key, value in error.headers.items())
+    await context.abort(grpc.StatusCode[error.grpc_code], error.message, trailing_metadata=metadata)
+
+
+class _Call:
+    """One call's status for the metrics (route = the method's path, status = the code's name)."""
+
+    def __init__(self, metrics: Metrics, method: str) -> None:
+        self.metrics = metrics
+        self.method = method
+        self.start = time.perf_counter()
+        self.code = "OK"
+
+    def failed(self, error: ApiError) -> ApiError:
+        self.code = error.grpc_code
+        return error
+
+    def unexpected(self, exc: Exception) -> ApiError:
+        log.exception("unexpected error in %s", self.method)
+        return self.failed(EngineFailure(f"internal error: {type(exc).__name__}"))
+
+    def done(self) -> None:
+        self.metrics.requests.labels(self.method, self.code).inc()
+        self.metrics.request_seconds.labels(self.method).observe(time.perf_counter() - self.start)
+
+
+def unary_handler(method: str, request_type: type[Message], behavior: Unary, metrics: Metrics) -> Any:
+    """A unary-unary handler: bytes in, ``behavior``, bytes out, errors as status codes."""
+
+    async def handle(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        call = _Call(metrics, method)
+        try:
+            try:
+                response = await behavior(parse(request_type, data), context)
+                return response.SerializeToString()
+            except ApiError as exc:
+                error = call.failed(exc)
+            except asyncio.CancelledError:  # the client cancelled: service.embed dropped its work
+                call.code = "CANCELLED"
+                raise
+            except Exception as exc:
+                error = call.unexpected(exc)
+            await abort(context, error)
+            raise AssertionError("context.abort returned")  # it raises; this keeps type checkers honest
+        finally:
+            call.done()
+
+    return grpc.unary_unary_rpc_method_handler(handle)
+
+
+def stream_handler(method: str, request_type: type[Message], behavior: Streaming, metrics: Metrics) -> Any:
+    """A stream-stream handler: each request message parsed (a bad one names its 0-based position),
+    each response serialized, and the first error ends the stream with its status code."""
+
+    async def handle(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        call = _Call(metrics, method)
+
+        async def parsed() -> AsyncIterator[Message]:
+            index = 0
+            async for data in requests:
+                yield parse(request_type, data, f"stream message {index}")
+                index += 1
+
+        try:
+            try:
+                async for response in behavior(parsed(), context):
+                    yield response.SerializeToString()
+                return
+            except ApiError as exc:
+                error = call.failed(exc)
+            except asyncio.CancelledError:
+                call.code = "CANCELLED"
+                raise
+            except Exception as exc:
+                error = call.unexpected(exc)
+            await abort(context, error)
+        finally:
+            call.done()
+
+    return grpc.stream_stream_rpc_method_handler(handle)
+
+
+def service_handler(
+    service: ServiceDescriptor, behaviors: Mapping[str, Unary | Streaming], metrics: Metrics
+) -> grpc.GenericRpcHandler:
+    """Handlers for every method of ``service`` (unary or bidirectional streaming).
+
+    Raises:
+        ValueError: a method of the proto has no behaviour, or a behaviour names no method.
+    """
+    methods: dict[str, MethodDescriptor] = dict(service.methods_by_name)
+    if set(methods) != set(behaviors):
+        raise ValueError(
+            f"{service.full_name}: the proto declares {sorted(methods)}, the servicer implements {sorted(behaviors)}"
+        )
+    handlers = {}
+    for name, descriptor in methods.items():
+        path = f"/{service.full_name}/{name}"
+        request_type = GetMessageClass(descriptor.input_type)
+        if descriptor.client_streaming and descriptor.server_streaming:
+            handlers[name] = stream_handler(path, request_type, behaviors[name], metrics)  # type: ignore[arg-type]
+        elif not descriptor.client_streaming and not descriptor.server_streaming:
+            handlers[name] = unary_handler(path, request_type, behaviors[name], metrics)  # type: ignore[arg-type]
+        else:
+            raise ValueError(f"{path}: only unary and bidirectional-streaming methods are served")
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+class _Window:
+    """How many inputs a stream has in flight: ``acquire`` waits while more than ``limit`` would be
+    (one message is always let through, however big)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._changed = asyncio.Condition()
+
+    async def acquire(self, n: int) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.used == 0 or self.used + n <= self.limit)
+            self.used += n
+
+    async def release(self, n: int) -> None:
+        async with self._changed:
+            self.used -= n
+            self._changed.notify_all()
+
+
+async def ordered(
+    requests: AsyncIterator[Req],
+    work: Callable[[Req], Awaitable[Res]],
+    size: Callable[[Req], int],
+    limit: int,
+) -> AsyncIterator[Res]:
+    """``work`` on each request concurrently, the results in request order.
+
+    At most ``limit`` inputs (``size`` of each request) are in flight, counted until their response
+    is written: past that the stream is not read, so HTTP/2 flow control holds the sender back, and a
+    client that reads slowly holds back the reading too. Requests keep being read while earlier ones
+    run, so a client that waits for each answer before sending the next works as well.
+    The first failure (of ``work`` or of reading) ends the stream after the results before it; on any
+    exit, work still in flight is cancelled (which drops its queued inputs).
+    """
+    window = _Window(limit)
+    pending: asyncio.Queue[tuple[asyncio.Future[Res], int] | BaseException | None] = asyncio.Queue()
+    tasks: set[asyncio.Future[Res]] = set()
+
+    async def read() -> None:
+        try:
+            async for request in requests:
+                n = max(1, size(request))
+                await window.acquire(n)
+                task = asyncio.ensure_future(work(request))
+                task.add_done_callback(_retrieve)
+                tasks.add(task)
+                pending.put_nowait((task, n))
+        except Exception as exc:  # a message that does not parse, or the stream broke
+            pending.put_nowait(exc)
+            return
+        pending.put_nowait(None)
+
+    reader = asyncio.ensure_future(read())
+    try:
+        while True:
+            item = await pending.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            task, n = item
+            result = await task
+            tasks.discard(task)
+            yield result
+            await window.release(n)
+    finally:
+        reader.cancel()
+        for task in tasks:
+            task.cancel()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a stream task's failure as seen: the stream reports only its first one."""
+    if not task.cancelled():
+        task.exception()

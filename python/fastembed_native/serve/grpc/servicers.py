@@ -1,0 +1,234 @@
+"""The gRPC services as translations: protobuf messages to
+:class:`~fastembed_native.serve.service.EmbedRequest` and back. Validation, batching, limits and
+cancellation all live in :class:`~fastembed_native.serve.service.EmbeddingService`, as for HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from ..errors import ApiError, BadRequest, Overloaded
+from ..service import EmbeddingService, EmbedRequest, EmbedResult
+from . import fastembed_pb2 as v1
+from . import tei_pb2 as tei
+from .rpc import Streaming, Unary, ordered
+
+Context = grpc.aio.ServicerContext
+
+#: How long a stream waits for room in a full queue when the refusal names no retry time (ms).
+_DEFAULT_RETRY_MS = 100
+
+
+def stream_window(service: EmbeddingService) -> int:
+    """Inputs one stream keeps in flight: as many as one maximal ``Embed`` call may carry."""
+    return service.config.max_inputs
+
+
+async def embed_waiting(service: EmbeddingService, request: EmbedRequest) -> EmbedResult:
+    """``service.embed``, waiting (as the refusal's retry-after-ms says) while the queue is full:
+    a stream is one long job, which a full queue should slow down, not end."""
+    while True:
+        try:
+            return await service.embed(request)
+        except Overloaded as exc:
+            await asyncio.sleep(int(exc.headers.get("retry-after-ms", _DEFAULT_RETRY_MS)) / 1000)
+
+
+def _ns(seconds: float) -> int:
+    return max(0, int(seconds * 1e9))
+
+
+class EmbedderServicer:
+    """``fastembed_native.v1.Embedder``: batched Embed, EmbedStream, ListModels, Info."""
+
+    def __init__(self, service: EmbeddingService) -> None:
+        self.service = service
+
+    def behaviors(self) -> dict[str, Unary | Streaming]:
+        return {
+            "Embed": self.embed,
+            "EmbedStream": self.embed_stream,
+            "ListModels": self.list_models,
+            "Info": self.info,
+        }
+
+    @staticmethod
+    def request(message: v1.EmbedRequest) -> EmbedRequest:
+        """The service's request; unset optional fields take the model's or server's default."""
+        return EmbedRequest(
+            inputs=list(message.inputs),
+            model=message.model or None,
+            truncate=message.truncate if message.HasField("truncate") else None,
+            normalize=message.normalize if message.HasField("normalize") else None,
+            dimensions=message.dimensions if message.HasField("dimensions") else None,
+            prompt_name=message.prompt_name or None,
+        )
+
+    @staticmethod
+    def response(result: EmbedResult) -> v1.EmbedResponse:
+        vectors = result.vectors
+        t = result.timings
+        return v1.EmbedResponse(
+            model=result.model,
+            count=vectors.shape[0],
+            dimensions=vectors.shape[1],
+            vectors=vectors.astype("<f4", copy=False).tobytes(),
+            usage=v1.Usage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens),
+            timings=v1.Timings(
+                total_ns=_ns(t.total),
+                tokenization_ns=_ns(t.tokenize),
+                queue_ns=_ns(t.queue),
+                inference_ns=_ns(t.inference),
+            ),
+        )
+
+    async def embed(self, message: v1.EmbedRequest, context: Context) -> v1.EmbedResponse:
+        return self.response(await self.service.embed(self.request(message)))
+
+    async def embed_stream(
+        self, messages: AsyncIterator[v1.EmbedRequest], context: Context
+    ) -> AsyncIterator[v1.EmbedResponse]:
+        index = 0
+
+        async def work(message: v1.EmbedRequest) -> v1.EmbedResponse:
+            nonlocal index
+            position, index = index, index + 1
+            try:
+                return self.response(await embed_waiting(self.service, self.request(message)))
+            except ApiError as exc:  # say which message of a long stream it was
+                exc.message = f"stream message {position}: {exc.message}"
+                raise
+
+        async for response in ordered(messages, work, lambda m: len(m.inputs), stream_window(self.service)):
+            yield response
+
+    def _models(self) -> list[v1.ModelInfo]:
+        return [
+            v1.ModelInfo(
+                id=name,
+                dimensions=served.embedder.dim,
+                max_length=served.embedder.max_length,
+                pooling=served.embedder.pooling,
+                normalize=served.embedder.normalize,
+                prompts=served.embedder.prompts,
+            )
+            for name, served in self.service.models.items()
+        ]
+
+    async def list_models(self, message: v1.ListModelsRequest, context: Context) -> v1.ListModelsResponse:
+        return v1.ListModelsResponse(models=self._models())
+
+    async def info(self, message: v1.InfoRequest, context: Context) -> v1.InfoResponse:
+        config = self.service.config
+        return v1.InfoResponse(
+            version=self.service.info()["version"],
+            default_model=self.service.default_model,
+            models=self._models(),
+            max_inputs=config.max_inputs,
+            max_call_tokens=config.max_call_tokens,
+            max_queued_tokens=config.max_queued_tokens,
+            max_message_bytes=config.grpc_max_message_bytes,
+            auto_truncate=config.auto_truncate,
+        )
+
+
+class TEIServicers:
+    """text-embeddings-inference's ``tei.v1`` Info, Embed and Tokenize services, on the default model."""
+
+    def __init__(self, service: EmbeddingService) -> None:
+        self.service = service
+
+    def behaviors(self) -> dict[str, dict[str, Unary | Streaming]]:
+        """Per service name (as in the proto), its methods."""
+        return {
+            "Info": {"Info": self.info},
+            "Embed": {"Embed": self.embed, "EmbedStream": self.embed_stream},
+            "Tokenize": {"Tokenize": self.tokenize, "TokenizeStream": self.tokenize_stream},
+        }
+
+    async def info(self, message: tei.InfoRequest, context: Context) -> tei.InfoResponse:
+        info = self.service.info()
+        config = self.service.config
+        max_length = max(1, info["max_input_length"])
+        return tei.InfoResponse(
+            version=info["version"],
+            model_id=info["model_id"],
+            model_dtype=info["model_dtype"],
+            model_type=tei.MODEL_TYPE_EMBEDDING,
+            max_concurrent_requests=min(2**32 - 1, config.max_queued_tokens // max_length),
+            max_input_length=info["max_input_length"],
+            max_batch_tokens=config.max_call_tokens,
+            max_client_batch_size=config.max_inputs,
+            tokenization_workers=os.cpu_count() or 1,
+        )
+
+    @staticmethod
+    def request(message: tei.EmbedRequest) -> EmbedRequest:
+        if message.truncation_direction != tei.TRUNCATION_DIRECTION_RIGHT:
+            raise BadRequest(
+                "truncation_direction LEFT is not supported; inputs are truncated on the right",
+                param="truncation_direction",
+            )
+        return EmbedRequest(
+            inputs=[message.inputs],
+            truncate=True if message.truncate else None,
+            normalize=message.normalize,
+            prompt_name=message.prompt_name if message.HasField("prompt_name") else None,
+        )
+
+    @staticmethod
+    def response(message: tei.EmbedRequest, result: EmbedResult) -> tei.EmbedResponse:
+        t = result.timings
+        return tei.EmbedResponse(
+            embeddings=result.vectors[0].tolist(),
+            metadata=tei.Metadata(
+                compute_chars=len(message.inputs),
+                compute_tokens=result.prompt_tokens,
+                total_time_ns=_ns(t.total),
+                tokenization_time_ns=_ns(t.tokenize),
+                queue_time_ns=_ns(t.queue),
+                inference_time_ns=_ns(t.inference),
+            ),
+        )
+
+    async def embed(self, message: tei.EmbedRequest, context: Context) -> tei.EmbedResponse:
+        return self.response(message, await self.service.embed(self.request(message)))
+
+    async def embed_stream(
+        self, messages: AsyncIterator[tei.EmbedRequest], context: Context
+    ) -> AsyncIterator[tei.EmbedResponse]:
+        async def work(message: tei.EmbedRequest) -> tei.EmbedResponse:
+            return self.response(message, await embed_waiting(self.service, self.request(message)))
+
+        async for response in ordered(messages, work, lambda m: 1, stream_window(self.service)):
+            yield response
+
+    def _encode(self, message: tei.EncodeRequest) -> tei.EncodeResponse:
+        prompt = message.prompt_name if message.HasField("prompt_name") else None
+        tokens = self.service.tokenize([message.inputs], None, message.add_special_tokens, prompt)[0]
+        return tei.EncodeResponse(tokens=[_simple_token(token) for token in tokens])
+
+    async def tokenize(self, message: tei.EncodeRequest, context: Context) -> tei.EncodeResponse:
+        return self._encode(message)
+
+    async def tokenize_stream(
+        self, messages: AsyncIterator[tei.EncodeRequest], context: Context
+    ) -> AsyncIterator[tei.EncodeResponse]:
+        async def work(message: tei.EncodeRequest) -> tei.EncodeResponse:
+            return self._encode(message)
+
+        async for response in ordered(messages, work, lambda m: 1, stream_window(self.service)):
+            yield response
+
+
+def _simple_token(token: dict[str, Any]) -> tei.SimpleToken:
+    out = tei.SimpleToken(id=token["id"], text=token["text"], special=token["special"])
+    if token["start"] is not None:
+        out.start = token["start"]
+        out.stop = token["stop"]
+    return out
