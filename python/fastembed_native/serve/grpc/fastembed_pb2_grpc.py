@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class EmbedderStub:
-    """Missing associated documentation comment in .proto file."""
+    """Embeddings from the models this server serves, batched across every client (gRPC and HTTP).
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -57,7 +58,8 @@ class EmbedderStub:
 
 
 class EmbedderServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Embeddings from the models this server serves, batched across every client (gRPC and HTTP).
+    """
 
     def Embed(self, request, context):
         """Embeds a batch of texts in one call; any number up to the server's --max-inputs.
@@ -123,7 +125,8 @@ def add_EmbedderServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Embedder:
-    """Missing associated documentation comment in .proto file."""
+    """Embeddings from the models this server serves, batched across every client (gRPC and HTTP).
+    """
 
     @staticmethod
     def Embed(request,
