@@ -32,6 +32,7 @@ class Job:
         fingerprint: what a resume must find unchanged (see :mod:`.resume`).
         resume_from: the saved state of the partial run this one continues, if any.
         complete: the output is already finished (a resume after the last commit); nothing to do.
+        notes: what the command should tell the user before it starts (e.g. "resuming ...").
     """
 
     inputs: list[Input]
