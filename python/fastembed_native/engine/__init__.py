@@ -9,7 +9,16 @@ It imports only ``_core``, ``errors`` and itself: it knows nothing of model ids,
 clusters. Everything above (the model store, the public API, the server) builds on it.
 """
 
-from .config import FUSED_FILE, INT8_FILE, POOLING_MODES, ModelConfig, find_onnx, read_model_dir
+from .config import (
+    FUSED_FILE,
+    INT8_FILE,
+    POOLING_MODES,
+    ModelConfig,
+    ModulesInfo,
+    find_onnx,
+    read_model_dir,
+    read_modules,
+)
 from .embedder import (
     TOKENIZE_WINDOW,
     Embedder,
@@ -29,6 +38,7 @@ __all__ = [
     "TOKENIZE_WINDOW",
     "Embedder",
     "ModelConfig",
+    "ModulesInfo",
     "ProviderSpec",
     "TextTokenizer",
     "check_dimensions",
@@ -37,6 +47,7 @@ __all__ = [
     "ensure_loaded",
     "find_onnx",
     "read_model_dir",
+    "read_modules",
     "resolve_providers",
     "runtime_info",
     "token_batches",

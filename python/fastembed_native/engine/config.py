@@ -21,14 +21,46 @@ INT8_FILE = "onnx/model_int8.onnx"
 #: Pooling modes this package implements (sentence-transformers' names in 1_Pooling/config.json).
 POOLING_MODES = ("mean", "cls", "last_token")
 
-_POOLING_KEYS = {
-    "pooling_mode_mean_tokens": "mean",
+#: sentence-transformers < 5 wrote one boolean per mode; 5.x writes ``"pooling_mode": "<mode>"`` and
+#: still reads the booleans (sentence_transformer/modules/pooling.py). Both name the same modes.
+_LEGACY_POOLING_KEYS = {
     "pooling_mode_cls_token": "cls",
-    "pooling_mode_lasttoken": "last_token",
     "pooling_mode_max_tokens": "max",
-    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
     "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
 }
+_ST_POOLING_NAMES = {"mean": "mean", "cls": "cls", "lasttoken": "last_token"}
+
+#: modules.json module classes by class name. sentence-transformers < 5 wrote
+#: ``sentence_transformers.models.<Class>``; 5.x writes ``sentence_transformers.base.modules.transformer.
+#: Transformer``, ``sentence_transformers.sentence_transformer.modules.pooling.Pooling`` and so on.
+_ST_PACKAGE = "sentence_transformers."
+#: Modules that change nothing at inference (Dropout is the identity in eval mode).
+_INERT_MODULES = ("Dropout",)
+
+
+@dataclass(frozen=True)
+class ModulesInfo:
+    """What ``modules.json`` and ``1_Pooling/config.json`` say, including what cannot be honoured.
+
+    Attributes:
+        pooling: "mean", "cls" or "last_token" (this package's names), or None when nothing says.
+        pooling_format: "pooling_mode" (sentence-transformers 5), "pooling_mode_* booleans" (older),
+            "default" (a Pooling config with neither: sentence-transformers pools by mean) or "none".
+        include_prompt: False when the prompt's tokens are left out of the pooling.
+        normalize: a Normalize module follows the pooling.
+        modules: "<Class>" per modules.json entry, in order (or the legacy layout's implied ones).
+        unsupported: one message per part this package cannot reproduce; empty when all is honoured.
+    """
+
+    pooling: str | None = None
+    pooling_format: str = "none"
+    include_prompt: bool = True
+    normalize: bool = False
+    modules: tuple[str, ...] = ()
+    unsupported: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -46,6 +78,9 @@ class ModelConfig:
     vocab_size: int | None  # rows of the model's embedding table, when config.json says
     hidden_size: int | None
     prompts: dict[str, str]  # config_sentence_transformers.json's named prompts ("query", ...)
+    include_prompt: bool = True  # False: a prompt's tokens are attended to but left out of the pooling
+    lowercase: bool = False  # sentence_bert_config.json's do_lower_case: texts are lowercased first
+    modules: ModulesInfo = ModulesInfo()  # what modules.json and the pooling config said
 
 
 def _read_json(path: Path) -> Any:
@@ -73,28 +108,106 @@ def find_onnx(model_dir: Path, onnx_file: str | None = None) -> Path:
     )
 
 
-def _pooling_from_modules(model_dir: Path, modules: list[dict[str, Any]]) -> tuple[str | None, bool]:
-    pooling = None
-    normalize = False
-    for module in modules:
+def _pooling_config(config_path: Path) -> tuple[str | None, str, bool, list[str]]:
+    """(pooling, format, include_prompt, problems) from a Pooling module's config.json."""
+    config = _optional_json(config_path)
+    include_prompt = bool(config.get("include_prompt", True))
+    if "pooling_mode" in config:  # sentence-transformers 5 (it prefers this key when both are there)
+        fmt = "pooling_mode"
+        raw = config["pooling_mode"]
+        modes = [raw] if isinstance(raw, str) else list(raw) if isinstance(raw, list) else [repr(raw)]
+    elif any(key in config for key in _LEGACY_POOLING_KEYS):
+        fmt = "pooling_mode_* booleans"
+        modes = [mode for key, mode in _LEGACY_POOLING_KEYS.items() if config.get(key)] or ["mean"]
+    else:
+        fmt = "default"  # sentence-transformers' Pooling defaults to mean
+        modes = ["mean"]
+    if len(modes) != 1 or modes[0] not in _ST_POOLING_NAMES:
+        return (
+            None,
+            fmt,
+            include_prompt,
+            [
+                f"{config_path}: pooling mode {' + '.join(map(str, modes))!r} is not supported; "
+                f"expected exactly one of {', '.join(POOLING_MODES)}"
+            ],
+        )
+    return _ST_POOLING_NAMES[modes[0]], fmt, include_prompt, []
+
+
+def read_modules(model_dir: str | Path) -> ModulesInfo:
+    """Read ``modules.json`` (either generation's type paths) and the Pooling module's config.
+
+    Never raises for an unsupported part: it is listed in ``unsupported`` (``read_model_dir``
+    refuses such a model; ``inspect`` reports it). A model without ``modules.json`` but with
+    ``1_Pooling/config.json`` is read as Transformer + Pooling, as older checkouts were laid out.
+
+    Raises:
+        ValueError: ``modules.json`` is not valid JSON or not a list of modules.
+    """
+    model_dir = Path(model_dir)
+    modules_path = model_dir / "modules.json"
+    if modules_path.is_file():
+        entries = _read_json(modules_path)
+        if not isinstance(entries, list) or not all(isinstance(m, dict) for m in entries):
+            raise ValueError(f"{modules_path} must be a list of modules, each an object with a 'type'")
+    elif (model_dir / "1_Pooling" / "config.json").is_file():
+        entries = [{"type": "Transformer", "path": ""}, {"type": "Pooling", "path": "1_Pooling"}]
+    else:
+        return ModulesInfo()
+
+    names: list[str] = []
+    problems: list[str] = []
+    pooling, fmt, include_prompt, normalize = None, "none", True, False
+    for i, module in enumerate(entries):
         kind = str(module.get("type", ""))
-        if kind.endswith("Normalize"):
-            normalize = True
-        elif kind.endswith("Pooling"):
-            config = _optional_json(model_dir / module.get("path", "") / "config.json")
-            enabled = [mode for key, mode in _POOLING_KEYS.items() if config.get(key)]
-            if len(enabled) != 1:
-                raise ValueError(
-                    f"{model_dir / module.get('path', '')}/config.json enables pooling modes {enabled}; "
-                    f"exactly one of {', '.join(POOLING_MODES)} is supported"
-                )
-            pooling = enabled[0]
-        elif kind.endswith("Dense") or kind.endswith("LayerNorm"):
-            raise ValueError(
-                f"modules.json has a {kind} module after pooling, which is not in the ONNX graph; "
-                "this package cannot reproduce that model's embeddings"
+        name = kind.rsplit(".", 1)[-1]
+        names.append(name)
+        ours = kind.startswith(_ST_PACKAGE) or "." not in kind
+        where = f"modules.json entry {i} ({kind!r})"
+        if not ours:
+            problems.append(
+                f"{where} is custom code from outside sentence-transformers; only its own modules are read"
             )
-    return pooling, normalize
+        elif name == "Transformer":
+            if i != 0:
+                problems.append(f"{where}: a Transformer must come first")
+        elif name == "Pooling":
+            if pooling is not None or fmt != "none":
+                problems.append(f"{where}: a second Pooling module")
+                continue
+            pooling, fmt, include_prompt, pooling_problems = _pooling_config(
+                model_dir / str(module.get("path", "")) / "config.json"
+            )
+            problems += pooling_problems
+        elif name == "Normalize":
+            normalize = True
+        elif name not in _INERT_MODULES:
+            after = "after pooling " if fmt != "none" else ""
+            problems.append(
+                f"{where} is a {name} module {after}that is not in the ONNX graph; this package cannot "
+                "reproduce that model's embeddings"
+            )
+    return ModulesInfo(
+        pooling=pooling,
+        pooling_format=fmt,
+        include_prompt=include_prompt,
+        normalize=normalize,
+        modules=tuple(names),
+        unsupported=tuple(problems),
+    )
+
+
+def transformer_problems(st_config: dict[str, Any], where: Path) -> list[str]:
+    """What in ``sentence_bert_config.json`` (the Transformer module's config) this package cannot honour."""
+    problems = []
+    task = st_config.get("transformer_task", "feature-extraction")
+    if task != "feature-extraction":
+        problems.append(f"{where} sets transformer_task {task!r}; only 'feature-extraction' is supported")
+    output = st_config.get("module_output_name", "token_embeddings")
+    if output != "token_embeddings":
+        problems.append(f"{where} sets module_output_name {output!r}; only 'token_embeddings' is supported")
+    return problems
 
 
 def read_model_dir(
@@ -105,12 +218,14 @@ def read_model_dir(
     normalize: bool | None = None,
     padding_side: str | None = None,
     onnx_file: str | None = None,
+    include_prompt: bool | None = None,
 ) -> ModelConfig:
     """Read a model directory; explicit arguments override what its files say.
 
     Raises:
         FileNotFoundError: the directory, its ONNX file or its tokenizer.json is missing.
-        ValueError: a config file is malformed or asks for something unsupported.
+        ValueError: a config file is malformed or asks for something unsupported (a module after
+            the pooling, a pooling mode other than mean / cls / last-token, ...): the message names it.
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
@@ -123,12 +238,12 @@ def read_model_dir(
     hf_config = _optional_json(model_dir / "config.json")
     tokenizer_config = _optional_json(model_dir / "tokenizer_config.json")
     st_config = _optional_json(model_dir / "sentence_bert_config.json")
-    modules_path = model_dir / "modules.json"
-    modules = _read_json(modules_path) if modules_path.is_file() else []
-
-    found_pooling, found_normalize = _pooling_from_modules(model_dir, modules)
-    if found_pooling is None and (model_dir / "1_Pooling" / "config.json").is_file():
-        found_pooling, _ = _pooling_from_modules(model_dir, [{"type": "Pooling", "path": "1_Pooling"}])
+    modules = read_modules(model_dir)
+    problems = list(modules.unsupported)
+    problems += transformer_problems(st_config, model_dir / "sentence_bert_config.json")
+    if problems:  # never drop a module silently: its embeddings would be wrong without a word
+        raise ValueError("; ".join(problems))
+    found_pooling, found_normalize = modules.pooling, modules.normalize
 
     # sentence-transformers' rule: max_seq_length from sentence_bert_config.json, never above
     # what the position embeddings allow; without it, the tokenizer's model_max_length.
@@ -168,4 +283,7 @@ def read_model_dir(
         vocab_size=vocab_size if isinstance(vocab_size, int) and vocab_size > 0 else None,
         hidden_size=hidden_size if isinstance(hidden_size, int) else None,
         prompts=prompts,
+        include_prompt=modules.include_prompt if include_prompt is None else bool(include_prompt),
+        lowercase=bool(st_config.get("do_lower_case", False)),
+        modules=modules,
     )

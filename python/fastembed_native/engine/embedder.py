@@ -62,6 +62,8 @@ class Embedder:
         graph_optimization_level: 0 (none), 1 (basic), 2 (extended) or 99 (all, the default).
         prompts: named prompts ("query", "passage", ...) known from elsewhere (the registry);
             the model's own ``config_sentence_transformers.json`` prompts take precedence.
+        include_prompt: False leaves a prompt's tokens out of the pooling (they are still attended
+            to), as sentence-transformers does; default: the Pooling config's ``include_prompt``.
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class Embedder:
         parallel_runs: int | None = None,
         graph_optimization_level: int = 99,
         prompts: Mapping[str, str] | None = None,
+        include_prompt: bool | None = None,
     ) -> None:
         check_positive(batch_size)
         self.config: ModelConfig = read_model_dir(
@@ -91,6 +94,7 @@ class Embedder:
             normalize=normalize,
             padding_side=padding_side,
             onnx_file=onnx_file,
+            include_prompt=include_prompt,
         )
         runtime.ensure_loaded()
         ort_providers = resolve_providers(providers, _core.available_providers(), fallback)
@@ -242,9 +246,12 @@ class Embedder:
         out = np.empty((len(items), self.dim), dtype=np.float32)
         # With fewer dimensions, normalise after truncating, not before.
         normalize = None if dimensions is None else False
+        skip = self.prompt_tokens(prompt)
         for start in range(0, len(items), TOKENIZE_WINDOW):
             encodings = self._tokens.encode(items[start : start + TOKENIZE_WINDOW], start)
-            self.embed_encodings(encodings, out[start : start + len(encodings)], size, normalize=normalize)
+            self.embed_encodings(
+                encodings, out[start : start + len(encodings)], size, normalize=normalize, skip_prefix=skip
+            )
         if dimensions is None:
             return out
         return truncate_dimensions(out, dimensions, self.normalize)
@@ -256,12 +263,14 @@ class Embedder:
         batch_size: int,
         *,
         normalize: bool | None = None,
+        skip_prefix: int = 0,
     ) -> None:
         """Embed already tokenized texts into the rows of ``out`` (float32, ``(len(encodings), dim)``).
 
         The encodings are sorted longest first and cut into token-budget batches; calls with
         several batches run them ``parallel_runs`` at a time. ``normalize`` overrides the model's
-        L2 normalisation (the server normalises per request, after ``dimensions``).
+        L2 normalisation (the server normalises per request, after ``dimensions``). ``skip_prefix``
+        leaves each text's first tokens out of the pooling: :meth:`prompt_tokens` of its prompt.
         """
         normalize = self.config.normalize if normalize is None else normalize
         lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
@@ -271,11 +280,12 @@ class Embedder:
         batches = [order[b] for b in token_batches(lengths[order], batch_size, budget)]
         if len(batches) < 2 or self.parallel_runs < 2:
             for rows in batches:
-                self._run(self._session, encodings, lengths, rows, out, normalize)
+                self._run(self._session, encodings, lengths, rows, out, normalize, skip_prefix)
             return
         session, pool = self._bulk()
         futures = [
-            pool.submit(self._run, session, encodings, lengths, rows, out, normalize) for rows in batches
+            pool.submit(self._run, session, encodings, lengths, rows, out, normalize, skip_prefix)
+            for rows in batches
         ]
         try:
             for future in futures:
@@ -284,6 +294,13 @@ class Embedder:
             for future in futures:
                 future.cancel()
             raise
+
+    def prompt_tokens(self, prompt: str) -> int:
+        """How many leading tokens of ``prompt + text`` to leave out of the pooling: the prompt's
+        token count when the model's Pooling says ``include_prompt: false``, else 0."""
+        if not prompt or self.config.include_prompt:
+            return 0
+        return self._tokens.prompt_length(prompt)
 
     # -- internals -------------------------------------------------------------------------------
     def _run(
@@ -294,6 +311,7 @@ class Embedder:
         rows: np.ndarray,
         out: np.ndarray,
         normalize: bool,
+        skip_prefix: int,
     ) -> None:
         """Embed the encodings at ``rows`` into ``out[rows]``."""
         ids, mask, types = self._tokens.pad(
@@ -308,6 +326,7 @@ class Embedder:
             pooling=self.config.pooling,
             normalize=normalize,
             vocab_size=self.config.vocab_size or 0,
+            skip_prefix=skip_prefix,
         )
 
     def _bulk(self) -> tuple[_core.Session, ThreadPoolExecutor]:

@@ -7,11 +7,13 @@ truncation stored in ``tokenizer.json`` is switched off and replaced by ``max_le
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from itertools import chain
 
 import numpy as np
-from tokenizers import Encoding, Tokenizer
+from tokenizers import Encoding, Tokenizer, normalizers
 
 from .config import ModelConfig
 
@@ -26,10 +28,13 @@ _BATCH_LENGTH_SLACK = 0.9
 _MIN_BATCH_TOKENS = 128
 
 # A text longer than max_length * this many characters is first tokenized as a prefix of that
-# length; when the prefix alone gives comfortably more tokens than max_length, truncating it gives
-# the same tokens as truncating the whole text, and a 10 MB string costs microseconds, not seconds.
+# length, cut at a whitespace; when the prefix alone gives comfortably more tokens than max_length,
+# truncating it gives the same tokens as truncating the whole text, and a 10 MB string costs
+# microseconds, not seconds. The cut must fall between words: Unigram and BPE tokenize a word as a
+# whole, so cutting one (a 3000-character run without spaces, or CJK text) changes its first tokens.
 _CHARS_PER_TOKEN_LIMIT = 32
 _PREFIX_TOKEN_MARGIN = 16
+_LAST_SPACE = re.compile(r"\s(?=\S*\Z)")  # the last whitespace character of the searched span
 
 
 class TextTokenizer:
@@ -44,6 +49,10 @@ class TextTokenizer:
 
     def __init__(self, config: ModelConfig) -> None:
         tokenizer = Tokenizer.from_file(str(config.tokenizer_path))
+        if config.lowercase and not _lowercases(tokenizer):
+            # As sentence-transformers does for do_lower_case: a Lowercase step ahead of the model's own.
+            steps = [normalizers.Lowercase()] + ([tokenizer.normalizer] if tokenizer.normalizer else [])
+            tokenizer.normalizer = normalizers.Sequence(steps)
         padding = tokenizer.padding  # read before it is switched off: the file's pad token
         pad_id = padding["pad_id"] if padding else config.pad_token_id
         if pad_id is None:
@@ -66,6 +75,7 @@ class TextTokenizer:
         self.pad_id = int(pad_id)
         self.padding_side = config.padding_side
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        self._special_ids = {i for i, token in tokenizer.get_added_tokens_decoder().items() if token.special}
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -99,8 +109,20 @@ class TextTokenizer:
         how far over ``max_length`` a text is)."""
         return len(self._probe.encode(text))
 
+    def prompt_length(self, prompt: str) -> int:
+        """Tokens of ``prompt`` at the start of ``prompt + text``, counted as sentence-transformers
+        counts them for ``include_prompt=False``: the prompt tokenized alone (special tokens
+        included, truncated at ``max_length``), less a trailing special token (EOS, [SEP])."""
+        ids = self._tokenizer.encode(prompt).ids
+        if ids and ids[-1] in self._special_ids:
+            return len(ids) - 1
+        return len(ids)
+
     def _clip(self, text: str, limit: int) -> str:
-        prefix = text[:limit]
+        space = _LAST_SPACE.search(text, 0, limit)
+        if space is None or space.start() < limit // 2:
+            return text  # no word boundary in reach: tokenize it all rather than risk other tokens
+        prefix = text[: space.start()]
         try:
             tokens = len(self._probe.encode(prefix, add_special_tokens=False))
         except Exception:
@@ -128,6 +150,13 @@ class TextTokenizer:
                 chain.from_iterable(e.type_ids for e in encodings), dtype=np.int64, count=total
             )
         return ids, real.astype(np.int64), types
+
+
+def _lowercases(tokenizer: Tokenizer) -> bool:
+    """Whether the tokenizer's normalizer has a Lowercase step (sentence-transformers' own test)."""
+    normalizer = json.loads(tokenizer.to_str()).get("normalizer") or {}
+    steps = normalizer.get("normalizers", []) if normalizer.get("type") == "Sequence" else [normalizer]
+    return any(step.get("type") == "Lowercase" for step in steps)
 
 
 def token_batches(sorted_lengths: np.ndarray, size: int, budget: int) -> Iterator[slice]:
