@@ -1,7 +1,7 @@
 """``fastembed-native bench serve``: embedding servers side by side on 127.0.0.1, same ONNX file,
 same thread count, same texts, with a load generator (aiohttp) that stops by itself.
 
-Contenders: this server (JSON floats and base64), infinity (``infinity-emb``, its optimum/ONNX engine,
+Contenders: this server (JSON floats, base64, and gRPC: see :func:`run_grpc_load`), infinity (``infinity-emb``, its optimum/ONNX engine,
 batch 32; in its own venv, see benchmarks/peers/setup_infinity.sh), a plain FastAPI + onnxruntime
 server that embeds each request on its own (bench/naive_server.py), and in-process
 ``TextEmbedding.embed`` on the same texts as the ceiling. Every load is run for each contender in
@@ -124,7 +124,7 @@ class Peer:
 def make_peers(args: argparse.Namespace, model_dir: Path) -> list[Peer]:
     python = sys.executable
     ours = [python, "-m", "fastembed_native.cli", "serve", "--model", f"model={model_dir}"]
-    ours += ["--threads", str(args.threads), "--host", "127.0.0.1"]
+    ours += ["--threads", str(args.threads), "--host", "127.0.0.1", "--grpc-port", str(GRPC_PORT)]
     peers = [
         Peer("fastembed_native", [*ours, "--port", "18401"], 18401),
         Peer("naive_fastapi_ort", [], 18402),
@@ -225,6 +225,61 @@ async def run_load(peer: Peer, batches: list[list[str]], clients: int, limit_s: 
     }
 
 
+#: Where our server also answers gRPC during the benchmark.
+GRPC_PORT = 18404
+
+
+async def run_grpc_load(
+    target: str, model: str, batches: list[list[str]], clients: int, limit_s: float
+) -> dict[str, Any]:
+    """``run_load`` over gRPC: ``clients`` concurrent callers of ``fastembed_native.v1`` Embed on one
+    channel (one HTTP/2 connection, as a gRPC client holds it), vectors read from the packed bytes."""
+    import grpc
+
+    from ..serve.grpc import fastembed_pb2 as v1
+    from ..serve.grpc import fastembed_pb2_grpc as v1_grpc
+
+    latencies: list[float] = []
+    vectors: dict[int, np.ndarray] = {}
+    errors = 0
+    next_index = 0
+    deadline = time.perf_counter() + limit_s
+    # Large batches over the default 4 MiB receive limit would fail on the client, not the server.
+    options = [("grpc.max_receive_message_length", -1)]
+
+    async def worker(stub: v1_grpc.EmbedderStub) -> None:
+        nonlocal next_index, errors
+        while next_index < len(batches) and time.perf_counter() < deadline:
+            index = next_index
+            next_index += 1
+            start = time.perf_counter()
+            try:
+                response = await stub.Embed(
+                    v1.EmbedRequest(inputs=batches[index], model=model), timeout=limit_s + 60
+                )
+            except grpc.aio.AioRpcError:
+                latencies.append(time.perf_counter() - start)
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - start)
+            vectors[index] = np.frombuffer(response.vectors, "<f4").reshape(
+                response.count, response.dimensions
+            )
+
+    start = time.perf_counter()
+    async with grpc.aio.insecure_channel(target, options=options) as channel:
+        stub = v1_grpc.EmbedderStub(channel)
+        await asyncio.gather(*(worker(stub) for _ in range(clients)))
+    wall = time.perf_counter() - start
+    texts = sum(len(batches[i]) for i in vectors)
+    p50, p95, p99 = np.percentile(latencies, [50, 95, 99]) * 1000 if latencies else (np.nan,) * 3
+    return {
+        "requests": len(latencies), "errors": errors, "texts": texts, "seconds": wall,
+        "texts_per_s": texts / wall, "p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99),
+        "vectors": vectors,
+    }  # fmt: skip
+
+
 def in_process(model: Any, batches: list[list[str]], load: Load) -> dict[str, Any]:
     """The ceiling: the same texts through ``TextEmbedding.embed`` in this process."""
     if load.clients == 1:  # lone queries: one call each
@@ -272,7 +327,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{peer.name}: ready in {peer.ready_seconds:.2f} s", file=sys.stderr)
         variants = [(p, p.encoding) for p in peers]
         if any(p.name == "fastembed_native" for p in peers):
-            variants.append((next(p for p in peers if p.name == "fastembed_native"), "base64"))
+            ours = next(p for p in peers if p.name == "fastembed_native")
+            variants += [(ours, "base64"), (ours, "grpc")]
         for full in LOADS:
             load = Load(
                 full.name, full.clients, full.texts_per_request, max(1, round(full.requests * args.scale))
@@ -288,10 +344,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row: dict[str, Any] = {"in_process": in_process(model, batches, load)}
             for peer, encoding in variants:
                 peer.encoding = encoding
-                name = peer.name + ("_base64" if encoding == "base64" else "")
+                name = peer.name + ("" if encoding == "float" else f"_{encoding}")
                 time.sleep(args.settle)
                 before = peer.metrics()
-                outcome = uvloop.run(run_load(peer, batches, load.clients, args.limit_seconds))
+                if encoding == "grpc":
+                    work = run_grpc_load(
+                        f"127.0.0.1:{GRPC_PORT}", peer.model, batches, load.clients, args.limit_seconds
+                    )
+                else:
+                    work = run_load(peer, batches, load.clients, args.limit_seconds)
+                outcome = uvloop.run(work)
                 outcome.update(_engine_split(before, peer.metrics()))
                 vectors = outcome.pop("vectors")
                 if load.clients > 1 and vectors:
