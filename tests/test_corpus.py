@@ -62,11 +62,17 @@ def test_embed_iter_reads_lazily_and_keeps_order(tiny):
     np.testing.assert_array_equal(rest, tiny.embed(texts))
 
 
-def test_embed_iter_prompt_and_dimensions(tiny):
+def test_embed_iter_prompt_and_dimensions(tiny, encoder_dir):
     texts = mixed_texts(300)
     got = np.concatenate(list(tiny.embed_iter(texts, chunk=128, prompt="fox ", dimensions=3)))
     np.testing.assert_array_equal(got, tiny.embed(texts, prompt="fox ", dimensions=3))
     np.testing.assert_allclose(np.linalg.norm(got[np.abs(got).sum(1) > 0], axis=1), 1, rtol=1e-5)
+    # A model that leaves the prompt out of the pooling (sentence-transformers' include_prompt).
+    skipping = TextEmbedding(encoder_dir.path, batch_size=4, threads=2, include_prompt=False)
+    for progress in (None, lambda n: None):
+        got = np.concatenate(list(skipping.embed_iter(texts, chunk=128, prompt="fox ", progress=progress)))
+        np.testing.assert_array_equal(got, skipping.embed(texts, prompt="fox "))
+        assert not np.array_equal(got, tiny.embed(texts, prompt="fox "))
 
 
 def test_embed_iter_bad_input(tiny):

@@ -132,13 +132,14 @@ def _embed_window(
     out = np.empty((len(items), embedder.dim), dtype=np.float32)
     # As embed(): with fewer dimensions, normalise after truncating, not before.
     normalize = None if dimensions is None else False
+    skip = embedder.prompt_tokens(prompt)  # as embed(): a prompt may be left out of the pooling
     for start in range(0, len(items), TOKENIZE_WINDOW):
         encodings = embedder.tokenizer.encode(items[start : start + TOKENIZE_WINDOW], first_index + start)
         rows = out[start : start + len(encodings)]
         if progress is None:
-            embedder.embed_encodings(encodings, rows, size, normalize=normalize)
+            embedder.embed_encodings(encodings, rows, size, normalize=normalize, skip_prefix=skip)
         else:
-            drivers.embed_in_steps(encodings, rows, size, normalize, progress)
+            drivers.embed_in_steps(encodings, rows, size, normalize, skip, progress)
     if dimensions is None:
         return out
     return truncate_dimensions(out, dimensions, embedder.normalize)
@@ -172,6 +173,7 @@ class _Drivers:
         out: np.ndarray,
         batch_size: int,
         normalize: bool | None,
+        skip_prefix: int,
         progress: Progress,
     ) -> None:
         embedder = self.embedder
@@ -183,7 +185,9 @@ class _Drivers:
         def run(group: slice) -> int:
             rows = order[group]
             part = np.empty((len(rows), out.shape[1]), dtype=np.float32)
-            embedder.embed_encodings([encodings[i] for i in rows], part, batch_size, normalize=normalize)
+            embedder.embed_encodings(
+                [encodings[i] for i in rows], part, batch_size, normalize=normalize, skip_prefix=skip_prefix
+            )
             out[rows] = part
             return len(rows)
 
