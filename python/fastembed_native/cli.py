@@ -40,7 +40,14 @@ def _print_report(report: dict[str, Any]) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from .models import export_model
 
-    report = export_model(args.source, args.output, min_cosine=args.min_cosine, fuse=args.fuse)
+    report = export_model(
+        args.source,
+        args.output,
+        min_cosine=args.min_cosine,
+        fuse=args.fuse,
+        external_data=args.external_data,
+        dtype=args.dtype,
+    )
     print(f"exported {args.source} -> {report.model_dir}; parity min cosine {report.min_cosine:.6f}")
     return 0
 
@@ -205,8 +212,17 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="export a Hugging Face checkpoint to ONNX, with a parity check")
     export.add_argument("source", help="checkpoint directory (config.json, weights, tokenizer)")
     export.add_argument("output", help="new model directory to create")
-    export.add_argument("--min-cosine", type=float, default=0.9999)
+    export.add_argument(
+        "--min-cosine", type=float, default=None, help="parity bar (default 0.9999; 0.999 for --dtype fp16)"
+    )
     export.add_argument("--no-fuse", dest="fuse", action="store_false", help="skip onnx/model_fused.onnx")
+    export.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32", help="fp16: for GPU / Core ML")
+    export.add_argument(
+        "--external-data",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="weights in onnx/model.onnx_data (default: only past protobuf's 2 GB limit)",
+    )
     export.set_defaults(func=cmd_export)
 
     fuse = sub.add_parser(

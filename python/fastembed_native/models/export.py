@@ -29,6 +29,17 @@ _CONFIG_FILES = (
 
 EXPORT_EXTRA_HINT = "pip install 'fastembed-native[export]'  (install torch first: pip install torch==2.13.0)"
 
+#: Where external weights go, beside onnx/model.onnx (optimum's name for them, too).
+EXTERNAL_DATA_FILE = "model.onnx_data"
+
+#: Parity bar of an fp16 export against the float32 source. Half precision keeps ~3 significant
+#: digits per value and the error grows through the layers. On a CPU, ONNX Runtime runs most fp16
+#: ops through float32 casts, and the family test models (tests/test_families.py) stay above
+#: 0.99999; a GPU or Core ML computes in real half precision, so the bar sits at 0.999: it still
+#: flags a broken graph (an overflow, a misplaced Cast) without failing on rounding. fp32: 0.9999.
+FP16_MIN_COSINE = 0.999
+DTYPES = ("fp32", "fp16")
+
 
 @dataclass(frozen=True)
 class ExportReport:
@@ -53,11 +64,24 @@ def _require_export_deps() -> None:
 
 
 def export_model(
-    source: str | Path, output: str | Path, *, min_cosine: float = 0.9999, fuse: bool = True
+    source: str | Path,
+    output: str | Path,
+    *,
+    min_cosine: float | None = None,
+    fuse: bool = True,
+    external_data: bool | None = None,
+    dtype: str = "fp32",
 ) -> ExportReport:
     """Export ``source`` (a local checkpoint dir) to ``output``, with ``onnx/model.onnx`` and configs,
     plus ``onnx/model_fused.onnx`` for single-batch calls when ``fuse`` and the model type allows
     (see fastembed_native.fuse).
+
+    ``external_data``: True puts every weight in ``onnx/model.onnx_data`` beside the graph (ONNX's
+    external data, which ONNX Runtime finds by itself); None (default) does so only when the model
+    is past protobuf's 2 GB limit (e.g. Qwen3-Embedding-0.6B, 2.4 GB in float32). ``dtype="fp16"``
+    stores weights and arithmetic in half precision for GPUs and Core ML, with float32 inputs and
+    outputs kept, and is checked at ``FP16_MIN_COSINE`` unless ``min_cosine`` says otherwise
+    (float32: 0.9999); fp16 graphs are not fused, and on a CPU they run correctly but slowly.
 
     The export is written to a temporary folder beside ``output`` and moved into place only after
     the parity check passes, so ``output`` never holds a half-written or wrong model.
@@ -66,6 +90,10 @@ def export_model(
         ModelLoadError: export dependencies missing, the export failed, or parity is below ``min_cosine``.
         FileExistsError: ``output`` exists already.
     """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if min_cosine is None:
+        min_cosine = FP16_MIN_COSINE if dtype == "fp16" else 0.9999
     _require_export_deps()
     from optimum.exporters.onnx import main_export
 
@@ -92,8 +120,9 @@ def export_model(
         model = staging / "model"
         (model / "onnx").mkdir(parents=True)
         shutil.move(str(raw / "model.onnx"), model / "onnx" / "model.onnx")
-        for extra in raw.glob("model.onnx_data"):  # external weights of models over 2 GB
+        for extra in raw.glob(EXTERNAL_DATA_FILE):  # external weights of models over 2 GB
             shutil.move(str(extra), model / "onnx" / extra.name)
+        _rewrite_graph(model / "onnx" / "model.onnx", external_data, dtype)
         for name in _CONFIG_FILES:
             found = source / name if (source / name).is_file() else raw / name
             if found.is_file():
@@ -108,7 +137,7 @@ def export_model(
                 f"exported model disagrees with {source}: minimum cosine {worst:.6f} < {min_cosine} "
                 f"(text {int(cosines.argmin())} of the parity set)"
             )
-        if fuse:
+        if fuse and dtype == "fp32":
             from .fuse import fuse_model
 
             fuse_model(model)
@@ -120,3 +149,29 @@ def export_model(
         raise ModelLoadError(f"exporting {source} failed: {exc}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _rewrite_graph(path: Path, external_data: bool | None, dtype: str) -> None:
+    """Convert ``path`` to fp16 and/or move its weights to ``EXTERNAL_DATA_FILE``, in place."""
+    if external_data is None and dtype == "fp32":
+        return  # optimum already chose: external data exactly when the graph is past 2 GB
+    import onnx
+
+    proto = onnx.load(str(path))  # with its external weights, if any
+    if dtype == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        # Inputs are token ids and the output stays float32, so the core reads it unchanged.
+        proto = convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=True)
+    if external_data is None:
+        # protobuf's 2 GB limit, less room for the graph itself (ByteSize() fails past the limit)
+        external_data = sum(t.ByteSize() for t in proto.graph.initializer) > 2**31 - 2**24
+    (path.parent / EXTERNAL_DATA_FILE).unlink(missing_ok=True)
+    onnx.save_model(
+        proto,
+        str(path),
+        save_as_external_data=external_data,
+        all_tensors_to_one_file=True,
+        location=EXTERNAL_DATA_FILE,
+        size_threshold=0,  # every initializer, so a forced small export shows the layout of a big one
+    )

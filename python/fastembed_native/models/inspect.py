@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _core
-from ..engine import ensure_loaded, find_onnx, read_model_dir
+from ..engine import ModelConfig, ensure_loaded, find_onnx, read_model_dir, read_modules
 from .cache import resolve_model
 
 #: CoreML rejects tensors with a dimension above this, so larger embedding tables stay on the CPU.
@@ -95,8 +95,20 @@ def inspect_model(model: str | Path | None = None) -> dict[str, Any]:
         "layers": len(layer_ids) or None,
     }
     warnings: list[str] = []
+    config: ModelConfig | None = None
     if path.is_dir():
-        config = read_model_dir(path)
+        modules = read_modules(path)
+        report.update(
+            modules=list(modules.modules) or "none (no modules.json)",
+            pooling_format=modules.pooling_format,
+            include_prompt=modules.include_prompt,
+            unsupported=list(modules.unsupported),
+        )
+        try:
+            config = read_model_dir(path)
+        except ValueError as exc:  # report what cannot be honoured instead of stopping at it
+            warnings.append(f"this directory cannot be embedded with as it is: {exc}")
+    if config is not None:
         from tokenizers import Tokenizer
 
         tokenizer_vocab = Tokenizer.from_file(str(config.tokenizer_path)).get_vocab_size(
@@ -107,6 +119,8 @@ def inspect_model(model: str | Path | None = None) -> dict[str, Any]:
             normalize=config.normalize,
             max_length=config.max_length,
             padding_side=config.padding_side,
+            prompts=config.prompts,
+            lowercase=config.lowercase,
             tokenizer_vocab_size=tokenizer_vocab,
         )
         model_vocab = report["vocab_size"] or config.vocab_size

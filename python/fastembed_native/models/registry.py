@@ -6,6 +6,7 @@ config files; the registry only fills in what a directory cannot say (e.g. e5's 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -24,6 +25,9 @@ class ModelInfo:
     passage_prompt: str = ""
     description: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    #: Trained for Matryoshka truncation (embed(dimensions=...) keeps quality): Qwen3-Embedding
+    #: publishes "MRL support" for any size from 32 to 1024; the BERT-era models here were not trained so.
+    matryoshka: bool = False
 
 
 SUPPORTED_MODELS: tuple[ModelInfo, ...] = (
@@ -63,6 +67,7 @@ SUPPORTED_MODELS: tuple[ModelInfo, ...] = (
         32768,
         padding_side="left",
         query_prompt="Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:",
+        matryoshka=True,
         description="Multilingual decoder embeddings, last-token pooling with left padding",
     ),
 )
@@ -71,3 +76,37 @@ SUPPORTED_MODELS: tuple[ModelInfo, ...] = (
 def model_info(model: str) -> ModelInfo | None:
     """The registry entry for a model id (case-insensitive), or None."""
     return next((m for m in SUPPORTED_MODELS if m.model.lower() == model.lower()), None)
+
+
+def registry_mismatches(info: ModelInfo, model_dir: str | Path) -> list[str]:
+    """Where the registry entry ``info`` disagrees with the model directory's own config files:
+    dimension, pooling, normalisation, max length, padding side, prompts, and Matryoshka (read
+    from the model card, README.md, which names "Matryoshka" or "MRL" when a model was trained so).
+    Empty when they agree; facts a directory does not state are not compared.
+    """
+    from ..engine import read_model_dir
+
+    model_dir = Path(model_dir)
+    config = read_model_dir(model_dir)
+    found: dict[str, object] = {
+        "pooling": config.pooling,
+        "normalize": config.normalize,
+        "max_length": config.max_length,
+        "padding_side": config.padding_side,
+    }
+    if config.hidden_size is not None:
+        found["dim"] = config.hidden_size
+    if config.prompts.get("query"):
+        found["query_prompt"] = config.prompts["query"]
+    passage = config.prompts.get("passage") or config.prompts.get("document")
+    if passage:
+        found["passage_prompt"] = passage
+    card = model_dir / "README.md"
+    if card.is_file():
+        text = card.read_text(encoding="utf-8", errors="replace")
+        found["matryoshka"] = "matryoshka" in text.lower() or "MRL" in text
+    return [
+        f"{info.model}: registry has {key}={getattr(info, key)!r}, {model_dir} says {value!r}"
+        for key, value in found.items()
+        if getattr(info, key) != value
+    ]
