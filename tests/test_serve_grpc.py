@@ -9,6 +9,7 @@ import filecmp
 import itertools
 import random
 import signal
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -497,6 +498,38 @@ def test_full_queue_gives_resource_exhausted_and_a_stream_waits_instead(tiny):
     assert service.close(10)
 
 
+def test_health_check_is_not_serving_while_the_engine_is_stuck(tiny):
+    embedder = Embedder(tiny.path)
+    engine = HeldEngine(embedder)
+    service = EmbeddingService({"tiny": embedder}, ServeConfig(api_key=None, stuck_after=0.2))
+    queue = service.models["tiny"].queue
+
+    async def main():
+        transport = GrpcTransport(service, HOST, 0)
+        port = await transport.start()
+        async with grpc.aio.insecure_channel(f"{HOST}:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+
+            async def status(service_name: str = "") -> int:
+                return (await health.Check(health_pb2.HealthCheckRequest(service=service_name))).status
+
+            before = await status()
+            held = v1_grpc.EmbedderStub(channel).Embed(v1.EmbedRequest(inputs=["hello"]))
+            await _until(lambda: queue.busy_since is not None)
+            await asyncio.sleep(0.3)
+            stuck = [await status(), await status("tei.v1.Embed")]
+            engine.release.set()
+            await held
+            after = await status()
+        await transport.stop()
+        return before, stuck, after
+
+    before, stuck, after = asyncio.run(main())
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    assert (before, stuck, after) == (serving, [not_serving, not_serving], serving)
+    assert service.close(10)
+
+
 def test_a_stream_answers_a_client_that_waits_for_each_reply(tiny):
     service = EmbeddingService({"tiny": Embedder(tiny.path)}, ServeConfig(api_key=None))
     texts = tiny_texts(20, seed=6)
@@ -579,3 +612,19 @@ def test_sigterm_mid_stream_ends_it_unavailable_and_exits_0(tiny):
     assert len(answered) >= 50 and set(answered) == {1}
     assert statuses == [health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING]
     assert code == 0, server.output
+
+
+def test_a_taken_grpc_port_is_a_message_and_status_1(tiny):
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "fastembed_native.cli", "serve", "--model", f"tiny={tiny.path}"]
+        command += ["--port", str(free_port()), "--grpc-port", str(port)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"cannot listen for gRPC on {HOST}:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

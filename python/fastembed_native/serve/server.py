@@ -52,7 +52,11 @@ class DrainingServer(uvicorn.Server):
         from .grpc.transport import GrpcTransport
 
         transport = GrpcTransport(self.service, self.config.host, self.grpc_port)
-        await transport.start()
+        try:
+            await transport.start()
+        except OSError as exc:  # as uvicorn does when its own port is taken: a message and status 1
+            print(f"fastembed-native serve: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
         self._loop, self._grpc = asyncio.get_running_loop(), transport
         try:
             await super().serve(sockets)

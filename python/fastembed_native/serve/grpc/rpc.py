@@ -187,8 +187,9 @@ async def ordered(
     is written: past that the stream is not read, so HTTP/2 flow control holds the sender back, and a
     client that reads slowly holds back the reading too. Requests keep being read while earlier ones
     run, so a client that waits for each answer before sending the next works as well.
-    The first failure (of ``work`` or of reading) ends the stream after the results before it; on any
-    exit, work still in flight is cancelled (which drops its queued inputs).
+    The first failure (of ``work`` or of reading) ends the stream after the results before it, an
+    ApiError's message prefixed with the request's 0-based position; on any exit, work still in
+    flight is cancelled (which drops its queued inputs).
     """
     window = _Window(limit)
     pending: asyncio.Queue[tuple[asyncio.Future[Res], int] | BaseException | None] = asyncio.Queue()
@@ -196,10 +197,10 @@ async def ordered(
 
     async def read() -> None:
         try:
-            async for request in requests:
+            async for index, request in _enumerate(requests):
                 n = max(1, size(request))
                 await window.acquire(n)
-                task = asyncio.ensure_future(work(request))
+                task = asyncio.ensure_future(_numbered(work(request), index))
                 task.add_done_callback(_retrieve)
                 tasks.add(task)
                 pending.put_nowait((task, n))
@@ -225,6 +226,22 @@ async def ordered(
         reader.cancel()
         for task in tasks:
             task.cancel()
+
+
+async def _enumerate(items: AsyncIterator[Req]) -> AsyncIterator[tuple[int, Req]]:
+    index = 0
+    async for item in items:
+        yield index, item
+        index += 1
+
+
+async def _numbered(work: Awaitable[Res], index: int) -> Res:
+    """``work``, its ApiError saying which message of a long stream it came from."""
+    try:
+        return await work
+    except ApiError as exc:
+        exc.message = f"stream message {index}: {exc.message}"
+        raise
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

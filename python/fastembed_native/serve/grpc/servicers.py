@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from ..errors import ApiError, BadRequest, Overloaded
+from ..errors import BadRequest, Overloaded
 from ..service import EmbeddingService, EmbedRequest, EmbedResult
 from . import fastembed_pb2 as v1
 from . import tei_pb2 as tei
@@ -93,16 +93,8 @@ class EmbedderServicer:
     async def embed_stream(
         self, messages: AsyncIterator[v1.EmbedRequest], context: Context
     ) -> AsyncIterator[v1.EmbedResponse]:
-        index = 0
-
         async def work(message: v1.EmbedRequest) -> v1.EmbedResponse:
-            nonlocal index
-            position, index = index, index + 1
-            try:
-                return self.response(await embed_waiting(self.service, self.request(message)))
-            except ApiError as exc:  # say which message of a long stream it was
-                exc.message = f"stream message {position}: {exc.message}"
-                raise
+            return self.response(await embed_waiting(self.service, self.request(message)))
 
         async for response in ordered(messages, work, lambda m: len(m.inputs), stream_window(self.service)):
             yield response
