@@ -122,6 +122,105 @@ def _grpc_tools_version() -> str:
     return version("grpcio-tools")
 
 
+# Transcribed from text-embeddings-inference's proto/tei.proto (huggingface/text-embeddings-inference,
+# commit 0361479): for what we serve, each message's fields as name -> (number, type), a trailing
+# "[]" meaning repeated, and each service's methods.
+TEI_MESSAGES = {
+    "InfoRequest": {},
+    "InfoResponse": {
+        "version": (1, "string"),
+        "sha": (2, "string"),
+        "docker_label": (3, "string"),
+        "model_id": (4, "string"),
+        "model_sha": (5, "string"),
+        "model_dtype": (6, "string"),
+        "model_type": (7, "ModelType"),
+        "max_concurrent_requests": (8, "uint32"),
+        "max_input_length": (9, "uint32"),
+        "max_batch_tokens": (10, "uint32"),
+        "max_batch_requests": (11, "uint32"),
+        "max_client_batch_size": (12, "uint32"),
+        "tokenization_workers": (13, "uint32"),
+    },
+    "Metadata": {
+        "compute_chars": (1, "uint32"),
+        "compute_tokens": (2, "uint32"),
+        "total_time_ns": (3, "uint64"),
+        "tokenization_time_ns": (4, "uint64"),
+        "queue_time_ns": (5, "uint64"),
+        "inference_time_ns": (6, "uint64"),
+    },
+    "EmbedRequest": {
+        "inputs": (1, "string"),
+        "truncate": (2, "bool"),
+        "normalize": (3, "bool"),
+        "truncation_direction": (4, "TruncationDirection"),
+        "prompt_name": (5, "string"),
+    },
+    "EmbedResponse": {"embeddings": (1, "float[]"), "metadata": (2, "Metadata")},
+    "EncodeRequest": {
+        "inputs": (1, "string"),
+        "add_special_tokens": (2, "bool"),
+        "prompt_name": (3, "string"),
+    },
+    "SimpleToken": {
+        "id": (1, "uint32"),
+        "text": (2, "string"),
+        "special": (3, "bool"),
+        "start": (4, "uint32"),
+        "stop": (5, "uint32"),
+    },
+    "EncodeResponse": {"tokens": (1, "SimpleToken[]")},
+}
+TEI_METHODS = {
+    "Info": {"Info": "InfoRequest -> InfoResponse"},
+    "Embed": {
+        "Embed": "EmbedRequest -> EmbedResponse",
+        "EmbedStream": "stream EmbedRequest -> stream EmbedResponse",
+    },
+    "Tokenize": {
+        "Tokenize": "EncodeRequest -> EncodeResponse",
+        "TokenizeStream": "stream EncodeRequest -> stream EncodeResponse",
+    },
+}
+
+
+def test_tei_proto_matches_teis_numbering():
+    from google.protobuf.descriptor import FieldDescriptor
+
+    scalar = {
+        FieldDescriptor.TYPE_STRING: "string",
+        FieldDescriptor.TYPE_BOOL: "bool",
+        FieldDescriptor.TYPE_UINT32: "uint32",
+        FieldDescriptor.TYPE_UINT64: "uint64",
+        FieldDescriptor.TYPE_FLOAT: "float",
+    }
+
+    def kind(field) -> str:  # type: ignore[no-untyped-def]
+        named = field.message_type or field.enum_type
+        name = named.name if named is not None else scalar[field.type]
+        return name + ("[]" if field.is_repeated else "")
+
+    assert tei.DESCRIPTOR.package == "tei.v1"
+    messages = {
+        name: {f.name: (f.number, kind(f)) for f in message.fields}
+        for name, message in tei.DESCRIPTOR.message_types_by_name.items()
+    }
+    assert messages == TEI_MESSAGES
+
+    def signature(method) -> str:  # type: ignore[no-untyped-def]
+        streams = ("stream " if method.client_streaming else "", "stream " if method.server_streaming else "")
+        return f"{streams[0]}{method.input_type.name} -> {streams[1]}{method.output_type.name}"
+
+    services = {
+        name: {m.name: signature(m) for m in service.methods}
+        for name, service in tei.DESCRIPTOR.services_by_name.items()
+    }
+    assert services == TEI_METHODS
+    assert [v.number for v in tei.DESCRIPTOR.enum_types_by_name["TruncationDirection"].values] == [0, 1]
+    assert [v.number for v in tei.DESCRIPTOR.enum_types_by_name["ModelType"].values] == [0, 1, 2]
+
+
 # -- the real model: vectors equal the library, batching across protocols ---------------------------
 
 
