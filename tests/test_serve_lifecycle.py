@@ -193,11 +193,11 @@ def test_cache_is_bounded_in_bytes():
     cache = EmbeddingCache(max_bytes=10_000)
     vector = np.ones(384, dtype=np.float32)
     for i in range(100):
-        cache.put(("m", f"text {i}", True), (vector, 3))
+        cache.put(("m", f"text {i}", True, 0), (vector, 3))
     assert cache.bytes <= 10_000
     assert 0 < len(cache) < 100
-    assert cache.get(("m", "text 99", True)) is not None  # the newest stays
-    assert cache.get(("m", "text 0", True)) is None  # the oldest went
+    assert cache.get(("m", "text 99", True, 0)) is not None  # the newest stays
+    assert cache.get(("m", "text 0", True, 0)) is None  # the oldest went
 
 
 @pytest.mark.real_model
@@ -228,3 +228,35 @@ def test_bench_serve_small_run(minilm_dir, tmp_path):
             assert outcome.get("min_cosine_vs_st", 1.0) >= 0.9999, name
     assert "fastembed_native_base64" in results["loads"]["8 clients x 32 texts"]
     assert (out / "serve.md").read_text().startswith("| load |")
+
+
+def test_prompts_left_out_of_pooling_share_the_queue_and_match_the_library(tmp_path):
+    """An ``include_prompt: false`` model: requests with and without the prompt arrive together; the
+    queue keeps them in separate engine calls (the pooling skip is per call) and each answer equals
+    the library's."""
+    model = write_model_dir(tmp_path / "instructor", token_types=True, normalize=True)
+    pooling = model.path / "1_Pooling" / "config.json"
+    pooling.write_text(json.dumps({**json.loads(pooling.read_text()), "include_prompt": False}))
+    prompt = "the quick "
+    (model.path / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {"query": prompt}}))
+    embedder = Embedder(model.path)
+    assert embedder.prompt_tokens(prompt) > 0
+    service = EmbeddingService({"m": embedder}, ServeConfig(api_key=None))
+    texts = ["hello world", "lazy dog", "fox jumps over", "flag"]
+
+    async def main():
+        requests = [EmbedRequest([t], prompt_name=p) for t in texts for p in ("query", None)]
+        return await asyncio.gather(*(service.embed(r) for r in requests))
+
+    results = asyncio.run(main())
+    got = np.vstack([r.vectors for r in results])
+    expected = np.vstack(
+        [
+            row
+            for pair in zip(embedder.embed(texts, prompt=prompt), embedder.embed(texts), strict=True)
+            for row in pair
+        ]
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got[0], Embedder(model.path, include_prompt=True).embed([prompt + texts[0]])[0])
+    assert service.close(5)

@@ -45,6 +45,7 @@ class Job:
     out: np.ndarray  # float32 (len(encodings), dim)
     future: asyncio.Future[None]
     tokens: int
+    skip_prefix: int = 0  # prompt tokens left out of pooling (include_prompt: false models)
     enqueued: float = field(default_factory=time.perf_counter)
     done: int = 0  # encodings embedded so far
     taken: int = 0  # encodings handed to calls so far
@@ -169,11 +170,21 @@ class BatchQueue:
             self._run(parts)
 
     def _take(self) -> list[tuple[Job, int, int]]:
-        """Parts (job, first, stop) for one call, up to ``max_call_tokens`` (at least one input)."""
+        """Parts (job, first, stop) for one call, up to ``max_call_tokens`` (at least one input).
+
+        A call holds jobs of one ``skip_prefix`` (the engine leaves that many prompt tokens out of
+        every row's pooling); jobs with another stay at the head of the queue for the next call.
+        """
         parts: list[tuple[Job, int, int]] = []
         budget = self.max_call_tokens
+        skip = self._pending[0].skip_prefix
+        other: list[Job] = []
+        partial = None
         while self._pending and budget > 0:
             job = self._pending[0]
+            if job.skip_prefix != skip:
+                other.append(self._pending.popleft())
+                continue
             first = stop = job.taken
             while stop < len(job.encodings):
                 length = len(job.encodings[stop])
@@ -183,14 +194,16 @@ class BatchQueue:
                 stop += 1
             if stop == first:  # the next input does not fit: this call is full
                 break
-            tokens = sum(len(e) for e in job.encodings[first:stop])
-            self._queued_tokens -= tokens
+            self._queued_tokens -= sum(len(e) for e in job.encodings[first:stop])
             job.taken = stop
             parts.append((job, first, stop))
             self._pending.popleft()
             if stop < len(job.encodings):
-                self._pending.append(job)  # the rest waits behind whoever arrived meanwhile
+                partial = job  # the rest waits behind whoever arrived meanwhile
                 break
+        self._pending.extendleft(reversed(other))
+        if partial is not None:
+            self._pending.append(partial)
         return parts
 
     def _run(self, parts: list[tuple[Job, int, int]]) -> None:
@@ -202,7 +215,9 @@ class BatchQueue:
             if job.started is None:
                 job.started = start
         try:
-            self.embedder.embed_encodings(encodings, out, self.embedder.batch_size, normalize=False)
+            self.embedder.embed_encodings(
+                encodings, out, self.embedder.batch_size, normalize=False, skip_prefix=parts[0][0].skip_prefix
+            )
         except Exception as exc:  # the engine failed on validated input: every job in the call fails
             self.busy_since = None
             failure = EngineFailure(f"the engine failed: {type(exc).__name__}: {exc}")

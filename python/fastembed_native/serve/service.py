@@ -155,9 +155,10 @@ class EmbeddingService:
 
         raw = np.empty((len(inputs), embedder.dim), dtype=np.float32)
         tokens = np.zeros(len(inputs), dtype=np.int64)
+        skip = 0
         if inputs and isinstance(inputs[0], str):
-            texts = self._prompted(served, inputs, request.prompt_name)  # type: ignore[arg-type]
-            keys, missing = self._cache_lookup(served.name, texts, truncate, raw, tokens)
+            texts, skip = self._prompted(served, inputs, request.prompt_name)  # type: ignore[arg-type]
+            keys, missing = self._cache_lookup(served.name, texts, truncate, skip, raw, tokens)
             tokenize_start = time.perf_counter()
             encodings = await self._tokenize(embedder, [texts[i] for i in missing], missing, truncate)
             timings.tokenize = time.perf_counter() - tokenize_start
@@ -169,9 +170,8 @@ class EmbeddingService:
 
         if encodings:
             job_out = np.empty((len(encodings), embedder.dim), dtype=np.float32)
-            job = Job(
-                encodings, job_out, asyncio.get_running_loop().create_future(), sum(len(e) for e in encodings)
-            )
+            future = asyncio.get_running_loop().create_future()
+            job = Job(encodings, job_out, future, sum(len(e) for e in encodings), skip_prefix=skip)
             served.queue.submit(job)
             try:
                 await job.future
@@ -191,9 +191,13 @@ class EmbeddingService:
         self._count(served.name, len(inputs), int(tokens.sum()), timings)
         return EmbedResult(served.name, vectors, int(tokens.sum()), timings)
 
-    def _prompted(self, served: ServedModel, texts: list[str], prompt_name: str | None) -> list[str]:
+    def _prompted(
+        self, served: ServedModel, texts: list[str], prompt_name: str | None
+    ) -> tuple[list[str], int]:
+        """The texts with the named prompt in front, and the prompt tokens the pooling leaves out
+        (non-zero only for ``include_prompt: false`` models)."""
         if not prompt_name:
-            return texts
+            return texts, 0
         prompt = served.embedder.prompts.get(prompt_name)
         if prompt is None:
             known = ", ".join(sorted(served.embedder.prompts)) or "none"
@@ -201,15 +205,18 @@ class EmbeddingService:
                 f"model {served.name!r} has no prompt named {prompt_name!r}; its prompts: {known}",
                 param="prompt_name",
             )
-        return [prompt + text for text in texts]
+        return [prompt + text for text in texts], served.embedder.prompt_tokens(prompt)
 
     def _cache_lookup(
-        self, model: str, texts: list[str], truncate: bool, raw: np.ndarray, tokens: np.ndarray
-    ) -> tuple[list[tuple[str, str, bool]] | None, list[int]]:
-        """Fill ``raw`` / ``tokens`` from the cache; return the keys and the rows still missing."""
+        self, model: str, texts: list[str], truncate: bool, skip: int, raw: np.ndarray, tokens: np.ndarray
+    ) -> tuple[list[tuple[str, str, bool, int]] | None, list[int]]:
+        """Fill ``raw`` / ``tokens`` from the cache; return the keys and the rows still missing.
+
+        The key is everything that changes a raw vector: the model, the text the model sees, whether
+        it may be truncated, and how many prompt tokens the pooling skips."""
         if self.cache is None:
             return None, list(range(len(texts)))
-        keys = [(model, text, truncate) for text in texts]
+        keys = [(model, text, truncate, skip) for text in texts]
         missing = []
         hits = 0
         for row, key in enumerate(keys):
@@ -269,7 +276,7 @@ class EmbeddingService:
         texts = check_inputs(inputs, self.config.max_inputs)
         if not all(isinstance(t, str) for t in texts):
             raise BadRequest("inputs must be strings", param="inputs")
-        texts = self._prompted(served, texts, prompt_name)
+        texts, _ = self._prompted(served, texts, prompt_name)
         tokenizer = served.embedder.tokenizer.tokenizer
         try:
             encodings = tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
