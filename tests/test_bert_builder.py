@@ -18,6 +18,7 @@ from fastembed_native.models import PARITY_TEXTS, cosine_rows
 from fastembed_native.models.bert_graph import (
     bert_config,
     build_bert_model,
+    build_fused_graph,
     build_graph,
     load_weights,
     unsupported_reason,
@@ -215,16 +216,31 @@ def test_fp16_weights_are_widened(checkpoint):
     assert {v.dtype for v in loaded.values()} == {np.dtype(np.float32)}
 
 
-def test_fusion_forms_and_shares_the_plain_graphs_weights(checkpoint, tmp_path):
+def op_counts(proto) -> dict[str, int]:
+    """Nodes per op type; Identity (a no-op some optimizer levels keep) is left out."""
+    counts: dict[str, int] = {}
+    for node in proto.graph.node:
+        if node.op_type != "Identity":
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def test_fused_graph_is_what_the_ort_optimizer_makes_and_shares_the_weights(checkpoint, tmp_path):
+    import onnxruntime as ort
+    from onnxruntime.transformers.optimizer import optimize_model
+
     model_dir = build_bert_model(checkpoint, tmp_path / "model", reference="numpy", fuse=True).model_dir
     onnx_dir = model_dir / "onnx"
     assert sorted(p.name for p in onnx_dir.iterdir()) == ["model.onnx", "model.onnx_data", "model_fused.onnx"]
     fused = onnx.load(str(model_dir / FUSED_FILE), load_external_data=False)
-    counts: dict[str, int] = {}
-    for node in fused.graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    assert counts.get("Attention") == 2 and counts.get("SkipLayerNormalization") == 4
-    assert counts.get("EmbedLayerNormalization") == 1 and counts.get("BiasGelu") == 2
+    optimized = optimize_model(str(onnx_dir / "model.onnx"), model_type="bert", num_heads=4, hidden_size=32)
+    assert op_counts(fused) == op_counts(optimized.model)
+    assert {
+        "Attention": 2,
+        "SkipLayerNormalization": 4,
+        "EmbedLayerNormalization": 1,
+        "BiasGelu": 2,
+    }.items() <= (op_counts(fused).items())
     shared = {
         entry.value
         for t in fused.graph.initializer
@@ -233,12 +249,25 @@ def test_fusion_forms_and_shares_the_plain_graphs_weights(checkpoint, tmp_path):
         if entry.key == "location"
     }
     assert shared == {"model.onnx_data"}
-    # Same vectors through both graphs: single-text calls run on the fused one.
+    # The same numbers as the optimizer's graph and the plain graph, padding included.
+    outputs = [
+        ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).run(["last_hidden_state"], PADDED)[0]
+        for graph in (
+            str(model_dir / FUSED_FILE),
+            optimized.model.SerializeToString(),
+            str(onnx_dir / "model.onnx"),
+        )
+    ]
+    valid = PADDED["attention_mask"].astype(bool)
+    for other in outputs[1:]:
+        np.testing.assert_allclose(outputs[0][valid], other[valid], atol=2e-5, rtol=1e-4)
+    # Single-batch calls (one text, or a padded batch) run on the fused graph: same vectors.
     model = TextEmbedding(model_dir)
     plain = TextEmbedding(model_dir, fused=False)
-    alone = np.vstack([model.embed([t]) for t in TEXTS])
     assert model.single_batch_onnx_path.name == "model_fused.onnx"
+    alone = np.vstack([model.embed([t]) for t in TEXTS])
     assert cosine_rows(alone, plain.embed(TEXTS)).min() >= 0.99999
+    assert cosine_rows(model.embed(TEXTS), plain.embed(TEXTS)).min() >= 0.99999
 
 
 # -- the real model -------------------------------------------------------------------------------
@@ -274,3 +303,24 @@ def test_fused_graph_forms_like_the_optimum_export(tmp_path):
         "BiasGelu": 6,
         "SkipLayerNormalization": 12,
     }
+    # ... and what the builder writes directly as onnx/model_fused.onnx, op for op.
+    config = bert_config(source_checkout())
+    assert op_counts(build_fused_graph(config, load_weights(source_checkout(), config))) == op_counts(
+        stats.model
+    )
+
+
+def test_missing_build_dependency_is_named(checkpoint, tmp_path, monkeypatch):
+    import importlib.util
+
+    from fastembed_native.errors import ModelLoadError
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "safetensors" else real_find_spec(name, *a),
+    )
+    with pytest.raises(ModelLoadError, match=r"needs safetensors.*fastembed-native\[default-model\]"):
+        build_bert_model(checkpoint, tmp_path / "model", reference="numpy")
+    assert not (tmp_path / "model").exists()

@@ -9,7 +9,12 @@ graph directly takes about a second, where exporting it through torch needs a 1.
 The graph uses the standard ONNX ops (opset 17: LayerNormalization is one op) in the classic
 BERT export layout, which is what ONNX Runtime's transformer optimizer matches: ``fuse`` turns it
 into EmbedLayerNormalization, Attention, SkipLayerNormalization and BiasGelu kernels exactly as it
-does for an optimum export (``tests/test_bert_builder.py`` checks the fused op counts).
+does for an optimum export. The builder also writes that fused graph itself
+(:func:`build_fused_graph`, for single-batch calls): the optimizer took 3-10 s and needed sympy,
+writing it takes milliseconds, and ``tests/test_bert_builder.py`` checks that the two are the same
+ops with the same outputs. The fused file points into the plain graph's ``model.onnx_data`` for
+every tensor the two share, so the cache holds one copy of the weights plus the fused graph's own
+concatenated QKV weights (11 MB for all-MiniLM-L6-v2), not two 90 MB files.
 
 Two references prove a build: sentence-transformers in the test suite (min cosine >= 0.9999 on the
 parity corpus), and, at build time without torch, :func:`reference_hidden_states`, a float64 numpy
@@ -31,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import Embedder, read_model_dir
+from ..engine import FUSED_FILE, Embedder, read_model_dir
 from ..errors import ModelLoadError
 from .export import _CONFIG_FILES as CONFIG_FILES  # the same files an optimum export copies
 from .export import ExportReport
@@ -347,23 +352,163 @@ def build_graph(config: BertConfig, weights: dict[str, np.ndarray]) -> Any:
     return model
 
 
-def write_onnx(source: str | Path, onnx_path: str | Path) -> Path:
-    """Build ``source``'s graph and write it to ``onnx_path`` (weights beside it past 2 GB)."""
+def _save(model: Any, onnx_path: Path, external: bool) -> None:
     import onnx
 
-    config = bert_config(source)
-    model = build_graph(config, load_weights(source, config))
-    onnx_path = Path(onnx_path)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    external = sum(t.ByteSize() for t in model.graph.initializer) > _EXTERNAL_DATA_BYTES
     onnx.save_model(
         model,
         str(onnx_path),
         save_as_external_data=external,
         all_tensors_to_one_file=True,
         location=onnx_path.name + "_data",
+        size_threshold=1024,  # biases and LayerNorm weights stay in the graph file
     )
+    data = onnx_path.with_name(onnx_path.name + "_data")
+    if data.is_file():  # onnx creates it owner-only; a shared cache needs the graph file's mode
+        data.chmod(onnx_path.stat().st_mode & 0o777)
+
+
+def write_onnx(
+    source: str | Path,
+    onnx_path: str | Path,
+    *,
+    external: bool | None = None,
+    weights: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """Build ``source``'s graph and write it to ``onnx_path``.
+
+    Args:
+        external: keep the weights in ``<onnx_path>_data`` beside it; default: only past 2 GB,
+            where one protobuf cannot hold them.
+        weights: :func:`load_weights`' result, when the caller has it already.
+    """
+    config = bert_config(source)
+    model = build_graph(config, weights if weights is not None else load_weights(source, config))
+    if external is None:
+        external = sum(t.ByteSize() for t in model.graph.initializer) > _EXTERNAL_DATA_BYTES
+    onnx_path = Path(onnx_path)
+    _save(model, onnx_path, external)
     return onnx_path
+
+
+def build_fused_graph(config: BertConfig, weights: dict[str, np.ndarray]) -> Any:
+    """The same encoder as :func:`build_graph` in ONNX Runtime's fused kernels (com.microsoft
+    EmbedLayerNormalization, Attention, SkipLayerNormalization, BiasGelu): what ORT's offline
+    transformer optimizer makes of :func:`build_graph`'s output (the test suite compares the two),
+    written directly, in milliseconds, without the optimizer (and its sympy dependency).
+
+    Right padding only (Attention takes each row's token count, as the optimizer's graph does):
+    BERT tokenizers pad on the right.
+    """
+    from onnx import TensorProto, helper
+
+    g = _GraphBuilder()
+    eps = config.layer_norm_eps
+    ms = "com.microsoft"
+
+    def w(name: str) -> str:
+        return g.constant(name, weights[name])
+
+    def w_t(name: str) -> str:  # the same transposed copy (and name) build_graph stores
+        return g.constant(name + "_t", weights[name].T.copy())
+
+    ids = g.op("Cast", ["input_ids"], "input_ids_int32", to=TensorProto.INT32)
+    mask = g.op("Cast", ["attention_mask"], "attention_mask_int32", to=TensorProto.INT32)
+    types = ""
+    if config.type_vocab_size > 0:
+        types = g.op("Cast", ["token_type_ids"], "token_type_ids_int32", to=TensorProto.INT32)
+    embedded, mask_index = "embeddings", "mask_index"
+    g.nodes.append(
+        helper.make_node(
+            "EmbedLayerNormalization",
+            [
+                ids,
+                types,
+                w("embeddings.word_embeddings.weight"),
+                w("embeddings.position_embeddings.weight"),
+                w("embeddings.token_type_embeddings.weight") if types else "",
+                w("embeddings.LayerNorm.weight"),
+                w("embeddings.LayerNorm.bias"),
+                mask,
+            ],
+            [embedded, mask_index],
+            name="EmbedLayerNormalization",
+            domain=ms,
+            epsilon=eps,
+        )
+    )
+    x = embedded
+    lowest = float(np.finfo(np.float32).min)  # the plain graph's mask value
+    for i in range(config.num_layers):
+        p = f"encoder.layer.{i}."
+        qkv = [f"{p}attention.self.{name}" for name in ("query", "key", "value")]
+        qkv_weight = g.constant(
+            f"{p}attention.self.qkv_weight", np.concatenate([weights[n + ".weight"].T for n in qkv], 1)
+        )
+        qkv_bias = g.constant(
+            f"{p}attention.self.qkv_bias", np.concatenate([weights[n + ".bias"] for n in qkv])
+        )
+        context = g.op(
+            "Attention",
+            [x, qkv_weight, qkv_bias, mask_index],
+            f"{p}attention",
+            domain=ms,
+            num_heads=config.num_heads,
+            mask_filter_value=lowest,
+        )
+        attended = g.op(
+            "MatMul", [context, w_t(f"{p}attention.output.dense.weight")], f"{p}attention.output.dense"
+        )
+        x = g.op(
+            "SkipLayerNormalization",
+            [
+                attended,
+                x,
+                w(f"{p}attention.output.LayerNorm.weight"),
+                w(f"{p}attention.output.LayerNorm.bias"),
+                w(f"{p}attention.output.dense.bias"),
+            ],
+            f"{p}attention.output.LayerNorm",
+            domain=ms,
+            epsilon=eps,
+        )
+        inner = g.op("MatMul", [x, w_t(f"{p}intermediate.dense.weight")], f"{p}intermediate.dense")
+        gelu = g.op("BiasGelu", [inner, w(f"{p}intermediate.dense.bias")], f"{p}gelu", domain=ms)
+        out = g.op("MatMul", [gelu, w_t(f"{p}output.dense.weight")], f"{p}output.dense")
+        x = g.op(
+            "SkipLayerNormalization",
+            [
+                out,
+                x,
+                w(f"{p}output.LayerNorm.weight"),
+                w(f"{p}output.LayerNorm.bias"),
+                w(f"{p}output.dense.bias"),
+            ],
+            f"{p}output.LayerNorm",
+            domain=ms,
+            epsilon=eps,
+        )
+    g.nodes[-1].output[0] = "last_hidden_state"  # the last SkipLayerNormalization, as the optimizer leaves it
+    token_inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if types else [])
+    graph = helper.make_graph(
+        g.nodes,
+        "bert_fused",
+        [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in token_inputs],
+        [
+            helper.make_tensor_value_info(
+                "last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", config.hidden_size]
+            )
+        ],
+        g.initializers,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(ms, 1)],
+        producer_name="fastembed_native.bert_graph",
+    )
+    model.ir_version = IR_VERSION
+    return model
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -452,7 +597,12 @@ class BuildReport(ExportReport):
     reference: str = "sentence-transformers"
 
 
-def reference_embeddings(model_dir: Path, source: Path, texts: tuple[str, ...] = PARITY_TEXTS) -> np.ndarray:
+def reference_embeddings(
+    model_dir: Path,
+    source: Path,
+    texts: tuple[str, ...] = PARITY_TEXTS,
+    weights: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
     """``texts`` embedded by the float64 numpy forward pass over ``source``'s weights, tokenized,
     pooled and normalised as ``model_dir``'s config files say (shape [len(texts), hidden])."""
     from tokenizers import Tokenizer
@@ -463,7 +613,7 @@ def reference_embeddings(model_dir: Path, source: Path, texts: tuple[str, ...] =
     tokenizer.enable_truncation(max_length=settings.max_length)
     config = bert_config(source)
     ids = [np.array(encoding.ids, dtype=np.int64) for encoding in tokenizer.encode_batch(list(texts))]
-    states = reference_hidden_states(config, load_weights(source, config), ids)
+    states = reference_hidden_states(config, weights or load_weights(source, config), ids)
     pooled = {"mean": lambda s: s.mean(0), "cls": lambda s: s[0], "last_token": lambda s: s[-1]}[
         settings.pooling
     ]
@@ -473,10 +623,53 @@ def reference_embeddings(model_dir: Path, source: Path, texts: tuple[str, ...] =
     return rows
 
 
+def _require_build_deps() -> None:
+    import importlib.util
+
+    missing = [name for name in ("onnx", "safetensors") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ModelLoadError(
+            f"building a BERT model needs {', '.join(missing)}, which is not installed; "
+            "run: pip install 'fastembed-native[default-model]'"
+        )
+
+
 def _sentence_transformers_installed() -> bool:
     import importlib.util
 
     return all(importlib.util.find_spec(m) is not None for m in ("torch", "sentence_transformers"))
+
+
+#: A fused graph changes the arithmetic order, never the result beyond this.
+_FUSED_MIN_COSINE = 0.99999
+
+
+def write_fused(model_dir: Path, config: BertConfig, weights: dict[str, np.ndarray]) -> Path | None:
+    """Add ``FUSED_FILE`` to ``model_dir`` (whose plain graph keeps its weights in
+    ``onnx/model.onnx_data``), sharing every tensor it can with the plain graph; kept only if each
+    parity text embeds alone (the single-batch path it serves) as the plain graph embeds it.
+
+    Returns its path, or None (and no file) on a mismatch.
+    """
+    from .fuse import share_weights
+
+    plain_path = model_dir / "onnx" / "model.onnx"
+    target = model_dir / FUSED_FILE
+    staging = target.with_name(".fusing." + target.name)
+    fused = build_fused_graph(config, weights)
+    share_weights(fused, plain_path, plain_path.with_name(plain_path.name + "_data"))
+    staging.write_bytes(fused.SerializeToString())
+    try:
+        texts = list(PARITY_TEXTS)
+        plain = Embedder(model_dir, fused=False, parallel_runs=1).embed(texts)
+        candidate = Embedder(model_dir, onnx_file=str(staging.relative_to(model_dir)))
+        alone = np.vstack([candidate.embed([text]) for text in texts])
+        if cosine_rows(alone, plain).min() < _FUSED_MIN_COSINE:
+            return None
+        staging.rename(target)
+        return target
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def build_bert_model(
@@ -491,7 +684,8 @@ def build_bert_model(
 
     Like :func:`~fastembed_native.models.export.export_model` it writes ``onnx/model.onnx``, the
     tokenizer and sentence-transformers configs into a staging folder beside ``output`` and moves
-    it into place only after the parity check passes.
+    it into place only after the parity check passes. With ``fuse``, the weights go to
+    ``onnx/model.onnx_data`` and ``onnx/model_fused.onnx`` (:func:`build_fused_graph`) shares them.
 
     Args:
         reference: what the parity check compares with: "sentence-transformers" (needs torch),
@@ -500,11 +694,12 @@ def build_bert_model(
 
     Raises:
         ValueError: ``source`` is not a BERT checkpoint this builder reads (see :func:`unsupported_reason`).
-        ModelLoadError: parity below ``min_cosine``.
+        ModelLoadError: parity below ``min_cosine``, or ``onnx`` / ``safetensors`` missing.
         FileExistsError: ``output`` exists already.
     """
     source, output = Path(source), Path(output)
-    bert_config(source)  # refuse unsupported checkpoints before any work
+    config = bert_config(source)  # refuse unsupported checkpoints before any work
+    _require_build_deps()
     if reference == "auto":
         reference = "sentence-transformers" if _sentence_transformers_installed() else "numpy"
     if reference not in ("sentence-transformers", "numpy"):
@@ -515,16 +710,16 @@ def build_bert_model(
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         model = staging / "model"
-        write_onnx(source, model / "onnx" / "model.onnx")
+        weights = load_weights(source, config)
+        write_onnx(source, model / "onnx" / "model.onnx", external=True if fuse else None, weights=weights)
         for name in CONFIG_FILES:
             if (source / name).is_file():
                 shutil.copy2(source / name, model / name)
         for pooling_dir in source.glob("*_Pooling"):
             shutil.copytree(pooling_dir, model / pooling_dir.name)
         if reference == "numpy":
-            cosines = cosine_rows(
-                Embedder(model).embed(list(PARITY_TEXTS)), reference_embeddings(model, source)
-            )
+            ours = Embedder(model, fused=False, parallel_runs=1).embed(list(PARITY_TEXTS))
+            cosines = cosine_rows(ours, reference_embeddings(model, source, weights=weights))
         else:
             cosines = parity_check(model, source)
         worst = float(cosines.min())
@@ -534,9 +729,7 @@ def build_bert_model(
                 f"{min_cosine} (text {int(cosines.argmin())} of the parity set)"
             )
         if fuse:
-            from .fuse import fuse_model
-
-            fuse_model(model)
+            write_fused(model, config, weights)
         model.rename(output)
         return BuildReport(output, worst, tuple(float(c) for c in cosines), reference)
     finally:

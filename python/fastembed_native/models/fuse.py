@@ -76,6 +76,7 @@ def move_weights_to_data_file(onnx_path: Path) -> Path:
         location=data_file.name,
         size_threshold=_EXTERNAL_MIN_BYTES,
     )
+    data_file.chmod(onnx_path.stat().st_mode & 0o777)  # onnx creates it owner-only
     staging.replace(onnx_path)  # the data file is complete before the graph that needs it appears
     return data_file
 
@@ -128,7 +129,13 @@ def fuse_model(model_dir: str | Path) -> Path | None:
     heads, hidden = config.get("num_attention_heads"), config.get("hidden_size")
     if config.get("model_type") not in _FUSABLE_TYPES or not heads or not hidden:
         return None
-    from onnxruntime.transformers.optimizer import optimize_model
+    try:
+        import sympy  # noqa: F401  (ORT's optimizer needs it for shape inference; onnxruntime does not declare it)
+        from onnxruntime.transformers.optimizer import optimize_model
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"fusing needs ONNX Runtime's transformer optimizer and sympy: pip install sympy ({exc})"
+        ) from None
 
     plain_path = find_onnx(model_dir)
     # The optimizer warns when the producer is not "pytorch" (our BERT builder's graphs); the
