@@ -36,7 +36,9 @@ class Embedder:
         providers: execution providers in priority order: "cpu", "cuda", "coreml", or
             (name, options) tuples such as ("cuda", {"device_id": 1}) or
             ("coreml", {"compute_units": "ALL", "model_format": "MLProgram"}). Default: CPU.
-        fallback: skip (with a warning) providers this ONNX Runtime lacks instead of raising.
+        fallback: run on the CPU (with a warning) when no listed provider is available, instead of
+            raising. Without it a missing provider is still skipped with a warning when an available
+            one follows it in the list (``["cuda", "cpu"]``); see engine.providers.
         max_length: tokens per text (special tokens included); longer texts are truncated.
             Default: the model's ``max_seq_length``.
         pooling: "mean", "cls" or "last_token"; default: the model's ``1_Pooling/config.json``.
