@@ -184,6 +184,68 @@ def test_inspect_takes_what_embed_takes(env, tmp_path):
     assert inspect_model(tiny.path / "onnx" / "model.onnx")["hidden_size"] == 7  # a bare .onnx file too
 
 
+class FakeHub:
+    """huggingface_hub.snapshot_download over a local folder standing in for a hub repository."""
+
+    def __init__(self, remote: Path) -> None:
+        self.remote = remote
+        self.calls: list[list[str]] = []
+
+    def __call__(
+        self, repo_id, *, local_files_only=False, local_dir=None, cache_dir=None, allow_patterns=(), **_
+    ):
+        from fnmatch import fnmatch
+
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        if local_files_only:
+            raise LocalEntryNotFoundError(f"{repo_id} is not in the cache")
+        self.calls.append(list(allow_patterns))
+        files = [
+            p.relative_to(self.remote)
+            for p in sorted(self.remote.rglob("*"))
+            if p.is_file() and any(fnmatch(str(p.relative_to(self.remote)), pat) for pat in allow_patterns)
+        ]
+        if local_dir is not None:
+            destination = Path(local_dir)
+        else:
+            destination = Path(cache_dir) / ("models--" + repo_id.replace("/", "--")) / "snapshots" / REVISION
+        for name in files:
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(self.remote / name, destination / name)
+        return str(destination)
+
+
+def test_download_takes_the_repositorys_onnx_files(env, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    hub = FakeHub(write_model_dir(tmp_path / "remote").path)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
+    resolved = resolve_model("acme/tiny-remote")
+    assert resolved == cached_model_dir("acme/tiny-remote") and (resolved / "onnx" / "model.onnx").is_file()
+    assert len(hub.calls) == 1 and "onnx/model.onnx" in hub.calls[0]  # ONNX only: no weights fetched
+    assert leftovers(env["cache"]) == ["acme--tiny-remote"]
+
+
+def test_download_builds_a_repository_that_has_only_weights(env, tmp_path, monkeypatch, capfd):
+    import huggingface_hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    checkpoint = write_checkpoint(tmp_path / "remote")
+    hub = FakeHub(checkpoint)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
+    resolved = resolve_model("acme/weights-only")
+    assert resolved == cached_model_dir("acme/weights-only") and (resolved / "onnx" / "model.onnx").is_file()
+    assert len(hub.calls) == 2 and "*.safetensors" in hub.calls[1]
+    assert "has no ONNX files on the hub; downloading its weights" in capfd.readouterr().err
+    assert leftovers(env["cache"]) == ["acme--weights-only"]  # the empty ONNX download left nothing
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(checkpoint), device="cpu").encode(TEXTS)
+    assert cosine_rows(TextEmbedding(resolved).embed(TEXTS), reference).min() >= 0.9999
+
+
 # -- the real model -------------------------------------------------------------------------------
 @pytest.mark.real_model
 def test_minilm_from_a_hub_cache_is_built_once_offline(env, tmp_path, sentence_transformer):
