@@ -4,7 +4,9 @@ own extra, imported only by name (``fastembed_native.integrations.ray`` needs
 
 It owns the glue only: :mod:`.ray` turns a Ray Data ``Dataset`` of texts into one with an embedding
 column (a callable class for ``Dataset.map_batches`` and ``embed_dataset``, which sizes the actor
-pool). It sits at the top of the package beside the command line and the server: it may import the
-public API (:class:`fastembed_native.TextEmbedding`), the model store and the engine, and nothing in
-the package imports it.
+pool); :mod:`.ray_serve` runs the HTTP server's app on Ray Serve replicas (``[ray-serve]`` extra),
+each loading its models once behind Serve's proxy. It sits at the top of the package beside the
+command line and the server: it may import the public API (:class:`fastembed_native.TextEmbedding`),
+the model store, the engine and the server (:mod:`fastembed_native.serve`, a neighbour at the top
+that never imports it), and nothing in the package imports it.
 """
