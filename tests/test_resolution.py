@@ -184,6 +184,40 @@ def test_inspect_takes_what_embed_takes(env, tmp_path):
     assert inspect_model(tiny.path / "onnx" / "model.onnx")["hidden_size"] == 7  # a bare .onnx file too
 
 
+@pytest.mark.timeout(60)
+def test_the_build_lock_excludes_and_leaves_no_file(tmp_path):
+    """Many holders in turn (flock excludes open files, so threads contend like processes): no two
+    critical sections overlap although each holder removes the lock file, and none is left."""
+    import threading
+    import time
+
+    from fastembed_native.models.cache import _build_lock
+
+    target = tmp_path / "org--model"
+    inside: list[int] = []
+    overlaps: list[tuple[int, ...]] = []
+    guard = threading.Lock()
+
+    def worker(n: int) -> None:
+        for _ in range(15):
+            with _build_lock(target):
+                with guard:
+                    inside.append(n)
+                    if len(inside) > 1:
+                        overlaps.append(tuple(inside))
+                time.sleep(0.001)
+                with guard:
+                    inside.remove(n)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert overlaps == []
+    assert list(tmp_path.iterdir()) == []
+
+
 class FakeHub:
     """huggingface_hub.snapshot_download over a local folder standing in for a hub repository."""
 

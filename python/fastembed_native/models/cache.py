@@ -86,17 +86,39 @@ def _say(message: str) -> None:
 def _build_lock(target: Path) -> Iterator[None]:
     """Hold ``<target>.lock`` while building ``target``; the file is gone afterwards, built or not.
 
-    It is unlinked while still held: filelock notices when the file it locked has been unlinked
-    and retries on a fresh one, and a process that builds twice anyway loses nothing, because each
-    build is staged and appears by an atomic rename.
+    Removing a lock file is only safe when every waiter checks, once it holds the lock, that the
+    file it locked is still the one at that path (otherwise two processes can hold locks on two
+    different files of one name). On POSIX this does that check itself, the pattern jj and
+    portage use, and unlinks the file while still holding it; elsewhere filelock's own lock,
+    which deletes its file on release there.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     lock_path = target.with_name(target.name + ".lock")
-    with FileLock(str(lock_path)):
-        try:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        with FileLock(str(lock_path)):
             yield
-        finally:
-            lock_path.unlink(missing_ok=True)
+        return
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
+            except FileNotFoundError:  # the holder before us removed it: lock the next one
+                same = False
+            if same:
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)  # while held: a waiter on this file sees it gone, retries
+        os.close(fd)  # releases the flock
 
 
 def _has_onnx(model_dir: Path) -> bool:
