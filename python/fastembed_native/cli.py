@@ -247,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="benchmark against onnxruntime, fastembed and sentence-transformers (bench --help); "
         "`bench corpus`: streaming's peak memory and speed (bench corpus --help); "
-        "`bench ray`: Ray Data against in-process, and the break-even (bench ray --help)",
+        "`bench ray`: Ray Data against in-process, and the break-even (bench ray --help); "
+        "`bench serve`: embedding servers side by side, or --soak for memory (bench serve --help)",
     )
     return parser
 
@@ -262,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench.ray import main as ray_main
 
         return ray_main(argv[2:])
+    if argv[:2] == ["bench", "serve"]:  # servers side by side (bench/serve.py)
+        from .bench.serve import main as serve_bench_main
+
+        return serve_bench_main(argv[2:])
     if argv[:1] == ["bench"]:  # the benchmark parses its own options
         from .bench.run import main as bench_main
 
