@@ -221,7 +221,7 @@ def test_missing_and_corrupt_model_files(tmp_path, encoder_dir):
 
 
 def test_missing_model_dir_and_files(tmp_path, encoder_dir):
-    with pytest.raises(FileNotFoundError, match="model directory not found: .*nowhere"):
+    with pytest.raises(FileNotFoundError, match="no such directory: .*nowhere"):
         TextEmbedding(tmp_path / "nowhere")
     (encoder_dir.path / "tokenizer.json").unlink()
     with pytest.raises(FileNotFoundError, match="no tokenizer.json in"):

@@ -135,20 +135,17 @@ def make_peers(args: argparse.Namespace, model_dir: Path) -> list[Peer]:
     ]  # fmt: skip
     peers[1].env = {"FASTEMBED_BENCH_MODEL_DIR": str(model_dir), "FASTEMBED_BENCH_THREADS": str(args.threads)}
     if args.infinity:
-        infinity = [args.infinity, "v2", "--model-id", str(model_dir), "--served-model-name", "model"]
-        infinity += [
-            "--engine",
-            "optimum",
-            "--batch-size",
-            "32",
-            "--pooling-method",
-            "mean",
-            "--device",
-            "cpu",
-        ]
-        infinity += ["--host", "127.0.0.1", "--port", "18403", "--no-model-warmup"]
-        env = {"OMP_NUM_THREADS": str(args.threads), "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
-        peers.append(Peer("infinity", infinity, 18403, path="/embeddings", env=env))
+        # benchmarks/peers/: infinity's own venv, and a view of the model dir it can load (see there).
+        peers_dir = Path(__file__).resolve().parents[3] / "benchmarks" / "peers"
+        view = Path(args.infinity_view or Path(args.infinity).parent / "infinity-model")
+        subprocess.run(
+            ["bash", str(peers_dir / "setup_infinity.sh"), args.infinity, str(model_dir), str(view)],
+            check=True,
+        )
+        command = ["bash", str(peers_dir / "serve_infinity.sh"), args.infinity, str(view), "18403"]
+        # infinity has no ORT thread setting: taskset gives it the same CPUs the others use.
+        command = ["taskset", "-c", f"0-{args.threads - 1}", *command]
+        peers.append(Peer("infinity", command, 18403, model=view.name))
     return [p for p in peers if p.name in args.contenders.split(",")]
 
 
@@ -490,7 +487,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus-size", type=int, default=1000)
     parser.add_argument("--contenders", default="fastembed_native,naive_fastapi_ort,infinity")
     parser.add_argument(
-        "--infinity", help="path of infinity_emb's CLI (its own venv); without it, no infinity"
+        "--infinity",
+        help="infinity's venv (made by benchmarks/peers/setup_infinity.sh VENV); without it, no infinity",
+    )
+    parser.add_argument(
+        "--infinity-view", help="where infinity's view of the model goes (default: beside the venv)"
     )
     parser.add_argument("--limit-seconds", type=float, default=30, help="time limit of one load run")
     parser.add_argument("--settle", type=float, default=1.0, help="pause before each run (s)")
