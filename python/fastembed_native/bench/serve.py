@@ -16,137 +16,23 @@ Writes ``serve.json`` / ``serve.md`` (or ``soak.json`` / ``soak.md`` / ``soak.pn
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
 import json
 import os
-import random
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .corpus import gather_corpus
+from .load import run_grpc_load, run_load
 from .measure import cosine_min
+from .servers import GRPC_PORT, make_peers
+from .soak import soak, soak_chart
 
 QUERY = "how do I reset my password"
-
-
-@dataclass
-class Peer:
-    """A server process to benchmark: how to start it and where to send OpenAI-style requests."""
-
-    name: str
-    command: list[str]
-    port: int
-    path: str = "/v1/embeddings"
-    model: str = "model"
-    encoding: str = "float"  # "float" or "base64"
-    env: dict[str, str] = field(default_factory=dict)
-    health: str = "/health"
-    process: subprocess.Popen[bytes] | None = None
-    ready_seconds: float | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float) -> None:
-        import urllib.request
-
-        start = time.perf_counter()
-        self.process = subprocess.Popen(
-            self.command,
-            env={**os.environ, **self.env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        while time.perf_counter() - start < timeout:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with status {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(self.url + self.health, timeout=1) as response:
-                    if response.status == 200:
-                        self.ready_seconds = time.perf_counter() - start
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"{self.name} was not ready within {timeout} s")
-
-    def rss_mb(self) -> dict[str, float]:
-        """Current and peak RSS of the server and its children (MB)."""
-        import psutil
-
-        assert self.process is not None
-        root = psutil.Process(self.process.pid)
-        procs = [root, *root.children(recursive=True)]
-        current = sum(p.memory_info().rss for p in procs) / 2**20
-        peak = 0.0
-        for p in procs:
-            status = Path(f"/proc/{p.pid}/status")
-            if status.is_file():
-                for line in status.read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        peak += int(line.split()[1]) / 1024
-        return {"rss_mb": current, "peak_rss_mb": peak}
-
-    def metrics(self) -> dict[str, float]:
-        """Our server's Prometheus samples, summed over labels (empty for peers without them)."""
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(self.url + "/metrics", timeout=5) as response:
-                text = response.read().decode()
-        except OSError:
-            return {}
-        totals: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.split("{")[0].split(" ")[0], line.rsplit(" ", 1)[1]
-                totals[name] = totals.get(name, 0.0) + float(value)
-        return totals
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def make_peers(args: argparse.Namespace, model_dir: Path) -> list[Peer]:
-    python = sys.executable
-    ours = [python, "-m", "fastembed_native.cli", "serve", "--model", f"model={model_dir}"]
-    ours += ["--threads", str(args.threads), "--host", "127.0.0.1", "--grpc-port", str(GRPC_PORT)]
-    peers = [
-        Peer("fastembed_native", [*ours, "--port", "18401"], 18401),
-        Peer("naive_fastapi_ort", [], 18402),
-    ]
-    peers[1].command = [
-        python, "-m", "uvicorn", "fastembed_native.bench.naive_server:app", "--host", "127.0.0.1",
-        "--port", "18402", "--log-level", "warning",
-    ]  # fmt: skip
-    peers[1].env = {"FASTEMBED_BENCH_MODEL_DIR": str(model_dir), "FASTEMBED_BENCH_THREADS": str(args.threads)}
-    if args.infinity:
-        # benchmarks/peers/: infinity's own venv, and a view of the model dir it can load (see there).
-        peers_dir = Path(__file__).resolve().parents[3] / "benchmarks" / "peers"
-        view = Path(args.infinity_view or Path(args.infinity).parent / "infinity-model")
-        subprocess.run(
-            ["bash", str(peers_dir / "setup_infinity.sh"), args.infinity, str(model_dir), str(view)],
-            check=True,
-        )
-        command = ["bash", str(peers_dir / "serve_infinity.sh"), args.infinity, str(view), "18403"]
-        # infinity has no ORT thread setting: taskset gives it the same CPUs the others use.
-        command = ["taskset", "-c", f"0-{args.threads - 1}", *command]
-        peers.append(Peer("infinity", command, 18403, model=view.name))
-    return [p for p in peers if p.name in args.contenders.split(",")]
 
 
 @dataclass
@@ -165,116 +51,6 @@ LOADS = (
     Load("8 clients x 32 texts", 8, 32, 40),
     Load("1000 concurrent requests", 1000, 1, 1000),
 )
-
-
-async def run_load(peer: Peer, batches: list[list[str]], clients: int, limit_s: float) -> dict[str, Any]:
-    """``clients`` workers send ``batches`` (one request each) in order until done or ``limit_s``."""
-    import aiohttp
-
-    latencies: list[float] = []
-    vectors: dict[int, np.ndarray] = {}
-    errors = 0
-    next_index = 0
-    deadline = time.perf_counter() + limit_s
-    connector = aiohttp.TCPConnector(limit=clients)
-    timeout = aiohttp.ClientTimeout(total=limit_s + 60)
-
-    async def worker(session: aiohttp.ClientSession) -> None:
-        nonlocal next_index, errors
-        while next_index < len(batches) and time.perf_counter() < deadline:
-            index = next_index
-            next_index += 1
-            body = {"input": batches[index], "model": peer.model, "encoding_format": peer.encoding}
-            start = time.perf_counter()
-            try:
-                async with session.post(peer.url + peer.path, json=body) as response:
-                    payload = await response.read()
-                    ok = response.status == 200
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                ok = False
-            latencies.append(time.perf_counter() - start)
-            if not ok:
-                errors += 1
-                continue
-            data = json.loads(payload)["data"]
-            if peer.encoding == "base64":
-                rows = [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in data]
-            else:
-                rows = [np.asarray(d["embedding"], dtype=np.float32) for d in data]
-            vectors[index] = np.vstack(rows)
-
-    start = time.perf_counter()
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        await asyncio.gather(*(worker(session) for _ in range(clients)))
-    wall = time.perf_counter() - start
-    texts = sum(len(batches[i]) for i in vectors)
-    p50, p95, p99 = np.percentile(latencies, [50, 95, 99]) * 1000 if latencies else (np.nan,) * 3
-    return {
-        "requests": len(latencies),
-        "errors": errors,
-        "texts": texts,
-        "seconds": wall,
-        "texts_per_s": texts / wall,
-        "p50_ms": float(p50),
-        "p95_ms": float(p95),
-        "p99_ms": float(p99),
-        "vectors": vectors,
-    }
-
-
-#: Where our server also answers gRPC during the benchmark.
-GRPC_PORT = 18404
-
-
-async def run_grpc_load(
-    target: str, model: str, batches: list[list[str]], clients: int, limit_s: float
-) -> dict[str, Any]:
-    """``run_load`` over gRPC: ``clients`` concurrent callers of ``fastembed_native.v1`` Embed on one
-    channel (one HTTP/2 connection, as a gRPC client holds it), vectors read from the packed bytes."""
-    import grpc
-
-    from ..serve.grpc import fastembed_pb2 as v1
-    from ..serve.grpc import fastembed_pb2_grpc as v1_grpc
-
-    latencies: list[float] = []
-    vectors: dict[int, np.ndarray] = {}
-    errors = 0
-    next_index = 0
-    deadline = time.perf_counter() + limit_s
-    # Large batches over the default 4 MiB receive limit would fail on the client, not the server.
-    options = [("grpc.max_receive_message_length", -1)]
-
-    async def worker(stub: v1_grpc.EmbedderStub) -> None:
-        nonlocal next_index, errors
-        while next_index < len(batches) and time.perf_counter() < deadline:
-            index = next_index
-            next_index += 1
-            start = time.perf_counter()
-            try:
-                response = await stub.Embed(
-                    v1.EmbedRequest(inputs=batches[index], model=model), timeout=limit_s + 60
-                )
-            except grpc.aio.AioRpcError:
-                latencies.append(time.perf_counter() - start)
-                errors += 1
-                continue
-            latencies.append(time.perf_counter() - start)
-            vectors[index] = np.frombuffer(response.vectors, "<f4").reshape(
-                response.count, response.dimensions
-            )
-
-    start = time.perf_counter()
-    async with grpc.aio.insecure_channel(target, options=options) as channel:
-        stub = v1_grpc.EmbedderStub(channel)
-        await asyncio.gather(*(worker(stub) for _ in range(clients)))
-    wall = time.perf_counter() - start
-    texts = sum(len(batches[i]) for i in vectors)
-    p50, p95, p99 = np.percentile(latencies, [50, 95, 99]) * 1000 if latencies else (np.nan,) * 3
-    return {
-        "requests": len(latencies), "errors": errors, "texts": texts, "seconds": wall,
-        "texts_per_s": texts / wall, "p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99),
-        "vectors": vectors,
-    }  # fmt: skip
 
 
 def in_process(model: Any, batches: list[list[str]], load: Load) -> dict[str, Any]:
@@ -444,41 +220,6 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + f"\n\nThreads: {results['threads']}; corpus: {results['corpus_texts']} texts.\n"
 
 
-def soak(args: argparse.Namespace) -> dict[str, Any]:
-    """N requests of random lengths (1-300 words) and batch sizes (mostly 1, up to 64) to this server,
-    RSS sampled every ``N/50`` requests after a warm-up."""
-    import uvloop
-
-    from ..models import resolve_model
-
-    model_dir = resolve_model(args.model)
-    peer = make_peers(argparse.Namespace(**{**vars(args), "contenders": "fastembed_native"}), model_dir)[0]
-    words = " ".join(gather_corpus(200)).split()
-    rng = random.Random(0)
-
-    def request() -> list[str]:
-        size = rng.choice([1] * 6 + [2, 4, 8, 16, 32, 64])
-        return [" ".join(rng.choices(words, k=rng.randint(1, 300))) for _ in range(size)]
-
-    samples = []
-    peer.start(args.ready_timeout)
-    try:
-        warm = [request() for _ in range(200)]
-        uvloop.run(run_load(peer, warm, 32, 600))
-        base = peer.rss_mb()
-        samples.append({"requests": 0, **base})
-        step = max(1, args.soak // 50)
-        for done in range(step, args.soak + 1, step):
-            uvloop.run(run_load(peer, [request() for _ in range(step)], 32, 3600))
-            samples.append({"requests": done, **peer.rss_mb()})
-            print(f"soak: {done} requests, RSS {samples[-1]['rss_mb']:.0f} MB", file=sys.stderr)
-    finally:
-        peer.stop()
-    rss = [s["rss_mb"] for s in samples]
-    return {"requests": args.soak, "samples": samples, "rss_after_warmup_mb": rss[0], "rss_max_mb": max(rss),
-            "growth_mb": max(rss) - rss[0]}  # fmt: skip
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fastembed-native bench serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -506,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.soak:
         results = soak(args)
         (args.out / "soak.json").write_text(json.dumps(results, indent=2))
-        _soak_chart(results, args.out / "soak.png")
+        soak_chart(results, args.out / "soak.png")
         print(json.dumps({k: v for k, v in results.items() if k != "samples"}))
         return 0
     results = run(args)
@@ -515,20 +256,3 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "serve.md").write_text(table)
     print(table)
     return 0
-
-
-def _soak_chart(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    ax.plot(
-        [s["requests"] for s in results["samples"]], [s["rss_mb"] for s in results["samples"]], marker="."
-    )
-    ax.set_xlabel("requests after warm-up")
-    ax.set_ylabel("server RSS (MB)")
-    ax.set_title(f"fastembed-native serve: RSS over {results['requests']} random requests")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
