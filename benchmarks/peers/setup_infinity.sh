@@ -54,7 +54,14 @@ find "$model" -maxdepth 2 -type f \( -name '*.json' -o -name '*.txt' -o -name '*
     mkdir -p "$view/$(dirname "${file#"$model"/}")"
     cp "$file" "$view/${file#"$model"/}"
   done
-ln -sfn "$onnx" "$view/model.onnx"
+if [ -f "$onnx.onnx_data" ] || [ -f "$(dirname "$onnx")/model.onnx_data" ]; then
+  # Weights in an external data file: ONNX Runtime refuses data that resolves outside the model's own
+  # folder, which a symlinked graph's does, so graph and data are copied (once per model) instead.
+  cp "$onnx" "$view/model.onnx"
+  cp "$(dirname "$onnx")/model.onnx_data" "$view/model.onnx_data"
+else
+  ln -sfn "$onnx" "$view/model.onnx"
+fi
 echo "$identity" > "$view/.source"
 
 # infinity truncates at config.json's max_position_embeddings (512 for MiniLM) instead of the model's own

@@ -15,8 +15,8 @@ from .servers import make_peers
 
 
 def soak(args: argparse.Namespace) -> dict[str, Any]:
-    """N requests of random lengths (1-60 words, one text in ten 60-300) and batch sizes (3 requests
-    in 4 of one text, the rest 2-64) to this server, RSS sampled every ``N/50`` requests after a
+    """N requests of random lengths (1-40 words, one text in twenty 40-300) and batch sizes (30
+    requests in 38 of one text, the rest 2-64) to this server, RSS sampled every ``N/50`` requests after a
     warm-up of 200 requests. Every shape ORT sees differs (batch x length), the case where per-shape
     state (memory patterns, arena growth) would show as growth."""
     import uvloop
@@ -30,11 +30,11 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
 
     def text() -> str:
         return " ".join(
-            rng.choices(words, k=rng.randint(1, 60) if rng.random() < 0.9 else rng.randint(60, 300))
+            rng.choices(words, k=rng.randint(1, 40) if rng.random() < 0.95 else rng.randint(40, 300))
         )
 
     def request() -> list[str]:
-        size = rng.choice([1] * 18 + [2, 3, 5, 8, 13, 21, 34, 64])
+        size = rng.choice([1] * 30 + [2, 3, 5, 8, 13, 21, 34, 64])
         return [text() for _ in range(size)]
 
     samples = []
