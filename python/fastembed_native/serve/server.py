@@ -31,7 +31,9 @@ class DrainingServer(uvicorn.Server):
 
     With ``grpc_port``, the gRPC server runs on the same loop, starts before HTTP and drains with it."""
 
-    def __init__(self, config: uvicorn.Config, service: EmbeddingService, grpc_port: int | None = None) -> None:
+    def __init__(
+        self, config: uvicorn.Config, service: EmbeddingService, grpc_port: int | None = None
+    ) -> None:
         super().__init__(config)
         self.service = service
         self.grpc_port = grpc_port

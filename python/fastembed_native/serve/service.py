@@ -178,7 +178,10 @@ class EmbeddingService:
             except asyncio.CancelledError:
                 served.queue.cancel(job)
                 raise
-            raw[missing] = job_out
+            if len(missing) == len(inputs):
+                raw = job_out  # nothing came from the cache: the engine's rows are the whole answer
+            else:
+                raw[missing] = job_out
             tokens[missing] = [len(e) for e in encodings]
             timings.queue = (job.started or job.enqueued) - job.enqueued
             timings.inference = job.inference_seconds
