@@ -210,6 +210,25 @@ def transformer_problems(st_config: dict[str, Any], where: Path) -> list[str]:
     return problems
 
 
+#: Architectures that number positions from ``pad_token_id + 1`` (fairseq's convention), so their
+#: table of ``max_position_embeddings`` rows holds ``pad_token_id + 1`` fewer tokens (XLM-R: 514 -> 512).
+_OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "mpnet", "longformer"})
+
+
+def position_limit_of(hf_config: dict[str, Any]) -> tuple[int | None, str]:
+    """The most tokens per text the model's position embeddings take (``config.json``), and why;
+    None when ``config.json`` does not say."""
+    rows = hf_config.get("max_position_embeddings")
+    if not isinstance(rows, int) or isinstance(rows, bool) or rows <= 0:
+        return None, ""
+    reason = f"its position embeddings hold {rows} positions (config.json max_position_embeddings)"
+    pad = hf_config.get("pad_token_id")
+    if hf_config.get("model_type") in _OFFSET_POSITIONS and isinstance(pad, int) and 0 <= pad < rows:
+        limit = rows - pad - 1
+        return limit, f"{reason}, numbered from pad_token_id + 1 = {pad + 1}, so {limit} tokens per text"
+    return rows, f"{reason}, so {rows} tokens per text"
+
+
 def read_model_dir(
     model_dir: str | Path,
     *,
@@ -247,7 +266,7 @@ def read_model_dir(
 
     # sentence-transformers' rule: max_seq_length from sentence_bert_config.json, never above
     # what the position embeddings allow; without it, the tokenizer's model_max_length.
-    position_limit = hf_config.get("max_position_embeddings")
+    position_limit, limit_reason = position_limit_of(hf_config)
     found_max_length = st_config.get("max_seq_length") or tokenizer_config.get("model_max_length")
     if not isinstance(found_max_length, int) or found_max_length > 1_000_000:  # HF's "no limit" sentinel
         found_max_length = position_limit or 512
@@ -262,6 +281,12 @@ def read_model_dir(
     resolved_max_length = max_length if max_length is not None else found_max_length
     if not isinstance(resolved_max_length, int) or resolved_max_length < 1:
         raise ValueError(f"max_length must be a positive int, got {resolved_max_length!r}")
+    if position_limit is not None and resolved_max_length > position_limit:
+        # Refused here: past the table, the first long text would fail deep inside ONNX Runtime.
+        raise ValueError(
+            f"max_length={resolved_max_length} is past what {model_dir} can take: {limit_reason}; "
+            f"use max_length <= {position_limit}"
+        )
     resolved_side = padding_side or tokenizer_config.get("padding_side") or "right"
     if resolved_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {resolved_side!r}")

