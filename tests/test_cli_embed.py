@@ -42,9 +42,9 @@ def run_cli(
     )
 
 
-def failed_with(result: subprocess.CompletedProcess, message: str) -> bool:
-    """Exit status 1, the message on stderr, and no traceback."""
-    return result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+def failed_with(result: subprocess.CompletedProcess, message: str, status: int = 1) -> bool:
+    """Exit status 1 (2: a usage error), the message on stderr, and no traceback."""
+    return result.returncode == status and message in result.stderr and "Traceback" not in result.stderr
 
 
 def mixed_texts(n: int, seed: int = 0) -> list[str]:
@@ -135,6 +135,29 @@ def test_output_problems_are_found_before_the_model_is_loaded(corpus, tmp_path):
     assert failed_with(result, "no partial run to resume")
 
 
+def test_options_that_do_not_fit_the_inputs_are_usage_errors(corpus, tmp_path):
+    """JSONL without --field would embed raw JSON; --column without Parquet, --field with only
+    Parquet would be ignored. Each is refused before the model loads, naming the option."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source, _ = corpus
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text(json.dumps({"body": "flag embedding"}) + "\n")
+    table = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"body": ["lazy fox"]}), table)
+    no_model = ["--model", str(tmp_path / "no-such-model")]
+    result = run_cli("embed", str(docs), *no_model)
+    assert failed_with(result, "docs.jsonl is JSONL: pass --field NAME", status=2), result.stderr
+    assert result.stdout == ""
+    result = run_cli("embed", str(source), "--column", "body", *no_model)
+    assert failed_with(result, "--column body names the text column of Parquet inputs", status=2)
+    result = run_cli("embed", "--column", "body", *no_model, stdin="hello\n")
+    assert failed_with(result, "no input is Parquet (<stdin>)", status=2), result.stderr
+    result = run_cli("embed", str(table), "--field", "body", *no_model)
+    assert failed_with(result, "--field body names a field of JSONL records, and every input is Parquet", 2)
+
+
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
@@ -215,7 +238,10 @@ def test_resume_after_sigkill_and_ctrl_c_equals_an_uninterrupted_run(encoder_dir
     killed = interrupt_mid_run(["embed", *common, "-o", str(out)], out, signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL
     assert not out.exists() and Path(f"{out}.partial").exists()
-    assert failed_with(run_cli("embed", *common, "-o", str(out)), "holds an unfinished run: pass --resume")
+    rerun = run_cli("embed", *common, "-o", str(out))
+    assert (
+        failed_with(rerun, "holds an unfinished run (") and "rows committed): pass --resume" in rerun.stderr
+    )
     changed = run_cli("embed", *common, "-o", str(out), "--resume", "--batch-size", "8")
     assert failed_with(changed, "batch_size: None -> 8")
     stat = long_corpus.stat()
@@ -237,6 +263,50 @@ def test_resume_after_sigkill_and_ctrl_c_equals_an_uninterrupted_run(encoder_dir
     table = pq.read_table(out)
     assert table["id"].to_pylist() == list(range(len(expected)))
     np.testing.assert_array_equal(np.stack(table["embedding"].to_numpy(zero_copy_only=False)), expected)
+
+
+def test_ctrl_c_within_the_first_window_keeps_what_was_committed(encoder_dir, long_corpus, tmp_path):
+    """12,000 lines are less than one 16,384-text window: commits by time (here after every sort
+    window) keep the work done, and the resumed output equals an uninterrupted run's."""
+    common = [str(long_corpus), "--model", str(encoder_dir.path), "-q"]
+    clean = tmp_path / "clean.npy"
+    assert run_cli("embed", *common, "-o", str(clean)).returncode == 0
+    out = tmp_path / "v.npy"
+    stopped = interrupt_mid_run(
+        ["embed", *common, "-o", str(out), "--commit-seconds", "0"], out, signal.SIGINT
+    )
+    assert stopped.returncode == 130 and "rows are saved" in stopped.stderr, stopped.stderr
+    saved = json.loads(state_path(out).read_text())["rows"]
+    assert 0 < saved < 12_000 and saved % 4096 == 0  # sort-window boundaries: same batches on resume
+    resumed = run_cli("embed", *common, "-o", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    np.testing.assert_array_equal(np.load(out), np.load(clean))
+
+
+def test_a_run_that_fails_before_its_first_commit_leaves_nothing_to_resume(encoder_dir, tmp_path):
+    model = ["--model", str(encoder_dir.path)]
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"hello\nworld\ncaf\xe9\n")
+    for name in ("v.npy", "v.parquet", "v.jsonl"):
+        out = tmp_path / name
+        first = run_cli("embed", str(bad), "-o", str(out), *model)
+        assert failed_with(first, "bad.txt:3: not valid UTF-8"), first.stderr
+        assert not Path(f"{out}.partial").exists() and not state_path(out).exists()
+        again = run_cli("embed", str(bad), "-o", str(out), *model)  # the same error, not "pass --resume"
+        assert failed_with(again, "bad.txt:3: not valid UTF-8"), again.stderr
+    # What a SIGKILL before the first commit leaves (a partial output, no state file) cannot be
+    # resumed: the next run says so, removes it and starts over.
+    good = tmp_path / "good.txt"
+    good.write_text("hello world\nthe quick fox\n")
+    out = tmp_path / "v.npy"
+    Path(f"{out}.partial").write_bytes(b"\x93NUMPY half a header")
+    result = run_cli("embed", str(good), "-o", str(out), *model)
+    assert result.returncode == 0 and "nothing in it could be resumed" in result.stderr, result.stderr
+    expected = TextEmbedding(encoder_dir.path).embed(["hello world", "the quick fox"])
+    np.testing.assert_array_equal(np.load(out), expected)
+    assert "embedded 2 texts" in result.stderr
+    one = run_cli("embed", *model, "-o", str(tmp_path / "one.npy"), stdin="hello\n")
+    assert "embedded 1 text ->" in one.stderr, one.stderr
 
 
 # -- progress, options, other commands ---------------------------------------------------------------

@@ -12,9 +12,11 @@ import pytest
 from conftest import WORDS
 
 from fastembed_native import TextEmbedding
-from fastembed_native.corpus import CorpusError, plan_inputs, read_texts
+from fastembed_native.corpus import CorpusError, CorpusUsageError, plan, plan_inputs, read_texts, run
+from fastembed_native.corpus import job as corpus_job
+from fastembed_native.corpus.command import _interrupted_message
 from fastembed_native.corpus.outputs import NpyWriter, partial_path
-from fastembed_native.corpus.resume import differences
+from fastembed_native.corpus.resume import differences, state_path
 from fastembed_native.engine.stream import _groups
 
 
@@ -172,6 +174,103 @@ def test_parquet_input_problems(tmp_path):
         list(read_texts(plan_inputs([str(path)], None, "n")))
     with pytest.raises(CorpusError, match=r"row 1 \(counting from 0\): column 'body' is null"):
         list(read_texts(plan_inputs([str(path)], None, "body")))
+
+
+def test_options_that_do_not_fit_the_inputs(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    text, docs, table = tmp_path / "a.txt", tmp_path / "d.JSONL", tmp_path / "t.parquet"
+    text.write_text("hello\n")
+    docs.write_text('{"body": "x"}\n')
+    pq.write_table(pa.table({"body": ["x"]}), table)
+    with pytest.raises(CorpusUsageError, match=r"d\.JSONL is JSONL: pass --field NAME"):
+        plan_inputs([str(text), str(docs)], None, None)
+    with pytest.raises(CorpusUsageError, match="--column body names the text column of Parquet inputs"):
+        plan_inputs([str(text)], None, "body")
+    with pytest.raises(CorpusUsageError, match="--field body names a field of JSONL records"):
+        plan_inputs([str(table)], "body", None)
+    # Each option where some input takes it: JSONL by --field, Parquet by --column.
+    assert [i.kind for i in plan_inputs([str(docs), str(table)], "body", "body")] == ["jsonl", "parquet"]
+
+
+# -- commits and resume state ----------------------------------------------------------------------------
+def record_commits(monkeypatch) -> list[int]:
+    """The row counts at which the run saves its state, i.e. commits."""
+    commits: list[int] = []
+    save = corpus_job.save_state
+
+    def recording(output, state):
+        commits.append(state["rows"])
+        save(output, state)
+
+    monkeypatch.setattr(corpus_job, "save_state", recording)
+    return commits
+
+
+def test_commits_by_time_fall_on_sort_windows_and_leave_the_vectors_alone(tiny, tmp_path, monkeypatch):
+    texts = mixed_texts(10_000, seed=3)
+    source, out = tmp_path / "a.txt", tmp_path / "v.npy"
+    source.write_text("\n".join(texts) + "\n")
+    commits = record_commits(monkeypatch)
+    expected = tiny.embed(texts)
+    # Never by time: one commit, when the input ends inside the first 16,384-text window.
+    run(plan([str(source)], str(out)), tiny, commit_seconds=float("inf"))
+    assert commits == [10_000]
+    np.testing.assert_array_equal(np.load(out), expected)
+    # Always: after every 4,096-text sort window.
+    commits.clear()
+    run(plan([str(source)], str(out), overwrite=True), tiny, commit_seconds=0)
+    assert commits == [4096, 8192, 10_000]
+    np.testing.assert_array_equal(np.load(out), expected)
+    # A clock that moves 3 s per reading, 5 s between commits: the first sort window ends 3 s after
+    # the start, the second 6 s after; then the input ends.
+    ticks = count(0, 3)
+    commits.clear()
+    run(plan([str(source)], str(out), overwrite=True), tiny, commit_seconds=5, clock=lambda: next(ticks))
+    assert commits == [8192, 10_000]
+    np.testing.assert_array_equal(np.load(out), expected)
+    # Smaller windows than a sort window are committed whole, and only at their ends.
+    commits.clear()
+    run(plan([str(source)], str(out), overwrite=True, window=3000), tiny, commit_seconds=0)
+    assert commits == [3000, 6000, 9000, 10_000]
+    np.testing.assert_array_equal(np.load(out), expected)
+
+
+@pytest.mark.parametrize("name", ["v.npy", "v.jsonl", "v.parquet"])
+def test_ctrl_c_before_the_first_commit_removes_the_partial_output(tiny, tmp_path, name):
+    source, out = tmp_path / "a.txt", tmp_path / name
+    source.write_text("\n".join(mixed_texts(50)) + "\n")
+
+    def ctrl_c(_: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(plan([str(source)], str(out)), tiny, progress=ctrl_c)
+    assert not partial_path(out).exists() and not state_path(out).exists()
+    assert _interrupted_message(str(out)).endswith("nothing was saved")
+    job = plan([str(source)], str(out))  # no "unfinished run" to resume: the rerun just starts
+    assert job.resume_from is None and job.notes == []
+
+
+def test_ctrl_c_after_a_commit_keeps_the_partial_output_for_resume(tiny, tmp_path):
+    texts = mixed_texts(5000, seed=2)
+    source, out = tmp_path / "a.txt", tmp_path / "v.npy"
+    source.write_text("\n".join(texts) + "\n")
+    embedded = []
+
+    def ctrl_c_in_the_second_sort_window(n: int) -> None:
+        embedded.append(n)
+        if sum(embedded) > 4096:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(plan([str(source)], str(out)), tiny, commit_seconds=0, progress=ctrl_c_in_the_second_sort_window)
+    assert partial_path(out).exists() and "4096 rows are saved" in _interrupted_message(str(out))
+    job = plan([str(source)], str(out), resume=True)
+    assert job.notes == [f"resuming {out} after 4096 rows"]
+    run(job, tiny)
+    np.testing.assert_array_equal(np.load(out), tiny.embed(texts))
 
 
 # -- writers and resume state -------------------------------------------------------------------------

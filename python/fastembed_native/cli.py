@@ -12,6 +12,45 @@ from typing import Any
 from . import __version__
 from .corpus.command import add_embed_parser
 
+#: The extra that installs each optional module a command may import, by top-level import name.
+_EXTRA_OF_MODULE = {
+    "uvicorn": "serve",
+    "fastapi": "serve",
+    "starlette": "serve",
+    "orjson": "serve",
+    "prometheus_client": "serve",
+    "grpc": "serve",
+    "grpc_health": "serve",
+    "grpc_reflection": "serve",
+    "google": "serve",  # protobuf, for --grpc-port
+    "onnx": "default-model",
+    "safetensors": "default-model",
+    "pyarrow": "corpus",
+    "torch": "export",
+    "optimum": "export",
+    "transformers": "export",
+    "sentence_transformers": "export",
+    "ray": "ray",
+}
+
+#: Exit status of a command that cannot run as given (argparse's own for a bad option): a missing
+#: extra, options that do not fit the inputs, a model argument that is not a model.
+USAGE_ERROR = 2
+
+
+def missing_module_message(exc: ImportError) -> str:
+    """One line saying what to install when a command's optional module is missing."""
+    if not exc.name:  # our own ImportError, whose message already says what to install
+        return str(exc)
+    top = exc.name.split(".")[0]
+    extra = _EXTRA_OF_MODULE.get(top)
+    if extra is None:
+        return f"needs the Python module {exc.name!r}, which is not installed: pip install {top}"
+    return (
+        f"needs the [{extra}] extra ({exc.name} is not installed): pip install 'fastembed-native[{extra}]', "
+        f"or from a source checkout pip install '.[{extra}]'"
+    )
+
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .models import inspect_model
@@ -135,7 +174,9 @@ def add_serve_parser(sub: Any) -> None:
         help="model to serve: a directory or id, or NAME=SOURCE to choose the name clients send; repeat for "
         "several models (the first is the default). Default: all-MiniLM-L6-v2",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument(
         "--grpc-port",
@@ -149,12 +190,17 @@ def add_serve_parser(sub: Any) -> None:
         default=defaults.grpc_max_message_bytes,
         help="largest gRPC request message (default %(default)s)",
     )
-    serve.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}, else none)")
+    serve.add_argument(
+        "--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}, else none)"
+    )
     serve.add_argument(
         "--max-inputs", type=int, default=defaults.max_inputs, help="inputs per request (default %(default)s)"
     )
     serve.add_argument(
-        "--max-body-bytes", type=int, default=defaults.max_body_bytes, help="request body bytes (default %(default)s)"
+        "--max-body-bytes",
+        type=int,
+        default=defaults.max_body_bytes,
+        help="request body bytes (default %(default)s)",
     )
     serve.add_argument(
         "--max-queued-tokens",
@@ -272,13 +318,24 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
+    from .corpus import CorpusUsageError
     from .errors import FastembedNativeError
+    from .models.inspect import NotAnOnnxModelError
+
+    def fail(message: object, status: int) -> int:
+        print(f"fastembed-native {args.command}: error: {message}", file=sys.stderr)
+        return status
 
     try:
         return int(args.func(args))
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] == "fastembed_native":
+            raise  # our own module failing to import is a bug, not a missing extra
+        return fail(missing_module_message(exc), USAGE_ERROR)
+    except (CorpusUsageError, NotAnOnnxModelError) as exc:
+        return fail(exc, USAGE_ERROR)
     except (FastembedNativeError, FileNotFoundError, FileExistsError, ValueError, TypeError) as exc:
-        print(f"fastembed-native {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return fail(exc, 1)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,14 @@ It sits at the top beside the command line and the benchmarks: it may import eve
 pyarrow (the ``[corpus]`` extra) is imported only where Parquet is read or written.
 """
 
-from .inputs import CorpusError, Input, count_texts, plan_inputs, read_texts
+from .inputs import CorpusError, CorpusUsageError, Input, count_texts, plan_inputs, read_texts
 from .job import Job, plan, run
 from .outputs import OUTPUT_FORMATS, output_format
 
 __all__ = [
     "OUTPUT_FORMATS",
     "CorpusError",
+    "CorpusUsageError",
     "Input",
     "Job",
     "count_texts",

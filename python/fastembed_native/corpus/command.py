@@ -12,7 +12,8 @@ import sys
 from typing import Any
 
 from ..engine.stream import STREAM_WINDOW
-from .inputs import CorpusError
+from .inputs import CorpusError, CorpusUsageError
+from .job import COMMIT_SECONDS
 from .outputs import OUTPUT_FORMATS, partial_path
 from .resume import load_state
 
@@ -94,6 +95,14 @@ def add_embed_parser(sub: Any) -> None:
         help="texts read, embedded, written and committed per step (default %(default)s); "
         "memory grows with it, and a resume restarts at a step boundary",
     )
+    embed.add_argument(
+        "--commit-seconds",
+        type=float,
+        metavar="S",
+        default=COMMIT_SECONDS,
+        help="also commit within a window once this many seconds of work are uncommitted (default "
+        "%(default)s), at the next 4,096-text boundary: what Ctrl-C or a crash can lose",
+    )
     existing = embed.add_mutually_exclusive_group()
     existing.add_argument(
         "--resume", action="store_true", help="continue an interrupted run where its output ends"
@@ -125,6 +134,9 @@ def _embed(args: argparse.Namespace) -> int:
     from ..text_embedding import TextEmbedding
     from .inputs import count_texts
     from .job import plan, run
+
+    if args.commit_seconds < 0:
+        raise CorpusUsageError(f"--commit-seconds must be 0 or more, got {args.commit_seconds}")
 
     job = plan(
         args.inputs,
@@ -181,10 +193,16 @@ def _embed(args: argparse.Namespace) -> int:
         smoothing=0.05,
     ) as bar:
         rows = run(
-            job, model, batch_size=args.batch_size, prompt=prompt, progress=bar.update if show else None
+            job,
+            model,
+            batch_size=args.batch_size,
+            prompt=prompt,
+            progress=bar.update if show else None,
+            commit_seconds=args.commit_seconds,
         )
     if not args.quiet:
-        print(f"embedded {rows} texts -> {args.output or 'stdout'} ({model.dim} dims)", file=sys.stderr)
+        texts = "text" if rows == 1 else "texts"
+        print(f"embedded {rows} {texts} -> {args.output or 'stdout'} ({model.dim} dims)", file=sys.stderr)
     return 0
 
 
@@ -195,8 +213,8 @@ def _interrupted_message(output: str | None) -> str:
         state = load_state(output)
     except CorpusError:
         state = None
-    if state is None:
-        return f"interrupted before the first window of {output} was complete; nothing to resume"
+    if state is None:  # the run removed its partial output: a rerun starts afresh, no --resume
+        return f"interrupted before anything was committed to {output}; nothing was saved"
     return (
         f"interrupted: {state['rows']} rows are saved in {partial_path(output)}; "
         "rerun the same command with --resume to continue"

@@ -20,11 +20,18 @@ from ..errors import FastembedNativeError
 
 STDIN = "-"
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+#: Files that are JSONL by name: read as text lines they would embed raw JSON, so --field is required.
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
 PYARROW_HINT = "pip install 'fastembed-native[corpus]'"
 
 
 class CorpusError(FastembedNativeError, ValueError):
     """A corpus input or output that cannot be used: the message names the file (and line)."""
+
+
+class CorpusUsageError(CorpusError):
+    """Options that do not fit the inputs (a JSONL file without ``--field``, ``--column`` without a
+    Parquet input): a mistake on the command line, which exits with status 2 like argparse's own."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,11 @@ def plan_inputs(paths: list[str], field: str | None, column: str | None) -> list
 
     A ``.parquet`` file is read by column (``column``, default "text"); with ``field`` every other
     input is JSONL; otherwise one text per line. No path (or ``-``) means stdin.
+
+    Raises:
+        CorpusUsageError: a ``.jsonl`` / ``.ndjson`` file without ``field`` (its raw JSON lines
+            would be embedded), ``column`` when no input is Parquet, ``field`` when every input is.
+        CorpusError: a missing, unreadable or directory input; stdin named twice.
     """
     inputs = []
     for path in paths or [STDIN]:
@@ -60,10 +72,27 @@ def plan_inputs(paths: list[str], field: str | None, column: str | None) -> list
             inputs.append(Input(path, "parquet", column or "text"))
         elif field is not None:
             inputs.append(Input(path, "jsonl", field))
+        elif path.lower().endswith(JSONL_SUFFIXES):
+            raise CorpusUsageError(
+                f"{path} is JSONL: pass --field NAME to say which field of each record to embed "
+                "(without it every line would be embedded as raw JSON text)"
+            )
         else:
             inputs.append(Input(path, "lines"))
     if sum(i.path == STDIN for i in inputs) > 1:
         raise CorpusError("stdin ('-') can be read only once")
+    kinds = {i.kind for i in inputs}
+    if column is not None and "parquet" not in kinds:
+        raise CorpusUsageError(
+            f"--column {column} names the text column of Parquet inputs, and no input is Parquet "
+            f"({', '.join(i.name for i in inputs)}): leave --column out"
+            + ("" if field is not None else ", or pass --field NAME for a field of JSONL records")
+        )
+    if field is not None and kinds == {"parquet"}:
+        raise CorpusUsageError(
+            f"--field {field} names a field of JSONL records, and every input is Parquet: "
+            "choose the text column with --column instead"
+        )
     return inputs
 
 

@@ -1,22 +1,33 @@
 """A corpus run: check everything that can be checked before a model is loaded (:func:`plan`),
-then read, embed and write one window at a time (:func:`run`), committing after each window so an
-interrupted run can be resumed where its output ends.
+then read, embed and write one window at a time (:func:`run`), committing after each window, and
+every few seconds of work within one, so an interrupted run can be resumed where its output ends.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..engine import Embedder
+from ..engine.embedder import TOKENIZE_WINDOW
 from ..engine.stream import STREAM_WINDOW, Progress, embed_window
 from .inputs import STDIN, CorpusError, Input, fingerprint, plan_inputs, read_texts
 from .outputs import WRITERS, check_output, output_format, partial_path
 from .resume import clear_state, differences, load_state, save_state, state_path
+
+#: Seconds of work after which a run commits what it has embedded, even in the middle of a window:
+#: a Ctrl-C or a crash then loses seconds, not a 16,384-text window (a minute or more on a CPU).
+#: Commits fall on the window's 4,096-text sort windows, so the vectors do not depend on when they
+#: happen (see :func:`run`).
+COMMIT_SECONDS = 5.0
 
 
 @dataclass
@@ -101,6 +112,13 @@ def plan(
 
 
 def _check_previous_run(job: Job, resume: bool, overwrite: bool) -> None:
+    """Decide what to do with what a previous run left, before any work.
+
+    Only a partial output together with its state file can be continued. Either one alone is
+    removed, as nothing in it can be resumed: a state file whose partial output is gone (the run
+    finished, or its partial was deleted), or a partial output without a state file (the run was
+    killed before its first commit; runs that fail or are interrupted remove it themselves).
+    """
     assert job.output is not None
     output, partial, state_file = job.output, partial_path(job.output), state_path(job.output)
     if overwrite:
@@ -108,29 +126,32 @@ def _check_previous_run(job: Job, resume: bool, overwrite: bool) -> None:
         clear_state(output)
         return
     state = load_state(output) if state_file.exists() else None
+    if state is not None and not partial.exists():
+        if resume and _exists(output):  # finished, then stopped before the state file was removed
+            _check_unchanged(job, state)
+            clear_state(output)
+            job.complete = True
+            job.notes.append(f"{output} is already complete")
+            return
+        clear_state(output)
+        state = None
+    if state is None and partial.exists():
+        _remove(partial)
+        job.notes.append(
+            f"removed {partial}: the run that wrote it stopped before its first commit, "
+            "so nothing in it could be resumed"
+        )
     if not resume:
-        if partial.exists() or state is not None:
+        if state is not None:
             raise CorpusError(
-                f"{partial} holds an unfinished run: pass --resume to continue it, or --overwrite to start over"
+                f"{partial} holds an unfinished run ({state['rows']} rows committed): "
+                "pass --resume to continue it, or --overwrite to start over"
             )
         if _exists(output):
             raise CorpusError(f"{output} exists: pass --overwrite to replace it")
         return
     if state is not None:
-        changes = differences(state["fingerprint"], job.fingerprint)
-        if changes:
-            raise CorpusError(
-                f"cannot resume {output}: the run changed since it was interrupted ("
-                + "; ".join(changes)
-                + "); rerun it as it was, or pass --overwrite to start over"
-            )
-        if not partial.exists():
-            if _exists(output):  # finished, then stopped before the state file was removed
-                clear_state(output)
-                job.complete = True
-                job.notes.append(f"{output} is already complete")
-                return
-            raise CorpusError(f"{state_file} exists but {partial} does not; pass --overwrite to start over")
+        _check_unchanged(job, state)
         job.resume_from = state
         job.notes.append(f"resuming {output} after {state['rows']} rows")
         return
@@ -138,9 +159,17 @@ def _check_previous_run(job: Job, resume: bool, overwrite: bool) -> None:
         raise CorpusError(
             f"{output} exists and there is no partial run to resume: pass --overwrite to redo it"
         )
-    if partial.exists():  # stopped before its first commit: nothing in it is worth keeping
-        _remove(partial)
     job.notes.append(f"nothing to resume for {output}; starting from the beginning")
+
+
+def _check_unchanged(job: Job, state: dict[str, Any]) -> None:
+    changes = differences(state["fingerprint"], job.fingerprint)
+    if changes:
+        raise CorpusError(
+            f"cannot resume {job.output}: the run changed since it was interrupted ("
+            + "; ".join(changes)
+            + "); rerun it as it was, or pass --overwrite to start over"
+        )
 
 
 def run(
@@ -150,11 +179,22 @@ def run(
     batch_size: int | None = None,
     prompt: str = "",
     progress: Progress | None = None,
+    commit_seconds: float = COMMIT_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
 ) -> int:
-    """Embed the job's inputs into its output, window by window; returns the rows written in all.
+    """Embed the job's inputs into its output; returns the rows written in all.
 
-    After each window the output is made durable and the state file rewritten, so a crash or
-    Ctrl-C loses at most the window in flight. Rows are numbered from 0 across all inputs.
+    Texts are embedded a sort window (``TOKENIZE_WINDOW`` texts, or the job's window if smaller)
+    at a time, the windows and their sort windows counted from the first row of the input, as
+    one ``embed()`` call over each window would cut them. What is embedded is written and
+    committed (the output made durable, then the state file rewritten) at the end of each
+    window, and at the end of any sort window that finishes ``commit_seconds`` or more after the
+    last commit. A resume restarts at a commit, which is always a sort-window boundary of the
+    same grid, so its vectors equal an uninterrupted run's whenever the commits happened; a crash
+    or Ctrl-C loses the work since the last commit. Rows are numbered from 0 across all inputs.
+
+    A run that fails or is interrupted before its first commit removes its partial output: there
+    is nothing in it a resume could use.
     """
     if job.complete:
         return job.rows_done
@@ -163,28 +203,57 @@ def run(
         raise CorpusError(
             f"cannot resume {job.output}: it holds {saved.get('dim')}-dim vectors, the model makes {model.dim}"
         )
-    rows = job.rows_done
+    rows = committed = job.rows_done
+    sort_window = min(TOKENIZE_WINDOW, job.window)
     writer = WRITERS[job.format](job.output, model.dim, job.with_text)
     writer.open(saved["writer"] if saved else None)
+    durable = saved is not None  # whether a state file exists that a resume could continue from
+    texts_done: list[str] = []
+    vectors_done: list[np.ndarray] = []
+
+    def commit() -> None:
+        nonlocal committed, durable, last_commit
+        vectors = vectors_done[0] if len(vectors_done) == 1 else np.concatenate(vectors_done)
+        writer.write(committed, texts_done, vectors)
+        state = writer.commit(rows)
+        if job.output is not None:
+            save_state(
+                job.output, {"fingerprint": job.fingerprint, "rows": rows, "dim": model.dim, "writer": state}
+            )
+            durable = True
+        committed = rows
+        texts_done.clear()
+        vectors_done.clear()
+        last_commit = clock()
+
     try:
         texts = read_texts(job.inputs, skip=rows)
-        while window := list(islice(texts, job.window)):
-            vectors = embed_window(
-                model, window, batch_size=batch_size, prompt=prompt, progress=progress, first_index=rows
-            )
-            writer.write(rows, window, vectors)
-            rows += len(window)
-            state = writer.commit(rows)
-            if job.output is not None:
-                save_state(
-                    job.output,
-                    {"fingerprint": job.fingerprint, "rows": rows, "dim": model.dim, "writer": state},
+        last_commit = clock()
+        while True:
+            window_end = (rows // job.window + 1) * job.window
+            chunk = list(islice(texts, min(sort_window, window_end - rows)))
+            if chunk:
+                vectors = embed_window(
+                    model, chunk, batch_size=batch_size, prompt=prompt, progress=progress, first_index=rows
                 )
+                texts_done.extend(chunk)
+                vectors_done.append(vectors)
+                rows += len(chunk)
+            if rows > committed and (
+                not chunk or rows == window_end or clock() - last_commit >= commit_seconds
+            ):
+                commit()
+            if not chunk:
+                break
         writer.finish(rows)
         if job.output is not None:
             clear_state(job.output)
-    finally:
+    except BaseException:
         writer.close()
+        if job.output is not None and not durable:  # nothing committed: nothing worth keeping
+            _remove(partial_path(job.output))
+        raise
+    writer.close()
     return rows
 
 
