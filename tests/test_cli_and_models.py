@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import source_checkout
+from tokenizers import Tokenizer
 
 from fastembed_native import TextEmbedding
-from fastembed_native.models import DEFAULT_MODEL, cached_model_dir, cosine_rows
+from fastembed_native.models import DEFAULT_MODEL, cached_model_dir, cosine_rows, inspect_model
 
 CLI = [sys.executable, "-m", "fastembed_native.cli"]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -49,7 +51,91 @@ def test_inspect_tiny_model(encoder_dir):
     assert report["vocab_size"] == 16 and report["hidden_size"] == 7 and report["opset"] == {"ai.onnx": 17}
     assert report["pooling"] == "mean" and report["normalize"] is True
     assert "CPUExecutionProvider" in report["available_providers"]
-    assert any("dynamic input shapes" in w for w in report["warnings"])
+    if sys.platform != "darwin":  # Core ML cannot exist here: nothing about it
+        assert not any("CoreML" in w for w in report["warnings"]), report["warnings"]
+
+
+def test_coreml_warnings_only_where_coreml_can_run(encoder_dir, monkeypatch):
+    from fastembed_native.models import inspect as inspect_module
+
+    assert inspect_module.coreml_possible(["CPUExecutionProvider"]) == (sys.platform == "darwin")
+    assert inspect_module.coreml_possible(["CoreMLExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert inspect_module.coreml_possible(["CPUExecutionProvider"])
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert not any("CoreML" in w for w in inspect_model(encoder_dir.path)["warnings"])
+    monkeypatch.setattr(inspect_module, "coreml_possible", lambda providers: True)
+    assert any("dynamic input shapes" in w for w in inspect_model(encoder_dir.path)["warnings"])
+
+
+def test_inspect_counts_external_data_and_sees_a_lowercasing_tokenizer(tmp_path):
+    import onnx
+    from conftest import write_model_dir
+    from tokenizers import normalizers
+
+    tiny = write_model_dir(tmp_path / "m", vocab_rows=80_000)  # a 2.1 MB embedding table
+    graph = tiny.path / "onnx" / "model.onnx"
+    onnx.save(onnx.load(str(graph)), str(graph), save_as_external_data=True, location="model.onnx_data")
+    total = graph.stat().st_size + (graph.parent / "model.onnx_data").stat().st_size
+    assert graph.stat().st_size < 10_000 < total
+    report = inspect_model(tiny.path)
+    assert report["size_mb"] == round(total / 2**20, 1) > 2.0
+    assert report["external_data"] == ["model.onnx_data (2.1 MB total)"]
+    assert report["lowercase"] is False
+    tokenizer = Tokenizer.from_file(str(tiny.path / "tokenizer.json"))
+    for normalizer in (
+        normalizers.BertNormalizer(lowercase=True),
+        normalizers.Sequence([normalizers.NFD(), normalizers.Lowercase()]),
+    ):
+        tokenizer.normalizer = normalizer
+        tokenizer.save(str(tiny.path / "tokenizer.json"))
+        assert inspect_model(tiny.path)["lowercase"] is True, normalizer
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False)
+    tokenizer.save(str(tiny.path / "tokenizer.json"))
+    assert inspect_model(tiny.path)["lowercase"] is False
+    # sentence-transformers' own switch, with a tokenizer that keeps case.
+    (tiny.path / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": 16, "do_lower_case": True})
+    )
+    assert inspect_model(tiny.path)["lowercase"] is True
+
+
+# -- what a missing extra or a wrong file gets: one line naming the fix, exit status 2 ---------------
+WITHOUT = "import sys\nsys.modules[sys.argv.pop(1)] = None  # as if not installed\nfrom fastembed_native.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+
+
+def run_without(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command line in a process where ``module`` cannot be imported."""
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT, module, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **OFFLINE},
+    )
+
+
+def one_line_usage_error(result: subprocess.CompletedProcess[str], *phrases: str) -> bool:
+    lines = result.stderr.strip().splitlines()
+    return result.returncode == 2 and len(lines) == 1 and all(p in lines[0] for p in phrases)
+
+
+def test_a_missing_extra_or_a_file_that_is_not_a_model_is_one_line(encoder_dir, tmp_path):
+    result = run_without("uvicorn", "serve", "--model", str(encoder_dir.path), "--port", "0")
+    assert one_line_usage_error(result, "serve: error:", "pip install 'fastembed-native[serve]'"), (
+        result.stderr
+    )
+    result = run_without("onnx", "quantize", str(encoder_dir.path))
+    assert one_line_usage_error(result, "quantize", "onnx", "pip install"), result.stderr
+    assert not (encoder_dir.path / "onnx" / "model_int8.onnx").exists()
+    result = run_without("onnx", "inspect", str(encoder_dir.path))
+    assert one_line_usage_error(result, "inspect", "onnx", "pip install"), result.stderr
+    result = run_without(
+        "pyarrow", "embed", "--model", str(encoder_dir.path), "-o", str(tmp_path / "v.parquet")
+    )
+    assert one_line_usage_error(result, "v.parquet needs pyarrow: pip install 'fastembed-native[corpus]'")
+    result = run_cli("inspect", sys.executable)  # a program, not a model
+    assert one_line_usage_error(result, f"{sys.executable} is not an ONNX model", "pass a model directory")
 
 
 def test_inspect_warns_about_a_tokenizer_larger_than_the_model(tmp_path):
@@ -71,7 +157,9 @@ def test_inspect_real_model(minilm_dir):
         and "hidden_size: 384" in result.stdout
         and "layers: 6" in result.stdout
     )
-    assert "CoreML cannot take a dimension above 16384" in result.stdout
+    # The 30522x384 table is over Core ML's limit: said only where Core ML could run.
+    assert ("CoreML cannot take a dimension above 16384" in result.stdout) == (sys.platform == "darwin")
+    assert re.search(r"^size_mb: (8[0-9]|9[0-9])\.\d$", result.stdout, re.MULTILINE), result.stdout
 
 
 # -- export, models, bench --------------------------------------------------------------------------

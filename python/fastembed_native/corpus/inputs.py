@@ -22,7 +22,7 @@ STDIN = "-"
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 #: Files that are JSONL by name: read as text lines they would embed raw JSON, so --field is required.
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
-PYARROW_HINT = "pip install 'fastembed-native[corpus]'"
+PYARROW_HINT = "pip install 'fastembed-native[corpus]', or from a source checkout pip install '.[corpus]'"
 
 
 class CorpusError(FastembedNativeError, ValueError):
@@ -31,7 +31,8 @@ class CorpusError(FastembedNativeError, ValueError):
 
 class CorpusUsageError(CorpusError):
     """Options that do not fit the inputs (a JSONL file without ``--field``, ``--column`` without a
-    Parquet input): a mistake on the command line, which exits with status 2 like argparse's own."""
+    Parquet input) or need a missing extra (pyarrow for Parquet): the command line exits with
+    status 2 for these, like argparse for its own usage errors."""
 
 
 @dataclass(frozen=True)
@@ -268,4 +269,4 @@ def _require_pyarrow(purpose: str) -> None:
     try:
         import pyarrow  # noqa: F401
     except ImportError:
-        raise CorpusError(f"{purpose} needs pyarrow: {PYARROW_HINT}") from None
+        raise CorpusUsageError(f"{purpose} needs pyarrow: {PYARROW_HINT}") from None

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 from .. import _core
 from ..engine import ModelConfig, ensure_loaded, find_onnx, read_model_dir, read_modules
+from ..errors import ModelLoadError
 from .cache import resolve_model
 
 #: CoreML rejects tensors with a dimension above this, so larger embedding tables stay on the CPU.
 COREML_MAX_DIM = 16384
 
 _ELEM_TYPES = {1: "float32", 6: "int32", 7: "int64", 10: "float16", 11: "float64", 16: "bfloat16", 9: "bool"}
+
+
+class NotAnOnnxModelError(ModelLoadError):
+    """A file given as a model that does not parse as an ONNX model (the command line's usage error)."""
 
 
 def _shape(type_proto: Any) -> list[int | str]:
@@ -37,7 +44,13 @@ def inspect_model(model: str | Path | None = None) -> dict[str, Any]:
     if path is None or not path.is_file():
         path = resolve_model(model)
     onnx_path = path if path.is_file() else find_onnx(path)
-    proto = onnx.load(str(onnx_path), load_external_data=False)  # headers only, no weights in memory
+    try:
+        proto = onnx.load(str(onnx_path), load_external_data=False)  # headers only, no weights in memory
+    except Exception as exc:  # protobuf's DecodeError, or onnx's own check of what it parsed
+        raise NotAnOnnxModelError(
+            f"{onnx_path} is not an ONNX model ({type(exc).__name__}: {exc}); pass a model directory, "
+            "a model id or an .onnx file"
+        ) from None
     graph = proto.graph
     initializers = {t.name: t for t in graph.initializer}
     external = sorted(
@@ -69,7 +82,8 @@ def inspect_model(model: str | Path | None = None) -> dict[str, Any]:
 
     report: dict[str, Any] = {
         "file": str(onnx_path),
-        "size_mb": round(onnx_path.stat().st_size / 2**20, 1),
+        # What the model takes on disk: the graph file and the weights stored beside it.
+        "size_mb": round((onnx_path.stat().st_size + external_bytes) / 2**20, 1),
         "external_data": [f"{name} ({external_bytes / 2**20:.1f} MB total)" for name in external] or "none",
         "ir_version": proto.ir_version,
         "opset": {op.domain or "ai.onnx": op.version for op in proto.opset_import},
@@ -120,7 +134,7 @@ def inspect_model(model: str | Path | None = None) -> dict[str, Any]:
             max_length=config.max_length,
             padding_side=config.padding_side,
             prompts=config.prompts,
-            lowercase=config.lowercase,
+            lowercase=config.lowercase or tokenizer_lowercases(config.tokenizer_path),
             tokenizer_vocab_size=tokenizer_vocab,
         )
         model_vocab = report["vocab_size"] or config.vocab_size
@@ -133,14 +147,21 @@ def inspect_model(model: str | Path | None = None) -> dict[str, Any]:
     report["available_providers"] = _core.available_providers()
     report["onnxruntime"] = _core.runtime_version()
 
+    # Core ML's limits only where Core ML can run: elsewhere they would only mislead.
+    if coreml_possible(report["available_providers"]):
+        warnings += _coreml_warnings(table, report["inputs"])
+    report["warnings"] = warnings
+    return report
+
+
+def _coreml_warnings(table: list[int] | None, inputs: list[dict[str, Any]]) -> list[str]:
+    warnings = []
     if table and max(table) > COREML_MAX_DIM:
         warnings.append(
             f"CoreML cannot take a dimension above {COREML_MAX_DIM}: the {table[0]}x{table[1]} embedding table "
             "(and its Gather) stays on the CPU under the coreml provider"
         )
-    dynamic = [
-        f"{i['name']}{i['shape']}" for i in report["inputs"] if any(isinstance(d, str) for d in i["shape"])
-    ]
+    dynamic = [f"{i['name']}{i['shape']}" for i in inputs if any(isinstance(d, str) for d in i["shape"])]
     if dynamic:
         warnings.append(
             "dynamic input shapes ("
@@ -148,5 +169,32 @@ def inspect_model(model: str | Path | None = None) -> dict[str, Any]:
             + "): fine on CPU and CUDA; CoreML compiles per shape "
             "unless static_input_shapes is set, and then only static parts run on it"
         )
-    report["warnings"] = warnings
-    return report
+    return warnings
+
+
+def coreml_possible(available_providers: list[str]) -> bool:
+    """Whether the coreml provider could run here: on macOS, or in an ONNX Runtime build that has it."""
+    return sys.platform == "darwin" or "CoreMLExecutionProvider" in available_providers
+
+
+def tokenizer_lowercases(tokenizer_path: str | Path) -> bool:
+    """Whether a tokenizer.json's normalizer lowercases: a ``Lowercase`` step, or a ``BertNormalizer``
+    with ``lowercase`` true (its default), alone or anywhere in a ``Sequence``."""
+    try:
+        spec = json.loads(Path(tokenizer_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+    def lowercases(step: Any) -> bool:
+        if not isinstance(step, dict):
+            return False
+        kind = step.get("type")
+        if kind == "Lowercase":
+            return True
+        if kind == "BertNormalizer":
+            return bool(step.get("lowercase", True))
+        if kind == "Sequence":
+            return any(lowercases(inner) for inner in step.get("normalizers") or [])
+        return False
+
+    return lowercases(spec.get("normalizer"))
