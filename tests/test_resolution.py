@@ -218,12 +218,40 @@ def test_the_build_lock_excludes_and_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-class FakeHub:
-    """huggingface_hub.snapshot_download over a local folder standing in for a hub repository."""
+#: What huggingface_hub says about a repository that does not exist (its paragraph, abridged).
+HUB_NOT_FOUND = (
+    "404 Client Error. (Request ID: Root=1-0000)\n\nRepository Not Found for url: "
+    "https://huggingface.co/api/models/{repo_id}.\nPlease make sure you specified the correct `repo_id` "
+    "and `repo_type`.\nIf you are trying to access a private or gated repo, make sure you are authenticated."
+)
 
-    def __init__(self, remote: Path) -> None:
+
+class FakeHub:
+    """huggingface_hub's snapshot_download and model_info over a local folder standing in for a hub
+    repository; ``remote=None``: a repository that does not exist."""
+
+    def __init__(self, remote: Path | None) -> None:
         self.remote = remote
         self.calls: list[list[str]] = []
+
+    def _files(self, repo_id: str) -> list[Path]:
+        from huggingface_hub.errors import RepositoryNotFoundError
+
+        if self.remote is None:
+            raise RepositoryNotFoundError(HUB_NOT_FOUND.format(repo_id=repo_id))
+        return [p.relative_to(self.remote) for p in sorted(self.remote.rglob("*")) if p.is_file()]
+
+    def model_info(self, repo_id, **_):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(siblings=[SimpleNamespace(rfilename=str(p)) for p in self._files(repo_id)])
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeHub:
+        import huggingface_hub
+
+        monkeypatch.setattr(huggingface_hub, "snapshot_download", self)
+        monkeypatch.setattr(huggingface_hub, "model_info", self.model_info)
+        return self
 
     def __call__(
         self, repo_id, *, local_files_only=False, local_dir=None, cache_dir=None, allow_patterns=(), **_
@@ -234,6 +262,7 @@ class FakeHub:
 
         if local_files_only:
             raise LocalEntryNotFoundError(f"{repo_id} is not in the cache")
+        self._files(repo_id)
         self.calls.append(list(allow_patterns))
         files = [
             p.relative_to(self.remote)
@@ -251,11 +280,8 @@ class FakeHub:
 
 
 def test_download_takes_the_repositorys_onnx_files(env, tmp_path, monkeypatch):
-    import huggingface_hub
-
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    hub = FakeHub(write_model_dir(tmp_path / "remote").path)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
+    hub = FakeHub(write_model_dir(tmp_path / "remote").path).install(monkeypatch)
     resolved = resolve_model("acme/tiny-remote")
     assert resolved == cached_model_dir("acme/tiny-remote") and (resolved / "onnx" / "model.onnx").is_file()
     assert len(hub.calls) == 1 and "onnx/model.onnx" in hub.calls[0]  # ONNX only: no weights fetched
@@ -263,21 +289,45 @@ def test_download_takes_the_repositorys_onnx_files(env, tmp_path, monkeypatch):
 
 
 def test_download_builds_a_repository_that_has_only_weights(env, tmp_path, monkeypatch, capfd):
-    import huggingface_hub
-
     monkeypatch.delenv("HF_HUB_OFFLINE")
     checkpoint = write_checkpoint(tmp_path / "remote")
-    hub = FakeHub(checkpoint)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
+    hub = FakeHub(checkpoint).install(monkeypatch)
     resolved = resolve_model("acme/weights-only")
     assert resolved == cached_model_dir("acme/weights-only") and (resolved / "onnx" / "model.onnx").is_file()
-    assert len(hub.calls) == 2 and "*.safetensors" in hub.calls[1]
-    assert "has no ONNX files on the hub; downloading its weights" in capfd.readouterr().err
-    assert leftovers(env["cache"]) == ["acme--weights-only"]  # the empty ONNX download left nothing
+    assert len(hub.calls) == 1 and "*.safetensors" in hub.calls[0]  # no ONNX download tried: it has none
+    err = capfd.readouterr().err
+    assert "has no ONNX files on the hub; downloading its weights" in err and "ONNX files into" not in err
+    assert leftovers(env["cache"]) == ["acme--weights-only"]
     from sentence_transformers import SentenceTransformer
 
     reference = SentenceTransformer(str(checkpoint), device="cpu").encode(TEXTS)
     assert cosine_rows(TextEmbedding(resolved).embed(TEXTS), reference).min() >= 0.9999
+
+
+def test_a_model_the_hub_does_not_have_is_one_message_in_our_words(env, tmp_path, monkeypatch, capfd):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    hub = FakeHub(None).install(monkeypatch)
+    with pytest.raises(ModelLoadError) as error:
+        resolve_model("acme/no-such-model")
+    assert capfd.readouterr().err == ""  # no "downloading ... (one time)" for a model that is not there
+    message = str(error.value)
+    assert message.splitlines()[-1] == (
+        "  - the Hugging Face hub: there is no model 'acme/no-such-model' on the Hugging Face hub "
+        "(check the name; a private model needs hf auth login)"
+    )
+    assert "Repository Not Found" not in message and "Request ID" not in message
+    assert hub.calls == [] and leftovers(env["cache"]) == []
+
+
+def test_a_repository_with_nothing_to_embed_with_is_said_so(env, tmp_path, monkeypatch, capfd):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "README.md").write_text("just a card")
+    hub = FakeHub(remote).install(monkeypatch)
+    with pytest.raises(ModelLoadError, match="has neither onnx/model.onnx nor safetensors weights"):
+        resolve_model("acme/card-only")
+    assert capfd.readouterr().err == "" and hub.calls == [] and leftovers(env["cache"]) == []
 
 
 # -- the real model -------------------------------------------------------------------------------

@@ -269,43 +269,71 @@ def resolve_model(model: str | os.PathLike[str] | None, cache: str | os.PathLike
 def download_model(model: str, target: Path) -> Path:
     """Download a model id from the Hugging Face hub into ``target`` (needs huggingface_hub).
 
-    The repository's ONNX files when it has them (no torch needed); otherwise its safetensors
-    weights, built into ``target`` like the default model. Offline (no route to the hub) this fails
-    at once with a clear message.
+    The hub is asked first what the repository holds, so nothing is announced for a model that
+    does not exist. Then its ONNX files when it has them (no torch needed); otherwise its
+    safetensors weights, built into ``target`` like the default model. Every failure is one
+    :class:`ModelLoadError` in our words: no such model, a gated one, no hub reachable, or a
+    repository with nothing to embed with.
     """
     try:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
+        from huggingface_hub import model_info, snapshot_download
+        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
     except ImportError:
         raise ModelLoadError(
             f"cannot download {model!r}: that needs huggingface_hub (pip install huggingface_hub); "
             "or pass a local model directory instead"
         ) from None
     try:
+        files = {entry.rfilename for entry in model_info(model, timeout=10).siblings or []}
+        if _ONNX_PATTERNS[0] not in files and not any(name.endswith(".safetensors") for name in files):
+            raise ModelLoadError(
+                f"{model!r} on the Hugging Face hub has neither {_ONNX_PATTERNS[0]} nor safetensors "
+                "weights, so there is nothing to build an embedding model from"
+            )
         with _build_lock(target):
             if target.is_dir():
                 return target
-            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-            try:
-                _say(f"downloading {model}'s ONNX files into {target.parent} (one time) ...")
-                snapshot_download(
-                    model, local_dir=str(staging), allow_patterns=_ONNX_PATTERNS, etag_timeout=5
-                )
-                if _has_onnx(staging):
+            if _ONNX_PATTERNS[0] in files:
+                staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+                try:
+                    _say(f"downloading {model}'s ONNX files into {target.parent} (one time) ...")
+                    snapshot_download(
+                        model, local_dir=str(staging), allow_patterns=_ONNX_PATTERNS, etag_timeout=5
+                    )
+                    if not _has_onnx(staging):
+                        raise ModelLoadError(
+                            f"{model!r} on the Hugging Face hub has {_ONNX_PATTERNS[0]} but no tokenizer.json"
+                        )
                     staging.rename(target)  # the entry appears whole or not at all
                     _say(f"downloaded {model} -> {target}")
                     return target
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-        _say(f"{model} has no ONNX files on the hub; downloading its weights to build them")
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
+        _say(f"{model} has no ONNX files on the hub; downloading its weights to build them (one time) ...")
         weights = Path(
             snapshot_download(
                 model, cache_dir=str(hub_cache_dir()), allow_patterns=_WEIGHT_PATTERNS, etag_timeout=5
             )
         )
         return build_model(weights, target, model)
-    except (LocalEntryNotFoundError, OSError) as exc:
+    except GatedRepoError:
         raise ModelLoadError(
-            f"cannot download {model!r} (is the Hugging Face hub reachable? offline, pass a local "
-            f"model directory instead): {exc}"
+            f"{model!r} is gated on the Hugging Face hub: accept its terms at https://huggingface.co/{model} "
+            "and log in (hf auth login), or pass a local model directory"
         ) from None
+    except RepositoryNotFoundError:
+        raise ModelLoadError(
+            f"there is no model {model!r} on the Hugging Face hub (check the name; a private model "
+            "needs hf auth login)"
+        ) from None
+    except OSError as exc:  # no route to the hub, a timeout, an HTTP error, a full disk
+        raise ModelLoadError(
+            f"cannot download {model!r} ({_first_line(exc)}): is the Hugging Face hub reachable? "
+            "Offline, pass a local model directory instead"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception as one short line (huggingface_hub's messages run to paragraphs)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
