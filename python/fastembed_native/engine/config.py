@@ -212,7 +212,9 @@ def transformer_problems(st_config: dict[str, Any], where: Path) -> list[str]:
 
 #: Architectures that number positions from ``pad_token_id + 1`` (fairseq's convention), so their
 #: table of ``max_position_embeddings`` rows holds ``pad_token_id + 1`` fewer tokens (XLM-R: 514 -> 512).
-_OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "mpnet", "longformer"})
+_OFFSET_POSITIONS = frozenset(
+    {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "mpnet", "longformer"}
+)
 
 
 def position_limit_of(hf_config: dict[str, Any]) -> tuple[int | None, str]:
