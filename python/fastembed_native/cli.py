@@ -154,6 +154,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         drain_seconds=args.drain_seconds,
         threads=args.threads,
         grpc_max_message_bytes=args.grpc_max_message_bytes,
+        max_inflight_bytes=args.max_inflight_bytes,
+        max_connections=args.max_connections,
+        header_timeout=args.header_timeout,
+        max_header_bytes=args.max_header_bytes,
+        body_timeout=args.body_timeout,
+        keep_alive_timeout=args.keep_alive_timeout,
     )
     return serve(config, host=args.host, port=args.port, log_level=args.log_level, grpc_port=args.grpc_port)
 
@@ -233,6 +239,44 @@ def add_serve_parser(sub: Any) -> None:
         type=float,
         default=defaults.drain_seconds,
         help="on SIGTERM, how long in-flight requests may take to finish (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-inflight-bytes",
+        type=int,
+        default=defaults.max_inflight_bytes,
+        help="bytes of requests in flight, all clients together: each request counts its body and the "
+        "largest answer it can ask for; past it requests get 429 (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        help="open HTTP connections; more are answered 503 at once (default %(default)s)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=defaults.header_timeout,
+        help="seconds a connection may take to send a complete request header (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=defaults.max_header_bytes,
+        help="request header size; larger ones get 431 (default %(default)s)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=defaults.body_timeout,
+        help="seconds a request body (or a client reading its answer) may stall before the request is "
+        "dropped (default %(default)s)",
+    )
+    serve.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        default=defaults.keep_alive_timeout,
+        help="seconds an idle keep-alive connection stays open (default %(default)s)",
     )
     serve.add_argument("--threads", type=int, help="ORT threads per model (default: every CPU)")
     serve.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])

@@ -8,12 +8,11 @@ truncation stored in ``tokenizer.json`` is switched off and replaced by ``max_le
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from itertools import chain
 
 import numpy as np
-from tokenizers import Encoding, Tokenizer, normalizers
+from tokenizers import Encoding, Tokenizer, models, normalizers
 
 from .config import ModelConfig
 
@@ -27,14 +26,74 @@ TOKENS_PER_TEXT_BUDGET = 32
 _BATCH_LENGTH_SLACK = 0.9
 _MIN_BATCH_TOKENS = 128
 
-# A text longer than max_length * this many characters is first tokenized as a prefix of that
-# length, cut at a whitespace; when the prefix alone gives comfortably more tokens than max_length,
-# truncating it gives the same tokens as truncating the whole text, and a 10 MB string costs
-# microseconds, not seconds. The cut must fall between words: Unigram and BPE tokenize a word as a
-# whole, so cutting one (a 3000-character run without spaces, or CJK text) changes its first tokens.
-_CHARS_PER_TOKEN_LIMIT = 32
-_PREFIX_TOKEN_MARGIN = 16
-_LAST_SPACE = re.compile(r"\s(?=\S*\Z)")  # the last whitespace character of the searched span
+# A text longer than max_length * _CLIP_WINDOW_CHARS_PER_TOKEN characters is clipped before it is
+# tokenized (see clip_text), so no text, whatever its characters, costs more than about that many
+# tokens: a 2 MB string of commas costs one window, not two million tokens and their offsets.
+_CLIP_WINDOW_CHARS_PER_TOKEN = 8
+# The cut goes this many pre-tokenizer pieces after the piece of the first dropped token: cutting a
+# text can only change the piece the cut lands in and the one before it (a trailing space joins it,
+# a lookahead sees the end), so every piece that holds a kept token comes out the same.
+_PIECE_SLACK = 3
+# A single piece (a run without spaces or punctuation under BPE, one word under WordPiece) that
+# runs past the window is cut inside itself only this many characters after the last kept token.
+# WordPiece gives such a word one [UNK] whole (max_input_chars_per_word is 100), cut or not; BPE's
+# merges settle within a few characters of the cut (tests/test_serve_limits.py checks runs of one and
+# two characters). Unigram's best segmentation of a run of one character can change with the run's
+# length, so under Unigram a piece is never cut inside.
+_PIECE_MARGIN_CHARS = 1024
+
+
+def clip_text(probe: Tokenizer, text: str, max_length: int, max_chars: int | None = None) -> str:
+    """The shortest prefix of ``text`` found, cut where the first ``max_length`` tokens stay exactly
+    those of the whole text: at the start of a pre-tokenizer piece well past them.
+
+    ``probe`` is the model's tokenizer without truncation or padding. A text of at most
+    ``max_length * 8`` characters is returned as it is; a longer one is tokenized as a prefix of that
+    many characters (then four times as many while that is too few tokens to decide, as whitespace
+    runs give none) and cut at the start of the third piece after the one that holds token
+    ``max_length``. Piece boundaries come from the tokenizer's own pre-tokenizer, so a comma (its own
+    piece under BERT) is a boundary and a long run without one is not. A single piece that runs on
+    past the kept tokens is cut inside itself, 1,024 characters on, except under Unigram, whose best
+    segmentation of a run can depend on the run's length: there the whole piece is kept.
+
+    With ``max_chars``, no prefix longer than that is tokenized to decide: a text that cannot be cut
+    within it comes back whole (the server refuses it; see ``serve/service.py``).
+    """
+    window = max_length * _CLIP_WINDOW_CHARS_PER_TOKEN
+    inside = not isinstance(probe.model, models.Unigram)
+    end = window
+    while end < len(text) and (max_chars is None or end <= max_chars):
+        try:
+            encoding = probe.encode(text[:end], add_special_tokens=False)
+        except Exception:
+            return text  # a lone surrogate: the real encode reports it with the text's index
+        cut = _cut_point(encoding, max_length, end, inside)
+        if cut is not None:
+            return text[:cut]
+        end *= 4
+    return text
+
+
+def _cut_point(encoding: Encoding, max_length: int, end: int, inside: bool) -> int | None:
+    """Where to cut a text whose first ``end`` characters gave ``encoding``, or None to look further.
+    ``inside``: a piece may be cut inside itself (not under Unigram)."""
+    if len(encoding) <= max_length:
+        return None  # fewer tokens than are kept: nothing can be cut yet
+    words, offsets = encoding.word_ids, encoding.offsets
+    first_dropped = next((w for w in reversed(words[: max_length + 1]) if w is not None), -1)
+    last = next((w for w in reversed(words) if w is not None), -1)
+    for i in range(max_length + 1, len(words)):
+        word = words[i]
+        # Not in the window's last piece, which the window's own end may have cut short.
+        if word is not None and first_dropped + _PIECE_SLACK <= word < last:
+            return offsets[i][0]
+    if not inside or last != first_dropped:
+        return None
+    piece_start = next(offsets[i][0] for i, w in enumerate(words) if w == last)
+    kept_end = offsets[max_length - 1][1]
+    if end - max(kept_end, piece_start) >= _PIECE_MARGIN_CHARS:
+        return end  # one piece runs from the dropped tokens past the window: cut inside it
+    return None
 
 
 class TextTokenizer:
@@ -82,16 +141,23 @@ class TextTokenizer:
         """The underlying ``tokenizers.Tokenizer`` (truncating, not padding)."""
         return self._tokenizer
 
-    def encode(self, texts: list[str], offset: int = 0) -> list[Encoding]:
+    def encode(
+        self, texts: list[str], offset: int = 0, *, clipped: bool = False, parallel: bool = True
+    ) -> list[Encoding]:
         """Tokenize ``texts`` (truncated to ``max_length``); ``offset`` numbers them in error messages.
+
+        ``clipped``: the texts went through :meth:`clip` already. ``parallel=False`` tokenizes them
+        one by one on the calling thread, never waiting on the tokenizers library's shared thread
+        pool (which large batches may keep busy): for small requests that must not queue behind them.
 
         Raises:
             ValueError: a text cannot be encoded as UTF-8 (a lone surrogate); names its index.
         """
-        limit = self.max_length * _CHARS_PER_TOKEN_LIMIT
-        if any(len(t) > limit for t in texts):
-            texts = [self._clip(t, limit) if len(t) > limit else t for t in texts]
+        if not clipped:
+            texts = self.clip(texts)
         try:
+            if not parallel:
+                return [self._tokenizer.encode(text) for text in texts]
             # _fast: no character offsets, which nothing here uses (same ids, ~10% less time).
             return self._tokenizer.encode_batch_fast(texts)
         except Exception as exc:  # tokenizers raises a bare TypeError for unencodable strings
@@ -106,8 +172,14 @@ class TextTokenizer:
 
     def count(self, text: str) -> int:
         """Tokens ``text`` has before truncation, special tokens included (for messages that state
-        how far over ``max_length`` a text is)."""
-        return len(self._probe.encode(text))
+        how far over ``max_length`` a text is). Only the first :attr:`count_chars` characters are
+        counted, so a 10 MB text costs no more than that: for a longer text this is a lower bound."""
+        return len(self._probe.encode(text[: self.count_chars]))
+
+    @property
+    def count_chars(self) -> int:
+        """Characters :meth:`count` looks at."""
+        return self.max_length * _CLIP_WINDOW_CHARS_PER_TOKEN * 8
 
     def prompt_length(self, prompt: str) -> int:
         """Tokens of ``prompt`` at the start of ``prompt + text``, counted as sentence-transformers
@@ -118,16 +190,24 @@ class TextTokenizer:
             return len(ids) - 1
         return len(ids)
 
-    def _clip(self, text: str, limit: int) -> str:
-        space = _LAST_SPACE.search(text, 0, limit)
-        if space is None or space.start() < limit // 2:
-            return text  # no word boundary in reach: tokenize it all rather than risk other tokens
-        prefix = text[: space.start()]
-        try:
-            tokens = len(self._probe.encode(prefix, add_special_tokens=False))
-        except Exception:
-            return text  # let the full encode report the problem with its index
-        return prefix if tokens >= self.max_length + _PREFIX_TOKEN_MARGIN else text
+    def clip(self, texts: list[str], max_chars: int | None = None) -> list[str]:
+        """``texts`` each cut (see :func:`clip_text`) where truncating it at ``max_length`` keeps
+        exactly the tokens truncating the whole text keeps; short texts stay as they are.
+        ``max_chars``: the longest prefix tokenized to decide (None: no limit)."""
+        limit = self.max_length * _CLIP_WINDOW_CHARS_PER_TOKEN
+        if all(len(t) <= limit for t in texts):
+            return texts
+        return [clip_text(self._probe, t, self.max_length, max_chars) if len(t) > limit else t for t in texts]
+
+    def encode_with_offsets(
+        self, texts: list[str], add_special_tokens: bool = True, *, clipped: bool = False
+    ) -> list[Encoding]:
+        """Tokenize ``texts`` as :meth:`encode` does (clipped, truncated at ``max_length``), with
+        character offsets and token strings, with or without the special tokens (TEI's
+        ``/tokenize``). ``clipped``: the texts went through :meth:`clip` already."""
+        if not clipped:
+            texts = self.clip(texts)
+        return self._tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
 
     def pad(
         self, encodings: list[Encoding], lengths: np.ndarray, with_types: bool

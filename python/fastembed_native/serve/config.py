@@ -49,6 +49,15 @@ class ServeConfig:
         threads: ORT threads per model (None: every CPU).
         grpc_max_message_bytes: the largest gRPC message the server receives (bigger ones get
             RESOURCE_EXHAUSTED from grpc itself).
+        max_inflight_bytes: bytes of requests in flight, all clients together: each request is
+            charged its body before it is read, then its answer's size, and refused with 429 when
+            that does not fit (serve/limits.py).
+        max_connections: open HTTP connections; one more is answered 503 and closed at once.
+        header_timeout: seconds a connection may take to send a complete request header.
+        max_header_bytes: size of a request's header (431 past it).
+        body_timeout: seconds a request body may stall (no bytes arriving) before the request is
+            dropped with 408.
+        keep_alive_timeout: seconds an idle keep-alive connection stays open.
     """
 
     models: tuple[ModelSpec, ...] = (ModelSpec("sentence-transformers/all-MiniLM-L6-v2", None),)
@@ -63,3 +72,9 @@ class ServeConfig:
     drain_seconds: float = 30.0
     threads: int | None = None
     grpc_max_message_bytes: int = 16 * 2**20
+    max_inflight_bytes: int = 128 * 2**20
+    max_connections: int = 1024
+    header_timeout: float = 10.0
+    max_header_bytes: int = 64 * 2**10
+    body_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0

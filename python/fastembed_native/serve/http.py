@@ -32,6 +32,7 @@ from .errors import (
     RouteNotFound,
     Unauthorized,
 )
+from .limits import Admission
 from .protocol import (
     OpenAIEmbeddingRequest,
     TEIEmbedRequest,
@@ -218,7 +219,8 @@ def create_app(service: EmbeddingService) -> FastAPI:
     @app.post("/tokenize", openapi_extra=_body_schema(TEITokenizeRequest))
     async def tei_tokenize(request: Request) -> Response:
         body = await _parse(request, TEITokenizeRequest)
-        return JSONBytes(service.tokenize(body.inputs, body.model, body.add_special_tokens, body.prompt_name))
+        tokens = await service.tokenize(body.inputs, body.model, body.add_special_tokens, body.prompt_name)
+        return JSONBytes(tokens)
 
     @app.get("/v1/models")
     async def list_models() -> Response:
@@ -319,5 +321,7 @@ class Gate:
 
 
 def create_asgi(service: EmbeddingService) -> Gate:
-    """The complete ASGI application: the gate in front of the routes."""
-    return Gate(create_app(service), service)
+    """The complete ASGI application: the gate, then the admission against the budget of requests in
+    flight (serve/limits.py), in front of the routes."""
+    admitted = Admission(create_app(service), service.budget, service.config.body_timeout)
+    return Gate(admitted, service)

@@ -10,13 +10,14 @@ from .errors import BadRequest, PayloadTooLarge
 
 
 class TokenIds:
-    """Token ids given by the client, shaped like a ``tokenizers.Encoding`` for the engine."""
+    """Token ids shaped like a ``tokenizers.Encoding`` for the engine: the client's own, or what the
+    server kept of an encoding (its ids, not its token strings, offsets and overflow)."""
 
     __slots__ = ("ids", "type_ids")
 
-    def __init__(self, ids: list[int]) -> None:
+    def __init__(self, ids: list[int], type_ids: list[int] | None = None) -> None:
         self.ids = ids
-        self.type_ids = [0] * len(ids)
+        self.type_ids = [0] * len(ids) if type_ids is None else type_ids
 
     def __len__(self) -> int:
         return len(self.ids)

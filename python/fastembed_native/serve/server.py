@@ -17,6 +17,7 @@ import uvicorn
 
 from .config import ServeConfig
 from .http import create_asgi
+from .limits import http_protocol, raise_open_files_limit
 from .service import EmbeddingService
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ def serve(
     With ``grpc_port``, gRPC (``serve/grpc``) is served on that port too, from the same event loop
     and the same queues, so requests of both protocols share engine calls."""
     start = time.perf_counter()
+    raise_open_files_limit()  # every connection is a file: 1,024 of them should not stop the server
     service = EmbeddingService.load(config)
     server = DrainingServer(
         uvicorn.Config(
@@ -86,6 +88,9 @@ def serve(
             port=port,
             log_level=log_level,
             access_log=False,
+            http=http_protocol(config),  # connection cap, header size and header deadline
+            h11_max_incomplete_event_size=config.max_header_bytes,
+            timeout_keep_alive=config.keep_alive_timeout,  # type: ignore[arg-type]  # a float works
             timeout_graceful_shutdown=int(config.drain_seconds),
             lifespan="on",
         ),

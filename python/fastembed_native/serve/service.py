@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from tokenizers import Encoding
 
 from .. import __version__
 from ..engine import Embedder, truncate_dimensions
@@ -21,13 +20,10 @@ from .batcher import BatchQueue, Job, stuck_queues
 from .cache import EmbeddingCache
 from .config import ServeConfig
 from .errors import BadRequest, Draining, ModelNotFound
-from .inputs import check_inputs, token_ids
+from .inputs import TokenIds, check_inputs, token_ids
+from .limits import ANSWER_BYTES_PER_DIMENSION, TOKENIZE_BYTES_PER_TOKEN, RequestBudget, charge_answer
 from .metrics import Metrics
-
-# Requests with fewer characters than this are tokenized on the event loop (a thread hop costs more
-# than tokenizing a few queries); bigger ones in a worker thread, where tokenizers runs in parallel
-# with the GIL released.
-_INLINE_TOKENIZE_CHARS = 4096
+from .tokenize import Tokenization
 
 
 @dataclass(frozen=True)
@@ -93,6 +89,8 @@ class EmbeddingService:
         self.default_model = next(iter(self.models))
         self.cache = EmbeddingCache(config.cache_bytes) if config.cache_bytes > 0 else None
         self.draining = False
+        self.tokenization = Tokenization()  # tokenizing off the event loop (serve/tokenize.py)
+        self.budget = RequestBudget(config.max_inflight_bytes)  # requests in flight (serve/limits.py)
         self.started = time.time()
 
     @classmethod
@@ -149,6 +147,7 @@ class EmbeddingService:
                 f"dimensions must be an integer from 1 to {embedder.dim} for model {served.name!r}, got {dimensions!r}",
                 param="dimensions",
             )
+        charge_answer(len(inputs) * embedder.dim * ANSWER_BYTES_PER_DIMENSION)  # or 429 (serve/limits.py)
         truncate = self.config.auto_truncate if request.truncate is None else bool(request.truncate)
         normalize = embedder.normalize if request.normalize is None else bool(request.normalize)
         timings = Timings()
@@ -235,28 +234,10 @@ class EmbeddingService:
 
     async def _tokenize(
         self, embedder: Embedder, texts: list[str], rows: list[int], truncate: bool
-    ) -> list[Encoding]:
+    ) -> list[TokenIds]:
         if not texts:
             return []
-        tokenizer = embedder.tokenizer
-        try:
-            if sum(len(t) for t in texts) <= _INLINE_TOKENIZE_CHARS:
-                encodings = tokenizer.encode(texts)
-            else:
-                encodings = await asyncio.get_running_loop().run_in_executor(None, tokenizer.encode, texts)
-        except ValueError as exc:  # a lone surrogate: the engine names texts[i] of this batch
-            raise BadRequest(str(exc).replace("texts[", "input["), param="input") from None
-        if not truncate:
-            for i, encoding in enumerate(encodings):
-                if encoding.overflowing:
-                    count = tokenizer.count(texts[i])
-                    raise BadRequest(
-                        f"input[{rows[i]}] has {count} tokens, more than the model's max length of "
-                        f"{tokenizer.max_length}; shorten it or send truncate=true",
-                        param="input",
-                        code="input_too_long",
-                    )
-        return encodings
+        return await self.tokenization.for_embedding(embedder.tokenizer, texts, rows, truncate)
 
     def _count(self, model: str, inputs: int, tokens: int, timings: Timings) -> None:
         m = self.metrics
@@ -266,7 +247,7 @@ class EmbeddingService:
         m.tokenize_seconds.labels(model).observe(timings.tokenize)
 
     # -- tokenize, info, health --------------------------------------------------------------------
-    def tokenize(
+    async def tokenize(
         self,
         inputs: Any,
         model: str | None = None,
@@ -274,32 +255,15 @@ class EmbeddingService:
         prompt_name: str | None = None,
     ) -> list[list[dict[str, Any]]]:
         """TEI's ``/tokenize``: each input's tokens as ``{id, text, special, start, stop}``
-        (``start``/``stop`` are character offsets into the input; None for special tokens)."""
+        (``start``/``stop`` are character offsets into the input; None for special tokens), at most
+        ``max_length`` of them (the tokens an embedding sees), tokenized off the event loop."""
         served = self.resolve(model)
         texts = check_inputs(inputs, self.config.max_inputs)
         if not all(isinstance(t, str) for t in texts):
             raise BadRequest("inputs must be strings", param="inputs")
         texts, _ = self._prompted(served, texts, prompt_name)
-        tokenizer = served.embedder.tokenizer.tokenizer
-        try:
-            encodings = tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
-        except Exception:
-            raise BadRequest("inputs must be valid UTF-8 strings", param="inputs") from None
-        return [
-            [
-                {
-                    "id": token_id,
-                    "text": token,
-                    "special": bool(special),
-                    "start": None if special else start,
-                    "stop": None if special else stop,
-                }
-                for token_id, token, special, (start, stop) in zip(
-                    e.ids, e.tokens, e.special_tokens_mask, e.offsets, strict=True
-                )
-            ]
-            for e in encodings
-        ]
+        charge_answer(len(texts) * served.embedder.max_length * TOKENIZE_BYTES_PER_TOKEN)
+        return await self.tokenization.for_display(served.embedder.tokenizer, texts, add_special_tokens)
 
     def info(self) -> dict[str, Any]:
         """Models, their widths and max lengths, the limits and the version (``GET /info``)."""
@@ -346,6 +310,7 @@ class EmbeddingService:
 
     def close(self, timeout: float) -> bool:
         """Stop the engine threads once their queues are empty; True if all stopped within ``timeout``."""
+        self.tokenization.close()
         for served in self.models.values():
             served.queue.close()
         deadline = time.monotonic() + timeout

@@ -155,50 +155,57 @@ def service_handler(
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
-class _Window:
-    """How many inputs a stream has in flight: ``acquire`` waits while more than ``limit`` would be
-    (one message is always let through, however big)."""
+class Window:
+    """What a stream has in flight, in one or more measures (inputs, bytes): ``acquire`` waits while
+    any measure would pass its limit (one message is always let through, however big)."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
+    def __init__(self, *limits: int) -> None:
+        self.limits = limits
+        self.used = [0] * len(limits)
         self._changed = asyncio.Condition()
 
-    async def acquire(self, n: int) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.used == 0 or self.used + n <= self.limit)
-            self.used += n
+    def _fits(self, sizes: tuple[int, ...]) -> bool:
+        if not any(self.used):
+            return True
+        return all(used + n <= limit for used, n, limit in zip(self.used, sizes, self.limits, strict=True))
 
-    async def release(self, n: int) -> None:
+    async def acquire(self, sizes: tuple[int, ...]) -> None:
         async with self._changed:
-            self.used -= n
+            await self._changed.wait_for(lambda: self._fits(sizes))
+            self.used = [used + n for used, n in zip(self.used, sizes, strict=True)]
+
+    async def release(self, sizes: tuple[int, ...]) -> None:
+        async with self._changed:
+            self.used = [used - n for used, n in zip(self.used, sizes, strict=True)]
             self._changed.notify_all()
 
 
 async def ordered(
     requests: AsyncIterator[Req],
     work: Callable[[Req], Awaitable[Res]],
-    size: Callable[[Req], int],
-    limit: int,
+    size: Callable[[Req], int | tuple[int, ...]],
+    limit: int | Window,
 ) -> AsyncIterator[Res]:
     """``work`` on each request concurrently, the results in request order.
 
-    At most ``limit`` inputs (``size`` of each request) are in flight, counted until their response
-    is written: past that the stream is not read, so HTTP/2 flow control holds the sender back, and a
-    client that reads slowly holds back the reading too. Requests keep being read while earlier ones
+    At most ``limit`` (a number of inputs, or a :class:`Window` of inputs and bytes) is in flight,
+    ``size`` of each request counted until its response is written: past that the stream is not
+    read, so HTTP/2 flow control holds the sender back, and a client that reads slowly holds back
+    the reading too. Requests keep being read while earlier ones
     run, so a client that waits for each answer before sending the next works as well.
     The first failure (of ``work`` or of reading) ends the stream after the results before it, an
     ApiError's message prefixed with the request's 0-based position; on any exit, work still in
     flight is cancelled (which drops its queued inputs).
     """
-    window = _Window(limit)
-    pending: asyncio.Queue[tuple[asyncio.Future[Res], int] | BaseException | None] = asyncio.Queue()
+    window = limit if isinstance(limit, Window) else Window(limit)
+    pending: asyncio.Queue[tuple[asyncio.Future[Res], tuple[int, ...]] | BaseException | None] = asyncio.Queue()
     tasks: set[asyncio.Future[Res]] = set()
 
     async def read() -> None:
         try:
             async for index, request in _enumerate(requests):
-                n = max(1, size(request))
+                measured = size(request)
+                n = measured if isinstance(measured, tuple) else (max(1, measured),)
                 await window.acquire(n)
                 task = asyncio.ensure_future(_numbered(work(request), index))
                 task.add_done_callback(_retrieve)

@@ -16,7 +16,7 @@ from ..errors import BadRequest, Overloaded
 from ..service import EmbeddingService, EmbedRequest, EmbedResult
 from . import fastembed_pb2 as v1
 from . import tei_pb2 as tei
-from .rpc import Streaming, Unary, ordered
+from .rpc import Streaming, Unary, Window, ordered
 
 Context = grpc.aio.ServicerContext
 
@@ -24,9 +24,18 @@ Context = grpc.aio.ServicerContext
 _DEFAULT_RETRY_MS = 100
 
 
-def stream_window(service: EmbeddingService) -> int:
-    """Inputs one stream keeps in flight: as many as one maximal ``Embed`` call may carry."""
-    return service.config.max_inputs
+def stream_window(service: EmbeddingService) -> Window:
+    """What one stream keeps in flight: as many inputs and as many bytes as one maximal ``Embed``
+    call may carry (``--max-inputs``, ``--grpc-max-message-bytes``)."""
+    return Window(service.config.max_inputs, service.config.grpc_max_message_bytes)
+
+
+def _v1_size(message: v1.EmbedRequest) -> tuple[int, int]:
+    return len(message.inputs), message.ByteSize()
+
+
+def _tei_size(message: tei.EmbedRequest | tei.EncodeRequest) -> tuple[int, int]:
+    return 1, message.ByteSize()
 
 
 async def embed_waiting(service: EmbeddingService, request: EmbedRequest) -> EmbedResult:
@@ -96,7 +105,7 @@ class EmbedderServicer:
         async def work(message: v1.EmbedRequest) -> v1.EmbedResponse:
             return self.response(await embed_waiting(self.service, self.request(message)))
 
-        async for response in ordered(messages, work, lambda m: len(m.inputs), stream_window(self.service)):
+        async for response in ordered(messages, work, _v1_size, stream_window(self.service)):
             yield response
 
     def _models(self) -> list[v1.ModelInfo]:
@@ -197,24 +206,21 @@ class TEIServicers:
         async def work(message: tei.EmbedRequest) -> tei.EmbedResponse:
             return self.response(message, await embed_waiting(self.service, self.request(message)))
 
-        async for response in ordered(messages, work, lambda m: 1, stream_window(self.service)):
+        async for response in ordered(messages, work, _tei_size, stream_window(self.service)):
             yield response
 
-    def _encode(self, message: tei.EncodeRequest) -> tei.EncodeResponse:
+    async def _encode(self, message: tei.EncodeRequest) -> tei.EncodeResponse:
         prompt = message.prompt_name if message.HasField("prompt_name") else None
-        tokens = self.service.tokenize([message.inputs], None, message.add_special_tokens, prompt)[0]
+        tokens = (await self.service.tokenize([message.inputs], None, message.add_special_tokens, prompt))[0]
         return tei.EncodeResponse(tokens=[_simple_token(token) for token in tokens])
 
     async def tokenize(self, message: tei.EncodeRequest, context: Context) -> tei.EncodeResponse:
-        return self._encode(message)
+        return await self._encode(message)
 
     async def tokenize_stream(
         self, messages: AsyncIterator[tei.EncodeRequest], context: Context
     ) -> AsyncIterator[tei.EncodeResponse]:
-        async def work(message: tei.EncodeRequest) -> tei.EncodeResponse:
-            return self._encode(message)
-
-        async for response in ordered(messages, work, lambda m: 1, stream_window(self.service)):
+        async for response in ordered(messages, self._encode, _tei_size, stream_window(self.service)):
             yield response
 
 

@@ -30,6 +30,24 @@ def served_services() -> list[str]:
     return [s.full_name for s in ours] + [health.SERVICE_NAME, reflection.SERVICE_NAME]
 
 
+def served_methods() -> frozenset[str]:
+    """Paths (``/package.Service/Method``) of every method this transport serves."""
+    services = [fastembed_pb2.DESCRIPTOR.services_by_name["Embedder"]]
+    services += list(tei_pb2.DESCRIPTOR.services_by_name.values())
+    services += [health_pb2.DESCRIPTOR.services_by_name["Health"]]
+    paths = {f"/{s.full_name}/{m.name}" for s in services for m in s.methods}
+    return frozenset(paths | {f"/{reflection.SERVICE_NAME}/ServerReflectionInfo"})
+
+
+_SERVED_METHODS = served_methods()
+
+
+def metric_label(method: str) -> str:
+    """``method`` as a metrics label: itself when served, else "unknown" (a client choosing method
+    names must not make one series each)."""
+    return method if method in _SERVED_METHODS else "unknown"
+
+
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
     """Every call but health needs ``authorization: Bearer <key>`` metadata, the same key as HTTP."""
 
@@ -43,7 +61,7 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
             return handler
         return _refusing(
             handler,
-            details.method,
+            metric_label(details.method),
             Unauthorized(
                 "missing or wrong API key: send the metadata 'authorization: Bearer <key>'",
                 code="invalid_api_key",
