@@ -90,7 +90,28 @@ def test_every_output_format_from_the_extension_case_insensitively(encoder_dir, 
     np.testing.assert_array_equal(np.stack(table["embedding"].to_numpy(zero_copy_only=False)), expected)
     records = [json.loads(line) for line in (tmp_path / "v.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == list(range(len(texts))) and "text" not in records[0]
-    np.testing.assert_allclose(np.array([r["embedding"] for r in records]), expected, rtol=1e-6)
+    np.testing.assert_array_equal(np.array([r["embedding"] for r in records], dtype=np.float32), expected)
+
+
+def significant_digits(number: str) -> str:
+    mantissa = number.lower().split("e")[0].lstrip("-").replace(".", "")
+    return mantissa.strip("0")
+
+
+def test_jsonl_floats_are_the_shortest_that_read_back_as_the_same_float32(encoder_dir, corpus, tmp_path):
+    source, texts = corpus
+    result = run_cli("embed", str(source), "--model", str(encoder_dir.path), "-q")
+    assert result.returncode == 0, result.stderr
+    expected = TextEmbedding(encoder_dir.path).embed(texts)
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(texts)
+    for line, row in zip(lines, expected, strict=True):
+        numbers = line.split('"embedding":')[1].strip(" []}").split(",")
+        np.testing.assert_array_equal(np.array(numbers, dtype=np.float64).astype(np.float32), row)
+        for number, value in zip(numbers, row, strict=True):
+            # numpy's repr of a float32 is its shortest round-trip form: as few digits, never more.
+            assert len(significant_digits(number)) <= len(significant_digits(repr(float(value)))), number
+            assert len(significant_digits(number)) == len(significant_digits(str(value))), (number, value)
 
 
 def test_jsonl_field_parquet_column_and_several_files(encoder_dir, tmp_path):
@@ -415,6 +436,44 @@ def test_version_and_models_show_what_is_cached(tmp_path):
     assert lines["sentence-transformers/all-MiniLM-L6-v2"].endswith("-")
     assert "acme/custom-model" in lines and not any("half-built" in k for k in lines)
     assert f"model cache: {tmp_path}" in result.stdout
+
+
+def test_bench_corpus_measures_each_output_format_on_the_same_input(encoder_dir, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(mixed_texts(50)) + "\n")
+    result = run_cli(
+        "bench",
+        "corpus",
+        "--model",
+        str(encoder_dir.path),
+        "--lines",
+        "300",
+        "--formats",
+        "npy,jsonl,parquet",
+        "--throughput-texts",
+        "0",
+        "--texts",
+        str(texts),
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path / "res"),
+        "--name",
+        "formats",
+    )
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "res" / "formats.json").read_text())
+    assert [(m["lines"], m["format"]) for m in results["memory"]] == [
+        (300, "npy"),
+        (300, "jsonl"),
+        (300, "parquet"),
+    ]
+    assert all(m["peak_rss_mb"] > 10 and m["output_mb"] >= 0 for m in results["memory"])
+    table = (tmp_path / "res" / "formats.md").read_text()
+    assert "| 300 | .parquet |" in table and "Peak RSS against .npy on the same 300 lines: .jsonl " in table
+    assert "throughput" not in results
+    bad = run_cli("bench", "corpus", "--formats", "npy,csv", "--out", str(tmp_path / "res"))
+    assert bad.returncode == 2 and "unknown output format(s) csv" in bad.stderr
 
 
 def test_bench_corpus_small_run(encoder_dir, tmp_path):

@@ -294,6 +294,65 @@ def test_npy_partial_is_a_valid_array_of_the_committed_rows(tmp_path):
     assert len(NpyWriter(None, 4096, False)._header(10**18)) == NpyWriter.HEADER_BYTES
 
 
+def test_jsonl_writer_holds_a_few_lines_of_text_not_a_window(tmp_path):
+    """Before: a window's vectors as Python floats, then its JSON twice over (hundreds of MB for
+    16,384 x 384). Now a few hundred lines at a time: the peak stays at a few MB."""
+    import tracemalloc
+
+    from fastembed_native.corpus.outputs import JsonlWriter
+
+    vectors = np.random.default_rng(0).standard_normal((16_384, 384)).astype(np.float32)
+    texts = [f"text {i}" for i in range(len(vectors))]
+    writer = JsonlWriter(str(tmp_path / "v.jsonl"), 384, with_text=True)
+    writer.open(None)
+    tracemalloc.start()
+    try:
+        writer.write(0, texts, vectors)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    writer.finish(len(vectors))
+    assert peak < 20 * 2**20, f"{peak / 2**20:.0f} MB traced while writing one window"
+    with open(tmp_path / "v.jsonl", "rb") as written:
+        first, *_, last = written.read().splitlines()
+    assert json.loads(first)["id"] == 0 and json.loads(last)["id"] == len(vectors) - 1
+    np.testing.assert_array_equal(np.array(json.loads(last)["embedding"], dtype=np.float32), vectors[-1])
+
+
+PARQUET_WITHOUT_PANDAS = """
+import sys
+import numpy as np
+from fastembed_native.corpus.outputs import ParquetWriter
+writer = ParquetWriter(sys.argv[1], 384, with_text=True)
+writer.open(None)
+writer.write(0, ["a", "b", "c"] * 2000, np.ones((6000, 384), dtype=np.float32))
+writer.finish(6000)
+print("pandas" in sys.modules)
+"""
+
+
+def test_parquet_writer_keeps_row_groups_small_and_pandas_out(tmp_path):
+    """pa.array() imports pandas when it is installed (55 MB of RSS), and a window in one row group
+    made Arrow's encoding buffers grow with the window: neither is needed to write vectors."""
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "v.parquet"
+    result = subprocess.run(
+        [sys.executable, "-c", PARQUET_WITHOUT_PANDAS, str(out)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr + result.stdout
+    meta = pq.ParquetFile(out).metadata
+    assert meta.num_rows == 6000 and meta.num_row_groups == 3  # 2,730 rows of 384 floats: 4 MB each
+    table = pq.read_table(out)
+    assert table["text"].to_pylist()[:4] == ["a", "b", "c", "a"] and table["id"].to_pylist() == list(
+        range(6000)
+    )
+    assert not partial_path(out).exists()
+
+
 def test_fingerprint_differences_say_what_changed():
     base = {
         "inputs": [{"path": "/a.txt", "kind": "lines", "key": None, "size": 5, "mtime_ns": 1}],

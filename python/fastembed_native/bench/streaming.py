@@ -2,13 +2,15 @@
 
 - Memory: the peak RSS (VmHWM) of a fresh ``fastembed-native embed FILE -o out.npy`` process for
   each line count (default 10,000 and 2,000,000 lines, made by repeating the benchmark corpus), so
-  the two numbers show whether memory stays flat as the input grows.
+  the two numbers show whether memory stays flat as the input grows; with ``--formats``, the same
+  input is written as each output format in turn (``out.npy``, ``out.jsonl``, ``out.parquet``),
+  so each format's peak can be set against ``.npy``'s.
 - Speed: texts/s of the streaming run (reading a file, windows, per-step progress, writing and
   committing a ``.npy``) against one in-process ``TextEmbedding.embed`` call on the same texts with
   the same loaded model, interleaved, medians; their ratio is what streaming costs, and the two
   outputs are compared.
 
-Writes ``corpus.json`` and ``corpus.md`` to ``--out``.
+Writes ``<name>.json`` and ``<name>.md`` to ``--out`` (``--name``, default ``corpus``).
 """
 
 from __future__ import annotations
@@ -65,32 +67,50 @@ def write_lines(path: Path, lines: list[str], count: int) -> None:
             left -= block
 
 
+def count_rows(path: Path, fmt: str) -> int:
+    """Rows in a finished output file of format ``fmt``."""
+    if fmt == "npy":
+        return int(np.load(path, mmap_mode="r").shape[0])
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    with open(path, "rb") as handle:
+        return sum(1 for _ in handle)
+
+
 def peak_rss_run(
-    lines: list[str], count: int, model_dir: Path, threads: int, work: Path, batch_size: int | None
+    source: Path,
+    count: int,
+    model_dir: Path,
+    threads: int,
+    work: Path,
+    batch_size: int | None,
+    fmt: str = "npy",
 ) -> dict[str, Any]:
-    """Embed ``count`` lines with a fresh ``fastembed-native embed`` process; its peak RSS and speed."""
-    source, out = work / f"lines-{count}.txt", work / f"vectors-{count}.npy"
-    write_lines(source, lines, count)
+    """Embed the ``count`` lines of ``source`` into a ``fmt`` file with a fresh
+    ``fastembed-native embed`` process; its peak RSS and speed."""
+    out = work / f"vectors-{count}.{fmt}"
     command = ["embed", str(source), "-o", str(out), "--model", str(model_dir), "--threads", str(threads)]
     command += ["-q", "--overwrite"] + (["--batch-size", str(batch_size)] if batch_size else [])
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", _CHILD, *command], capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
-        raise RuntimeError(f"embed of {count} lines failed: {result.stderr.strip()[-2000:]}")
+        raise RuntimeError(f"embed of {count} lines to .{fmt} failed: {result.stderr.strip()[-2000:]}")
     peak = next(float(line.split()[1]) for line in result.stdout.splitlines() if line.startswith(PEAK_MARK))
-    rows = np.load(out, mmap_mode="r").shape[0]
+    rows = count_rows(out, fmt)
     if rows != count:
-        raise RuntimeError(f"embed of {count} lines wrote {rows} rows")
+        raise RuntimeError(f"embed of {count} lines to .{fmt} wrote {rows} rows")
     record = {
         "lines": count,
+        "format": fmt,
         "peak_rss_mb": round(peak, 1),
         "seconds": round(seconds, 2),
         "texts_per_s": round(count / seconds, 1),
         "input_mb": round(source.stat().st_size / 2**20, 1),
         "output_mb": round(out.stat().st_size / 2**20, 1),
     }
-    source.unlink()
     out.unlink()
     return record
 
@@ -140,23 +160,35 @@ def throughput(
 
 def markdown(results: dict[str, Any]) -> str:
     rows = [
-        "| lines | peak RSS MB | seconds | texts/s | input MB | output MB |",
-        "|---|---|---|---|---|---|",
+        "| lines | output | peak RSS MB | seconds | texts/s | input MB | output MB |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results["memory"]:
         rows.append(
-            f"| {r['lines']:,} | {r['peak_rss_mb']} | {r['seconds']} | {r['texts_per_s']} | "
-            f"{r['input_mb']} | {r['output_mb']} |"
+            f"| {r['lines']:,} | .{r.get('format', 'npy')} | {r['peak_rss_mb']} | {r['seconds']} | "
+            f"{r['texts_per_s']} | {r['input_mb']} | {r['output_mb']} |"
         )
-    memory = results["memory"]
+    npy = [r for r in results["memory"] if r.get("format", "npy") == "npy"]
     lines = [
-        f"Peak RSS of `fastembed-native embed FILE -o out.npy` ({results['model']}, {results['threads']} threads):",
+        f"Peak RSS of `fastembed-native embed FILE -o out.<format>` ({results['model']}, "
+        f"{results['threads']} threads):",
         "",
         *rows,
     ]
-    if len(memory) > 1:
-        growth = memory[-1]["peak_rss_mb"] - memory[0]["peak_rss_mb"]
-        lines += ["", f"{memory[-1]['lines']:,} lines vs {memory[0]['lines']:,}: {growth:+.1f} MB."]
+    if len(npy) > 1:
+        growth = npy[-1]["peak_rss_mb"] - npy[0]["peak_rss_mb"]
+        lines += ["", f"{npy[-1]['lines']:,} lines vs {npy[0]['lines']:,} (.npy): {growth:+.1f} MB."]
+    for base in npy:
+        others = [
+            f".{r['format']} {r['peak_rss_mb'] - base['peak_rss_mb']:+.1f} MB"
+            for r in results["memory"]
+            if r["lines"] == base["lines"] and r.get("format", "npy") != "npy"
+        ]
+        if others:
+            lines += [
+                "",
+                f"Peak RSS against .npy on the same {base['lines']:,} lines: " + ", ".join(others) + ".",
+            ]
     t = results.get("throughput")
     if t:
         lines += [
@@ -166,6 +198,19 @@ def markdown(results: dict[str, Any]) -> str:
             f"ratio {t['ratio']}; max |difference| {t['max_abs_difference']:.2e}.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _formats(text: str) -> list[str]:
+    from ..corpus import OUTPUT_FORMATS
+
+    formats = [f.strip().lstrip(".").lower() for f in text.split(",") if f.strip()]
+    known = set(OUTPUT_FORMATS.values())
+    unknown = [f for f in formats if f not in known]
+    if unknown or not formats:
+        raise argparse.ArgumentTypeError(
+            f"unknown output format(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(sorted(known))}"
+        )
+    return formats
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +225,13 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda s: [int(x) for x in s.split(",")],
         default=[10_000, 2_000_000],
         help="line counts whose peak RSS is measured, comma-separated (default: 10000,2000000)",
+    )
+    parser.add_argument(
+        "--formats",
+        type=_formats,
+        default=["npy"],
+        help="output formats whose peak RSS is measured on each line count, comma-separated, "
+        "e.g. npy,jsonl,parquet (default: npy)",
     )
     parser.add_argument(
         "--throughput-texts",
@@ -199,7 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         "--work-dir", type=Path, help="where the generated inputs and outputs go (default: a temp dir)"
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("benchmarks/results"), help="where corpus.json/md go"
+        "--out", type=Path, default=Path("benchmarks/results"), help="where <name>.json/md go"
+    )
+    parser.add_argument(
+        "--name", default="corpus", help="results file name, without extension (default %(default)s)"
     )
     args = parser.parse_args(argv)
     from ..models import resolve_model
@@ -219,9 +274,15 @@ def main(argv: list[str] | None = None) -> int:
             "memory": [],
         }
         for count in args.lines:
-            record = peak_rss_run(lines, count, model_dir, args.threads, Path(work), args.batch_size)
-            print(json.dumps(record), file=sys.stderr)
-            results["memory"].append(record)
+            source = Path(work) / f"lines-{count}.txt"
+            write_lines(source, lines, count)
+            for fmt in args.formats:  # the same input file for every format
+                record = peak_rss_run(
+                    source, count, model_dir, args.threads, Path(work), args.batch_size, fmt
+                )
+                print(json.dumps(record), file=sys.stderr)
+                results["memory"].append(record)
+            source.unlink()
         if args.throughput_texts:
             results["throughput"] = throughput(
                 lines,
@@ -233,9 +294,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.batch_size,
             )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "corpus.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
-    (args.out / "corpus.md").write_text(table)
+    (args.out / f"{args.name}.md").write_text(table)
     print(table)
     return 0
 

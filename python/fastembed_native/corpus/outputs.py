@@ -9,16 +9,19 @@ that a resume needs to cut the partial output back to that point (see :mod:`.res
   that is rewritten with the row count at every commit, so the partial file is itself a valid
   ``.npy`` of the committed rows. Not a memory map: mapped pages that were written count in the
   process's RSS, which would grow with the output instead of staying flat.
-- ``.jsonl``: one ``{"id", "text", "embedding"}`` object per line (``text`` unless ``--no-text``).
+- ``.jsonl``: one ``{"id", "text", "embedding"}`` object per line (``text`` unless ``--no-text``),
+  each float written as the shortest decimal that reads back as the same float32 (orjson), not
+  as the 17 digits of the float64 it would become in Python; serialised a few hundred lines at a
+  time, so no window's worth of text is ever held.
 - ``.parquet``: columns ``id`` (int64), ``text`` (unless ``--no-text``) and ``embedding``
-  (``fixed_size_list<float32>[dim]``), one row group per window. A Parquet file cannot be
-  appended to nor read before its footer is written, so each window is a complete part file in
-  ``<out>.partial/``; finishing copies the parts, a row group each, into ``<out>``.
+  (``fixed_size_list<float32>[dim]``), in row groups of about ``ROW_GROUP_BYTES`` of vectors. A
+  Parquet file cannot be appended to nor read before its footer is written, so each commit is
+  also a complete part file in ``<out>.partial/``, which is what a resume continues from (see
+  :class:`ParquetWriter`). Row groups, not windows, bound what Arrow holds while encoding.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import struct
@@ -28,8 +31,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+import orjson
 
-from .inputs import PYARROW_HINT, CorpusError
+from .inputs import PYARROW_HINT, CorpusError, CorpusUsageError
 
 #: Output formats by file extension (compared case-insensitively).
 OUTPUT_FORMATS = {".jsonl": "jsonl", ".npy": "npy", ".parquet": "parquet"}
@@ -62,7 +66,7 @@ def check_output(path: str) -> None:
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise CorpusError(f"writing {path} needs pyarrow: {PYARROW_HINT}") from None
+            raise CorpusUsageError(f"writing {path} needs pyarrow: {PYARROW_HINT}") from None
 
 
 def partial_path(path: str | os.PathLike[str]) -> Path:
@@ -156,15 +160,22 @@ class JsonlWriter(Writer):
             self._file.truncate(resume["bytes"])  # lines written after the last commit are dropped
             self._file.seek(0, os.SEEK_END)
 
+    #: Lines serialised per write: a few MB of text at most, whatever the window.
+    LINES_PER_WRITE = 512
+    #: A float32 row goes to orjson as it is (no list of Python floats): shortest round-trip digits.
+    _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+
     def write(self, first_id: int, texts: list[str], vectors: np.ndarray) -> None:
-        lines = []
-        for i, (text, vector) in enumerate(zip(texts, vectors.tolist(), strict=True)):
-            record: dict[str, Any] = {"id": first_id + i}
-            if self.with_text:
-                record["text"] = text
-            record["embedding"] = vector
-            lines.append(json.dumps(record) + "\n")
-        self._file.write("".join(lines).encode("utf-8"))
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        for start in range(0, len(vectors), self.LINES_PER_WRITE):
+            lines = []
+            for i in range(start, min(start + self.LINES_PER_WRITE, len(vectors))):
+                record: dict[str, Any] = {"id": first_id + i}
+                if self.with_text:
+                    record["text"] = texts[i]
+                record["embedding"] = vectors[i]
+                lines.append(orjson.dumps(record, option=self._OPTIONS))
+            self._file.write(b"".join(lines))
 
     def commit(self, rows: int) -> dict[str, Any]:
         self._file.flush()
@@ -186,8 +197,22 @@ class JsonlWriter(Writer):
 
 
 class ParquetWriter(Writer):
+    """Parts for resume, and the finished file written alongside them.
+
+    Each commit's rows go to a part file (whole or absent, what a resume continues from) and, as
+    the same row groups, to the output file being written in ``<out>.partial/`` (its footer comes
+    last, so it is only readable once finished). Finishing closes it and renames it: nothing is
+    read back. A resumed run starts that file again from the committed parts, a row group at a
+    time, then continues as a fresh run does.
+    """
+
+    #: Vector bytes per row group: Arrow's encoding buffers grow with a row group, so this bounds
+    #: what writing adds to the peak RSS; thousands of rows for the usual few hundred dims.
+    ROW_GROUP_BYTES = 4 * 2**20
+
     def open(self, resume: dict[str, Any] | None) -> None:
         import pyarrow as pa
+        import pyarrow.parquet as pq
 
         assert self.path is not None
         self._dir = partial_path(self.path)
@@ -199,27 +224,56 @@ class ParquetWriter(Writer):
         if resume is None:
             self._dir.mkdir()
             self._parts = 0
-            return
-        self._parts = resume["parts"]
-        for part in self._dir.glob("part-*.parquet"):  # written after the last commit
-            if int(part.stem.split("-")[1]) >= self._parts:
-                part.unlink()
+        else:
+            self._parts = resume["parts"]
+            for part in self._dir.glob("part-*.parquet"):  # written after the last commit
+                if int(part.stem.split("-")[1]) >= self._parts:
+                    part.unlink()
+        self._output = pq.ParquetWriter(self._finished_path(), self._schema, **self._options())
+        for index in range(self._parts):
+            committed = pq.ParquetFile(self._part(index), pre_buffer=False)
+            for group in range(committed.num_row_groups):  # one row group in memory at a time
+                self._output.write_table(committed.read_row_group(group, use_threads=False))
+            committed.close()
+
+    def _finished_path(self) -> Path:
+        return self._dir / ".output.tmp"
+
+    def _row_group_rows(self) -> int:
+        return max(256, self.ROW_GROUP_BYTES // (4 * self.dim))
+
+    def _options(self) -> dict[str, Any]:
+        import pyarrow as pa
+
+        return {
+            # Dictionary encoding suits repeated texts, not ids or float vectors: trying it there
+            # only builds a hash table of their values before giving up.
+            "use_dictionary": ["text"] if self.with_text else False,
+            # malloc hands large freed buffers back; Arrow's default pool (mimalloc) keeps them.
+            "memory_pool": pa.system_memory_pool(),
+        }
 
     def _part(self, index: int) -> Path:
         return self._dir / f"part-{index:06d}.parquet"
 
     def write(self, first_id: int, texts: list[str], vectors: np.ndarray) -> None:
+        """One part file and the same row groups in the output, built one row group at a time."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        columns = [pa.array(np.arange(first_id, first_id + len(vectors), dtype=np.int64))]
-        if self.with_text:
-            columns.append(pa.array(texts, pa.string()))
-        columns.append(pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.dim))
-        table = pa.Table.from_arrays(columns, schema=self._schema)
         staging = self._dir / f".part-{self._parts:06d}.tmp"
-        pq.write_table(table, staging, row_group_size=len(vectors))
+        step = self._row_group_rows()
+        with pq.ParquetWriter(staging, self._schema, **self._options()) as part:
+            for start in range(0, len(vectors), step):
+                stop = min(start + step, len(vectors))
+                columns = [_int64s(np.arange(first_id + start, first_id + stop, dtype=np.int64))]
+                if self.with_text:
+                    columns.append(_strings(texts[start:stop]))
+                columns.append(_vectors(vectors[start:stop]))
+                table = pa.Table.from_arrays(columns, schema=self._schema)
+                part.write_table(table)
+                self._output.write_table(table)
         with open(staging, "rb") as written:
             os.fsync(written.fileno())
         os.replace(staging, self._part(self._parts))  # a part is whole or absent
@@ -230,20 +284,52 @@ class ParquetWriter(Writer):
         return {"parts": self._parts}
 
     def finish(self, rows: int) -> None:
-        import pyarrow.parquet as pq
-
         assert self.path is not None
-        merged = self._dir / ".merged.tmp"
-        with pq.ParquetWriter(merged, self._schema) as writer:
-            for index in range(self._parts):  # one part in memory at a time
-                writer.write_table(pq.read_table(self._part(index), schema=self._schema))
-        with open(merged, "rb") as written:
+        self._output.close()  # writes the footer
+        with open(self._finished_path(), "rb") as written:
             os.fsync(written.fileno())
-        os.replace(merged, self.path)
+        os.replace(self._finished_path(), self.path)
         shutil.rmtree(self._dir)
 
     def close(self) -> None:
-        """Nothing stays open between windows: each part file is written whole."""
+        """After an error or Ctrl-C the output in progress is dropped; the parts stay for --resume."""
+        if hasattr(self, "_output"):
+            self._output.close()
+
+
+# Arrow arrays made from their buffers, not with pa.array(): that one imports pandas (when it is
+# installed) to check for pandas types, 55 MB of RSS for nothing here. The numpy memory is shared.
+def _int64s(values: np.ndarray) -> Any:
+    import pyarrow as pa
+
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+
+
+def _vectors(rows: np.ndarray) -> Any:
+    import pyarrow as pa
+
+    flat = pa.Array.from_buffers(pa.float32(), rows.size, [None, pa.py_buffer(np.ascontiguousarray(rows))])
+    return pa.FixedSizeListArray.from_arrays(flat, rows.shape[1])
+
+
+def _strings(texts: list[str]) -> Any:
+    import pyarrow as pa
+
+    encoded = [text.encode("utf-8") for text in texts]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(item) for item in encoded], out=offsets[1:])
+    if offsets[-1] < 2**31:
+        return pa.Array.from_buffers(
+            pa.string(),
+            len(encoded),
+            [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(encoded))],
+        )
+    # Over 2 GiB of text in one row group: 64-bit offsets, then cast to the schema's string type,
+    # which Arrow refuses if it still does not fit (a clear error rather than wrapped offsets).
+    large = pa.Array.from_buffers(
+        pa.large_string(), len(encoded), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    )
+    return large.cast(pa.string())
 
 
 WRITERS: dict[str, type[Writer]] = {"npy": NpyWriter, "jsonl": JsonlWriter, "parquet": ParquetWriter}
