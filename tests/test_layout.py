@@ -24,6 +24,7 @@ LAYERS = {
     "engine": 1,
     "models": 2,
     "text_embedding": 3,
+    "cross_encoder": 3,
     "__init__": 3,
 }
 TOP = 4

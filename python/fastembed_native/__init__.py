@@ -17,6 +17,7 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
         "`pip install --no-build-isolation -e .` (see README)."
     ) from exc
 
+from .cross_encoder import TextCrossEncoder
 from .engine import runtime_info
 from .errors import (
     FastembedNativeError,
@@ -35,6 +36,7 @@ __all__ = [
     "OrtError",
     "ProviderNotAvailableError",
     "RuntimeLoadError",
+    "TextCrossEncoder",
     "TextEmbedding",
     "__version__",
     "available_providers",

@@ -87,7 +87,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         external_data=args.external_data,
         dtype=args.dtype,
     )
-    print(f"exported {args.source} -> {report.model_dir}; parity min cosine {report.min_cosine:.6f}")
+    print(f"exported {args.source} -> {report.model_dir}; {report.parity()}")
     return 0
 
 

@@ -147,7 +147,7 @@ class TextEmbedding(Embedder):
 _ENGINE_OPTIONS = tuple(
     name
     for name, parameter in inspect.signature(Embedder.__init__).parameters.items()
-    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name != "task"  # a TextEmbedding embeds
 )
 
 

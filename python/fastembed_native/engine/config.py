@@ -198,15 +198,28 @@ def read_modules(model_dir: str | Path) -> ModulesInfo:
     )
 
 
-def transformer_problems(st_config: dict[str, Any], where: Path) -> list[str]:
-    """What in ``sentence_bert_config.json`` (the Transformer module's config) this package cannot honour."""
+#: What the Transformer module computes (sentence_bert_config.json's ``transformer_task``), and the
+#: output name sentence-transformers gives it: token vectors for embeddings, logits for cross-encoders.
+TASK_OUTPUTS = {"feature-extraction": "token_embeddings", "sequence-classification": "scores"}
+
+
+def transformer_problems(
+    st_config: dict[str, Any], where: Path, task: str = "feature-extraction"
+) -> list[str]:
+    """What in ``sentence_bert_config.json`` (the Transformer module's config) this package cannot
+    honour for a model used for ``task``."""
     problems = []
-    task = st_config.get("transformer_task", "feature-extraction")
-    if task != "feature-extraction":
-        problems.append(f"{where} sets transformer_task {task!r}; only 'feature-extraction' is supported")
-    output = st_config.get("module_output_name", "token_embeddings")
-    if output != "token_embeddings":
-        problems.append(f"{where} sets module_output_name {output!r}; only 'token_embeddings' is supported")
+    found = st_config.get("transformer_task", task)
+    if found != task:
+        use = {"feature-extraction": "TextEmbedding", "sequence-classification": "TextCrossEncoder"}
+        hint = f" (a {found} model: load it with {use[found]})" if found in use else ""
+        problems.append(f"{where} sets transformer_task {found!r}; {task!r} was expected{hint}")
+        return problems
+    output = st_config.get("module_output_name", TASK_OUTPUTS[task])
+    if output != TASK_OUTPUTS[task]:
+        problems.append(
+            f"{where} sets module_output_name {output!r}; only {TASK_OUTPUTS[task]!r} is supported"
+        )
     return problems
 
 
@@ -240,8 +253,10 @@ def read_model_dir(
     padding_side: str | None = None,
     onnx_file: str | None = None,
     include_prompt: bool | None = None,
+    task: str = "feature-extraction",
 ) -> ModelConfig:
-    """Read a model directory; explicit arguments override what its files say.
+    """Read a model directory; explicit arguments override what its files say. ``task`` is what the
+    caller computes with it: "feature-extraction" (embeddings) or "sequence-classification" (scores).
 
     Raises:
         FileNotFoundError: the directory, its ONNX file or its tokenizer.json is missing.
@@ -261,7 +276,7 @@ def read_model_dir(
     st_config = _optional_json(model_dir / "sentence_bert_config.json")
     modules = read_modules(model_dir)
     problems = list(modules.unsupported)
-    problems += transformer_problems(st_config, model_dir / "sentence_bert_config.json")
+    problems += transformer_problems(st_config, model_dir / "sentence_bert_config.json", task)
     if problems:  # never drop a module silently: its embeddings would be wrong without a word
         raise ValueError("; ".join(problems))
     found_pooling, found_normalize = modules.pooling, modules.normalize

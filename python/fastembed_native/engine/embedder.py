@@ -68,6 +68,9 @@ class Embedder:
             to), as sentence-transformers does; default: the Pooling config's ``include_prompt``.
         lazy_load: read and check the directory now, but create the ONNX Runtime session on first
             use (fastembed's name; e.g. a model made in a parent process and used in workers).
+        task: what the graph computes: "feature-extraction" (token vectors, pooled here) or
+            "sequence-classification" (one row of logits per input, copied as it is: the score
+            head, fastembed_native.engine.scores, drives the engine that way).
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class Embedder:
         prompts: Mapping[str, str] | None = None,
         include_prompt: bool | None = None,
         lazy_load: bool = False,
+        task: str = "feature-extraction",
     ) -> None:
         check_positive(batch_size)
         self.config: ModelConfig = read_model_dir(
@@ -100,6 +104,7 @@ class Embedder:
             padding_side=padding_side,
             onnx_file=onnx_file,
             include_prompt=include_prompt,
+            task=task,
         )
         runtime.ensure_loaded()
         ort_providers = resolve_providers(providers, _core.available_providers(), fallback)

@@ -170,6 +170,49 @@ class TextTokenizer:
                     ) from None
             raise exc
 
+    def encode_pairs(self, pairs: list[tuple[str, str]], offset: int = 0) -> list[Encoding]:
+        """Tokenize (query, document) pairs as the model's tokenizer tokenizes pairs (BERT's token
+        type ids, XLM-R's double separator), truncated longest-first to ``max_length``: a long
+        document is cut, never an error. ``offset`` numbers the pairs in error messages.
+
+        Long sides are clipped first (:meth:`clip`) without changing the result. Longest-first
+        truncation depends on a side's tokens only up to ``max_length``, and on which side is the
+        longer: so a clipped side is kept longer than the other side, and when both sides are too
+        long to clip safely (each over ``max_length * 8`` characters) both are tokenized whole.
+
+        Raises:
+            ValueError: a text cannot be encoded as UTF-8 (a lone surrogate); names its pair and side.
+        """
+        try:
+            texts = [self._clip_pair(query, document) for query, document in pairs]
+            return self._tokenizer.encode_batch_fast(texts)
+        except Exception as exc:  # tokenizers raises a bare TypeError for unencodable strings
+            for i, pair in enumerate(pairs):
+                for side, text in zip(("query", "document"), pair, strict=True):
+                    try:
+                        text.encode("utf-8")
+                    except UnicodeEncodeError as bad:
+                        raise ValueError(
+                            f"pairs[{offset + i}] {side} cannot be encoded as UTF-8 "
+                            f"({bad.reason} at position {bad.start})"
+                        ) from None
+            raise exc
+
+    def _clip_pair(self, query: str, document: str) -> tuple[str, str]:
+        clipped_query, clipped_document = self.clip([query, document])
+        cut_query, cut_document = len(clipped_query) < len(query), len(clipped_document) < len(document)
+        if cut_query and cut_document:
+            return query, document  # which full side is longer decides the cut: only their full lengths tell
+        if not (cut_query or cut_document):
+            return query, document
+        # One side cut: keep it longer than the other side, as the whole text is.
+        cut, other = (query, document) if cut_query else (document, query)
+        clipped = clipped_query if cut_query else clipped_document
+        other_tokens = len(self._probe.encode(other, add_special_tokens=False))
+        if len(self._probe.encode(clipped, add_special_tokens=False)) <= other_tokens:
+            clipped = clip_text(self._probe, cut, max(self.max_length, other_tokens + 1))
+        return (clipped, document) if cut_query else (query, clipped)
+
     def count(self, text: str) -> int:
         """Tokens ``text`` has before truncation, special tokens included (for messages that state
         how far over ``max_length`` a text is). Only the first :attr:`count_chars` characters are

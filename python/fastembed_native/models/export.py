@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelLoadError
-from .parity import parity_check
+from .parity import SCORE_TOLERANCE, parity_check, score_parity
 
 #: Files copied from the source checkout next to onnx/model.onnx (those that exist).
 _CONFIG_FILES = (
@@ -43,11 +43,19 @@ DTYPES = ("fp32", "fp16")
 
 @dataclass(frozen=True)
 class ExportReport:
-    """Where the model went and how closely it matches the source (cosine per parity text)."""
+    """Where the model went and how closely it matches the source: the cosine per parity text
+    (embeddings), or the largest |score difference| over the parity pairs (cross-encoders)."""
 
     model_dir: Path
     min_cosine: float
     cosines: tuple[float, ...]
+    max_score_difference: float | None = None
+
+    def parity(self) -> str:
+        """The parity result in words."""
+        if self.max_score_difference is not None:
+            return f"parity max |score difference| {self.max_score_difference:.2e}"
+        return f"parity min cosine {self.min_cosine:.6f}"
 
 
 def _require_export_deps() -> None:
@@ -103,6 +111,7 @@ def export_model(
         raise FileNotFoundError(f"{source} is not a Hugging Face checkpoint directory (no config.json)")
     if output.exists():
         raise FileExistsError(f"{output} exists already")
+    scores = is_cross_encoder(source)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
@@ -112,7 +121,7 @@ def export_model(
             main_export(
                 str(source),
                 raw,
-                task="feature-extraction",
+                task="text-classification" if scores else "feature-extraction",
                 library_name="transformers",
                 local_files_only=True,
                 do_validation=False,
@@ -130,6 +139,15 @@ def export_model(
         for pooling_dir in source.glob("*_Pooling"):
             shutil.copytree(pooling_dir, model / pooling_dir.name)
 
+        if scores:  # a cross-encoder: its logits against sentence-transformers' CrossEncoder
+            differences = score_parity(model, source).max(axis=1)
+            if float(differences.max()) > SCORE_TOLERANCE:
+                raise ModelLoadError(
+                    f"exported cross-encoder disagrees with {source}: score difference "
+                    f"{float(differences.max()):.2e} > {SCORE_TOLERANCE} (pair {int(differences.argmax())})"
+                )
+            model.rename(output)
+            return ExportReport(output, float("nan"), (), float(differences.max()))
         cosines = parity_check(model, source)
         worst = float(cosines.min())
         if worst < min_cosine:
@@ -149,6 +167,14 @@ def export_model(
         raise ModelLoadError(f"exporting {source} failed: {exc}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def is_cross_encoder(checkpoint: Path) -> bool:
+    """Whether ``checkpoint`` is a sequence-classification model (a cross-encoder or classifier)."""
+    import json
+
+    config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+    return any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or ())
 
 
 def _rewrite_graph(path: Path, external_data: bool | None, dtype: str) -> None:

@@ -1,4 +1,5 @@
-"""Checking a model directory against the model it came from: the probe texts and the cosine.
+"""Checking a model directory against the model it came from: the probe texts and the cosine
+(embeddings), or the largest score difference (cross-encoders).
 
 Shared by ``export`` (this package against sentence-transformers), ``fuse`` (fused graph against
 plain graph) and ``quantize`` (int8 against float), and by the benchmark and the tests.
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine import Embedder
+from ..engine.scores import Scorer
 
 #: Probe texts for the parity check: short and long, several scripts, emoji, empty, and one text
 #: longer than any max_seq_length so truncation is compared too.
@@ -51,3 +53,30 @@ def parity_check(model_dir: Path, source_dir: Path, texts: tuple[str, ...] = PAR
     )
     ours = Embedder(model_dir).embed(list(texts))
     return cosine_rows(ours, reference)
+
+
+#: Largest |score difference| an exported cross-encoder may have against sentence-transformers'
+#: logits on the parity pairs (float32 through a different runtime: ~1e-6 is typical).
+SCORE_TOLERANCE = 1e-4
+
+
+def parity_pairs(texts: tuple[str, ...] = PARITY_TEXTS) -> list[tuple[str, str]]:
+    """(query, document) probe pairs: every parity text against a short and a long query, so
+    longest-first truncation cuts the document, the query, or both."""
+    queries = ("what is the capital of France?", PARITY_TEXTS[8])
+    return [(q, d) for q in queries for d in texts]
+
+
+def score_parity(model_dir: Path, source_dir: Path) -> np.ndarray:
+    """|difference| between this package's raw scores (logits) for ``model_dir`` and
+    sentence-transformers' ``CrossEncoder`` of ``source_dir``, one row per parity pair (needs
+    sentence-transformers: the [export] extra)."""
+    from sentence_transformers import CrossEncoder
+    from torch import nn
+
+    pairs = parity_pairs()
+    reference = CrossEncoder(str(source_dir), device="cpu").predict(
+        pairs, activation_fn=nn.Identity(), convert_to_numpy=True, batch_size=len(pairs)
+    )
+    ours = Scorer(model_dir).predict(pairs, raw_scores=True)
+    return np.abs(ours - np.asarray(reference, dtype=np.float32).reshape(ours.shape))

@@ -1,0 +1,94 @@
+"""TextCrossEncoder, the public reranker: a model id, a directory or a short name in, scores out.
+
+It resolves the model through the model store, as :class:`~fastembed_native.TextEmbedding` does,
+and scores on the engine's score head (:class:`~fastembed_native.engine.scores.Scorer`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .engine.embedder import check_texts
+from .engine.scores import Scorer
+from .models import resolve_model
+
+
+class TextCrossEncoder(Scorer):
+    """A cross-encoder reranker (``cross-encoder/ms-marco-MiniLM-L-6-v2``, ``BAAI/bge-reranker-base``,
+    ...) exported to ONNX, scoring (query, document) pairs.
+
+    Scores equal sentence-transformers' ``CrossEncoder.predict`` on the same model: its activation
+    as the model's files say (Sigmoid for one label by default). ``raw_scores=True`` gives the
+    logits, which is what fastembed's ``TextCrossEncoder.rerank`` returns.
+
+    Args:
+        model: a model directory, a model id, or None for ``model_name``.
+        model_name: the same as ``model`` (fastembed's name).
+        cache_dir: the model cache to look in (default ``$FASTEMBED_NATIVE_CACHE``).
+        **options: ``activation`` and the engine's options (providers, max_length, batch_size,
+            max_batch_tokens, threads, parallel_runs, onnx_file, lazy_load, ...).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        model_name: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        **options: Any,
+    ) -> None:
+        if (model is None) == (model_name is None):
+            raise TypeError("give the model as model= or model_name= (one of the two)")
+        source = model if model is not None else model_name
+        super().__init__(resolve_model(source, cache=cache_dir), **options)
+
+    def rerank(
+        self,
+        query: str,
+        documents: str | Sequence[str],
+        batch_size: int | None = None,
+        *,
+        raw_scores: bool = False,
+    ) -> np.ndarray:
+        """One score per document for ``query``: float32 ``(len(documents),)``, in input order
+        (the first label's score for a classifier: see :meth:`predict` for all of them)."""
+        if not isinstance(query, str):
+            raise TypeError(f"query must be str, not {type(query).__name__}")
+        docs = check_texts(documents)
+        return self.predict([(query, d) for d in docs], batch_size, raw_scores=raw_scores)[:, 0]
+
+    def rerank_pairs(
+        self, pairs: Iterable[Sequence[str]], batch_size: int | None = None, *, raw_scores: bool = False
+    ) -> np.ndarray:
+        """One score per (query, document) pair: float32 ``(len(pairs),)``, in input order."""
+        return self.predict(pairs, batch_size, raw_scores=raw_scores)[:, 0]
+
+    def rank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_k: int | None = None,
+        *,
+        return_documents: bool = False,
+        batch_size: int | None = None,
+        raw_scores: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Documents sorted by score, best first: ``[{"corpus_id", "score"(, "text")}]`` (the shape
+        of sentence-transformers' ``CrossEncoder.rank``), the ``top_k`` best (default all). Ties
+        keep input order."""
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+        docs = check_texts(documents)
+        scores = self.rerank(query, docs, batch_size, raw_scores=raw_scores)
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        ranked = []
+        for i in order:
+            hit: dict[str, Any] = {"corpus_id": int(i), "score": float(scores[i])}
+            if return_documents:
+                hit["text"] = docs[i]
+            ranked.append(hit)
+        return ranked

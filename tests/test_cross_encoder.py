@@ -1,0 +1,247 @@
+"""Cross-encoder rerankers on the engine's score head, against sentence-transformers' CrossEncoder.
+
+Tiny random ``*ForSequenceClassification`` models of two families (BERT with WordPiece and token type
+ids; XLM-R with a Unigram tokenizer and the double separator), saved by the installed
+sentence-transformers 5.7 as a ``CrossEncoder``, exported with ``export_model``, then scored by both on
+pairs with documents past max length, several scripts and empty texts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from families import MAX_SEQ_LENGTH, MIXED_TEXTS, _tokenizer
+
+from fastembed_native import TextCrossEncoder, TextEmbedding
+from fastembed_native.engine.scores import activate, read_score_config
+
+QUERIES = ("what is the capital of France?", "emoji 🙂 and prose " * 20, "")
+PAIRS = [(q, d) for q in QUERIES for d in MIXED_TEXTS]
+SCORE_TOLERANCE = 1e-4
+
+
+def _cross_encoder(root: Path, architecture: str, num_labels: int = 1) -> Path:
+    """A tiny random sequence-classification checkpoint saved by sentence-transformers' CrossEncoder."""
+    import torch
+    import transformers as tf
+    from sentence_transformers import CrossEncoder
+    from tokenizers import processors
+
+    kind = "wordpiece" if architecture == "bert" else "unigram"
+    tok, specials = _tokenizer(kind, architecture)
+    if kind == "wordpiece":
+        cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]",
+            pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+        )
+    else:  # XLM-R: <s> A </s></s> B </s>
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+        )
+    hf_tokenizer = tf.PreTrainedTokenizerFast(
+        tokenizer_object=tok, model_max_length=MAX_SEQ_LENGTH, **specials
+    )
+    common = dict(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        pad_token_id=hf_tokenizer.pad_token_id,
+        num_labels=num_labels,
+    )
+    torch.manual_seed(1)
+    if architecture == "bert":
+        model = tf.BertForSequenceClassification(tf.BertConfig(max_position_embeddings=128, **common))
+    else:
+        config = tf.XLMRobertaConfig(max_position_embeddings=130, type_vocab_size=1, **common)
+        model = tf.XLMRobertaForSequenceClassification(config)
+    with torch.no_grad():  # random heads score every pair about alike; spread them so rankings mean something
+        for name, parameter in model.named_parameters():
+            if "classifier" in name:
+                parameter.mul_(50)
+    if num_labels > 1:
+        model.config.id2label = {i: f"class_{i}" for i in range(num_labels)}
+        model.config.label2id = {f"class_{i}": i for i in range(num_labels)}
+    checkpoint = root / f".{architecture}-{num_labels}-hf"
+    model.save_pretrained(checkpoint)
+    hf_tokenizer.save_pretrained(checkpoint)
+    out = root / f"{architecture}-{num_labels}"
+    CrossEncoder(str(checkpoint), device="cpu").save(str(out))
+    return out
+
+
+@pytest.fixture(scope="module", params=["bert", "xlm-roberta"])
+def exported(request, tmp_path_factory) -> tuple[Path, Path]:
+    from fastembed_native.models import export_model
+
+    root = tmp_path_factory.mktemp(request.param)
+    source = _cross_encoder(root, request.param)
+    report = export_model(source, root / "onnx-model")
+    assert report.max_score_difference is not None and report.max_score_difference <= SCORE_TOLERANCE
+    return source, report.model_dir
+
+
+def test_scores_equal_sentence_transformers(exported):
+    from sentence_transformers import CrossEncoder
+
+    source, model_dir = exported
+    reference = CrossEncoder(str(source), device="cpu")
+    expected = reference.predict(PAIRS, convert_to_numpy=True, batch_size=7)
+    ours = TextCrossEncoder(model_dir).rerank_pairs(PAIRS, batch_size=5)
+    assert ours.dtype == np.float32 and ours.shape == (len(PAIRS),)
+    np.testing.assert_allclose(ours, expected, atol=SCORE_TOLERANCE, rtol=0)
+    # The same ranking per query, as well as the same scores.
+    for q in range(len(QUERIES)):
+        block = slice(q * len(MIXED_TEXTS), (q + 1) * len(MIXED_TEXTS))
+        assert list(np.argsort(-ours[block], kind="stable")) == list(
+            np.argsort(-expected[block], kind="stable")
+        )
+
+
+def test_raw_scores_are_the_logits(exported):
+    from sentence_transformers import CrossEncoder
+    from torch import nn
+
+    source, model_dir = exported
+    logits = CrossEncoder(str(source), device="cpu").predict(PAIRS, activation_fn=nn.Identity())
+    ours = TextCrossEncoder(model_dir).rerank_pairs(PAIRS, raw_scores=True)
+    np.testing.assert_allclose(ours, logits, atol=SCORE_TOLERANCE, rtol=0)
+    assert np.all((ours < 0) | (ours > 0))  # logits, not probabilities in (0, 1) only
+
+
+def test_rerank_and_rank_match_cross_encoder_rank(exported):
+    from sentence_transformers import CrossEncoder
+
+    source, model_dir = exported
+    query, documents = QUERIES[0], list(MIXED_TEXTS)
+    expected = CrossEncoder(str(source), device="cpu").rank(query, documents, top_k=5, return_documents=True)
+    model = TextCrossEncoder(model_dir)
+    ranked = model.rank(query, documents, top_k=5, return_documents=True)
+    assert [h["corpus_id"] for h in ranked] == [h["corpus_id"] for h in expected]
+    for ours, theirs in zip(ranked, expected, strict=True):
+        assert ours["text"] == theirs["text"] == documents[ours["corpus_id"]]
+        assert abs(ours["score"] - float(theirs["score"])) <= SCORE_TOLERANCE
+    scores = model.rerank(query, documents)
+    np.testing.assert_array_equal(scores, model.rerank_pairs([(query, d) for d in documents]))
+    assert [h["corpus_id"] for h in model.rank(query, documents)] == list(np.argsort(-scores, kind="stable"))
+
+
+def test_pairs_are_cut_longest_first_never_refused(exported):
+    _, model_dir = exported
+    model = TextCrossEncoder(model_dir)
+    long_document = "word " * 20_000
+    encoding = model.engine.tokenizer.encode_pairs([("short query", long_document)])[0]
+    assert len(encoding) == model.max_length == MAX_SEQ_LENGTH
+    assert np.isfinite(model.rerank("short query", [long_document, "x" * 100_000])).all()
+
+
+def test_pair_tokens_equal_the_reference_tokenizer_whatever_is_clipped(exported):
+    from transformers import AutoTokenizer
+
+    source, model_dir = exported
+    reference = AutoTokenizer.from_pretrained(str(source))
+    tokenizer = TextCrossEncoder(model_dir).engine.tokenizer
+    long_words, commas = " ".join(f"token{i}" for i in range(3000)), "," * 5000
+    # Longest-first gives the longer side the odd token: clipping must keep which side is longer.
+    pairs = [*PAIRS, (MIXED_TEXTS[11], long_words), (long_words, MIXED_TEXTS[11]), (long_words, commas)]
+    pairs += [(long_words[:n], long_words) for n in (600, 1000, 3000)] + [(commas, "short")]
+    ours = tokenizer.encode_pairs(pairs)
+    for i, (query, document) in enumerate(pairs):
+        # As CrossEncoder.predict calls it: a batch of pairs (an empty document is still a pair).
+        expected = reference([query], [document], truncation=True, max_length=tokenizer.max_length)
+        assert ours[i].ids == expected["input_ids"][0], f"pair {i}"
+        if "token_type_ids" in expected:
+            assert ours[i].type_ids == expected["token_type_ids"][0], f"pair {i}"
+
+
+def test_a_classifier_gives_every_label(tmp_path):
+    from sentence_transformers import CrossEncoder
+
+    from fastembed_native.models import export_model
+
+    source = _cross_encoder(tmp_path, "bert", num_labels=3)
+    model_dir = export_model(source, tmp_path / "classifier").model_dir
+    model = TextCrossEncoder(model_dir)
+    assert model.labels == ("class_0", "class_1", "class_2")
+    assert model.activation == "identity"  # sentence-transformers' default for several labels
+    expected = CrossEncoder(str(source), device="cpu").predict(PAIRS)
+    ours = model.predict(PAIRS)
+    assert ours.shape == (len(PAIRS), 3)
+    np.testing.assert_allclose(ours, expected, atol=SCORE_TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (
+            {"config_sentence_transformers.json": {"activation_fn": "torch.nn.modules.linear.Identity"}},
+            "identity",
+        ),
+        (
+            {"config.json": {"sentence_transformers": {"activation_fn": "torch.nn.modules.activation.Tanh"}}},
+            "tanh",
+        ),
+        (
+            {"config.json": {"sbert_ce_default_activation_function": "torch.nn.modules.linear.Identity"}},
+            "identity",
+        ),
+        ({"config.json": {"id2label": {"0": "LABEL_0"}}}, "sigmoid"),
+        ({"config.json": {"id2label": {"0": "a", "1": "b"}}}, "identity"),
+    ],
+)
+def test_activation_read_as_sentence_transformers_reads_it(tmp_path, files, expected):
+    for name, content in files.items():
+        (tmp_path / name).write_text(json.dumps(content))
+    assert read_score_config(tmp_path).activation == expected
+
+
+def test_an_unknown_activation_is_refused_by_name(tmp_path):
+    (tmp_path / "config_sentence_transformers.json").write_text(json.dumps({"activation_fn": "my.Custom"}))
+    with pytest.raises(ValueError, match=r"'my.Custom'; supported: Sigmoid"):
+        read_score_config(tmp_path)
+
+
+def test_activations_match_torch():
+    import torch
+
+    logits = np.random.default_rng(0).normal(0, 30, (50, 3)).astype(np.float32)
+    for name, function in (
+        ("sigmoid", torch.sigmoid),
+        ("tanh", torch.tanh),
+        ("softmax", lambda t: t.softmax(1)),
+    ):
+        ours = activate(logits.copy(), name)
+        np.testing.assert_allclose(ours, function(torch.from_numpy(logits)).numpy(), atol=1e-6, rtol=1e-5)
+        assert np.isfinite(ours).all()
+
+
+def test_bad_input_names_the_problem(exported):
+    _, model_dir = exported
+    model = TextCrossEncoder(model_dir)
+    with pytest.raises(TypeError, match=r"pairs\[1\] document must be str, not int"):
+        model.rerank_pairs([("q", "d"), ("q", 3)])
+    with pytest.raises(TypeError, match=r"pairs\[0\] must be a \(query, document\) pair"):
+        model.rerank_pairs([("q", "d", "e")])
+    with pytest.raises(TypeError, match=r"texts\[1\] must be str"):
+        model.rerank("q", ["d", None])
+    with pytest.raises(TypeError, match="query must be str"):
+        model.rerank(None, ["d"])
+    with pytest.raises(ValueError, match=r"pairs\[0\] document cannot be encoded as UTF-8"):
+        model.rerank("q", ["\ud800"])
+    with pytest.raises(ValueError, match="top_k must be a positive int"):
+        model.rank("q", ["d"], top_k=0)
+    assert model.rerank("q", []).shape == (0,)
+
+
+def test_models_loaded_as_the_wrong_kind_say_what_they_are(exported, encoder_dir):
+    _, model_dir = exported
+    with pytest.raises(ValueError, match="load it with TextCrossEncoder"):
+        TextEmbedding(model_dir)
+    with pytest.raises(ValueError, match="it is an embedding model"):
+        TextCrossEncoder(encoder_dir.path)
