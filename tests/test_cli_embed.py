@@ -450,6 +450,8 @@ def test_bench_corpus_measures_each_output_format_on_the_same_input(encoder_dir,
         "300",
         "--formats",
         "npy,jsonl,parquet",
+        "--max-words",
+        "3",
         "--throughput-texts",
         "0",
         "--texts",
@@ -471,7 +473,7 @@ def test_bench_corpus_measures_each_output_format_on_the_same_input(encoder_dir,
     assert all(m["peak_rss_mb"] > 10 and m["output_mb"] >= 0 for m in results["memory"])
     table = (tmp_path / "res" / "formats.md").read_text()
     assert "| 300 | .parquet |" in table and "Peak RSS against .npy on the same 300 lines: .jsonl " in table
-    assert "throughput" not in results
+    assert "throughput" not in results and results["max_words"] == 3
     bad = run_cli("bench", "corpus", "--formats", "npy,csv", "--out", str(tmp_path / "res"))
     assert bad.returncode == 2 and "unknown output format(s) csv" in bad.stderr
 
