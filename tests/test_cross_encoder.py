@@ -237,6 +237,8 @@ def test_bad_input_names_the_problem(exported):
     with pytest.raises(ValueError, match="top_k must be a positive int"):
         model.rank("q", ["d"], top_k=0)
     assert model.rerank("q", []).shape == (0,)
+    with pytest.raises(ValueError, match="instruction= is for LLM rerankers"):
+        model.rerank("q", ["d"], instruction="x")
 
 
 def test_models_loaded_as_the_wrong_kind_say_what_they_are(exported, encoder_dir):
@@ -245,3 +247,96 @@ def test_models_loaded_as_the_wrong_kind_say_what_they_are(exported, encoder_dir
         TextEmbedding(model_dir)
     with pytest.raises(ValueError, match="it is an embedding model"):
         TextCrossEncoder(encoder_dir.path)
+
+
+# -- LLM rerankers (Qwen3-Reranker style) -----------------------------------------------------------
+def _qwen3_reranker(root: Path) -> Path:
+    """A tiny random Qwen3ForCausalLM with a byte-level BPE tokenizer that has "yes" and "no" tokens
+    and adds no special tokens (as Qwen3-Reranker's), saved as a plain transformers checkpoint."""
+    import torch
+    import transformers as tf
+    from tokenizers import AddedToken, processors
+
+    tok, specials = _tokenizer("bytelevel-bpe", "qwen3")
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.add_tokens([AddedToken("yes", normalized=False), AddedToken("no", normalized=False)])
+    hf_tokenizer = tf.PreTrainedTokenizerFast(tokenizer_object=tok, **specials)
+    config = tf.Qwen3Config(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        pad_token_id=hf_tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(2)
+    model = tf.Qwen3ForCausalLM(config)
+    with torch.no_grad():  # spread the yes/no logits so rankings mean something
+        model.lm_head.weight.mul_(30)
+    out = root / "qwen3-reranker"
+    model.save_pretrained(out)
+    hf_tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def llm_reranker(tmp_path_factory) -> tuple[Path, Path]:
+    from fastembed_native.models import export_model
+
+    root = tmp_path_factory.mktemp("llm")
+    source = _qwen3_reranker(root)
+    report = export_model(source, root / "exported")
+    assert report.max_score_difference is not None and report.max_score_difference <= SCORE_TOLERANCE
+    return source, report.model_dir
+
+
+def test_llm_reranker_graph_outputs_one_logit_per_pair(llm_reranker):
+    import onnx
+
+    _, model_dir = llm_reranker
+    graph = onnx.load(str(model_dir / "onnx" / "model.onnx"), load_external_data=False).graph
+    (output,) = graph.output
+    dims = [d.dim_value or d.dim_param for d in output.type.tensor_type.shape.dim]
+    assert output.name == "logits" and len(dims) == 2 and dims[1] == 1  # not batch x tokens x vocabulary
+
+
+def test_llm_reranker_equals_the_model_card_formula(llm_reranker):
+    import transformers as tf
+
+    from fastembed_native.engine.scores import PROMPT_FILE
+    from fastembed_native.models.llm_reranker import reference_scores
+
+    source, model_dir = llm_reranker
+    lm = tf.AutoModelForCausalLM.from_pretrained(str(source)).eval()
+    tokenizer = tf.AutoTokenizer.from_pretrained(str(source))
+    frame = json.loads((model_dir / PROMPT_FILE).read_text())
+    model = TextCrossEncoder(model_dir)
+    assert model.prompt is not None and model.activation == "sigmoid"
+    pairs = [(q, d) for q in QUERIES[:2] for d in MIXED_TEXTS]
+    expected = reference_scores(lm, tokenizer, frame, pairs)
+    ours = model.rerank_pairs(
+        pairs, batch_size=4
+    )  # batches of other widths than the reference's: left padding
+    np.testing.assert_allclose(ours, expected, atol=SCORE_TOLERANCE, rtol=0)
+    assert list(np.argsort(-ours, kind="stable")) == list(np.argsort(-expected, kind="stable"))
+    # Another instruction changes the prompt, as the reference computes it.
+    frame["instruction"] = "Find the sentence in German"
+    other = model.rerank_pairs(pairs, instruction=frame["instruction"])
+    np.testing.assert_allclose(
+        other, reference_scores(lm, tokenizer, frame, pairs), atol=SCORE_TOLERANCE, rtol=0
+    )
+    assert not np.allclose(other, ours)
+
+
+def test_llm_reranker_cuts_the_pair_text_never_the_frame(llm_reranker):
+    _, model_dir = llm_reranker
+    model = TextCrossEncoder(model_dir, max_length=96)
+    prefix, suffix = model._frame
+    (tokens,) = model.engine.tokenizer.encode_framed(["word " * 5000], prefix, suffix)
+    assert len(tokens) == 96 and tokens.ids[: len(prefix)] == prefix and tokens.ids[-len(suffix) :] == suffix
+    with pytest.raises(ValueError, match="leaves no room inside the prompt"):
+        TextCrossEncoder(model_dir, max_length=len(prefix) + len(suffix)).rerank("q", ["d"])

@@ -18,8 +18,10 @@ from .models import resolve_model
 
 
 class TextCrossEncoder(Scorer):
-    """A cross-encoder reranker (``cross-encoder/ms-marco-MiniLM-L-6-v2``, ``BAAI/bge-reranker-base``,
-    ...) exported to ONNX, scoring (query, document) pairs.
+    """A reranker exported to ONNX, scoring (query, document) pairs: a cross-encoder
+    (``cross-encoder/ms-marco-MiniLM-L-6-v2``, ``BAAI/bge-reranker-base``, ...) or an LLM reranker
+    (``Qwen/Qwen3-Reranker-0.6B`` style: P("yes") at the last token of its prompt; see
+    fastembed_native.models.llm_reranker).
 
     Scores equal sentence-transformers' ``CrossEncoder.predict`` on the same model: its activation
     as the model's files say (Sigmoid for one label by default). ``raw_scores=True`` gives the
@@ -53,19 +55,27 @@ class TextCrossEncoder(Scorer):
         batch_size: int | None = None,
         *,
         raw_scores: bool = False,
+        instruction: str | None = None,
     ) -> np.ndarray:
         """One score per document for ``query``: float32 ``(len(documents),)``, in input order
-        (the first label's score for a classifier: see :meth:`predict` for all of them)."""
+        (the first label's score for a classifier: see :meth:`predict` for all of them).
+        ``instruction``: an LLM reranker's task instruction instead of its default."""
         if not isinstance(query, str):
             raise TypeError(f"query must be str, not {type(query).__name__}")
         docs = check_texts(documents)
-        return self.predict([(query, d) for d in docs], batch_size, raw_scores=raw_scores)[:, 0]
+        pairs = [(query, d) for d in docs]
+        return self.predict(pairs, batch_size, raw_scores=raw_scores, instruction=instruction)[:, 0]
 
     def rerank_pairs(
-        self, pairs: Iterable[Sequence[str]], batch_size: int | None = None, *, raw_scores: bool = False
+        self,
+        pairs: Iterable[Sequence[str]],
+        batch_size: int | None = None,
+        *,
+        raw_scores: bool = False,
+        instruction: str | None = None,
     ) -> np.ndarray:
         """One score per (query, document) pair: float32 ``(len(pairs),)``, in input order."""
-        return self.predict(pairs, batch_size, raw_scores=raw_scores)[:, 0]
+        return self.predict(pairs, batch_size, raw_scores=raw_scores, instruction=instruction)[:, 0]
 
     def rank(
         self,
@@ -76,6 +86,7 @@ class TextCrossEncoder(Scorer):
         return_documents: bool = False,
         batch_size: int | None = None,
         raw_scores: bool = False,
+        instruction: str | None = None,
     ) -> list[dict[str, Any]]:
         """Documents sorted by score, best first: ``[{"corpus_id", "score"(, "text")}]`` (the shape
         of sentence-transformers' ``CrossEncoder.rank``), the ``top_k`` best (default all). Ties
@@ -83,7 +94,7 @@ class TextCrossEncoder(Scorer):
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
         docs = check_texts(documents)
-        scores = self.rerank(query, docs, batch_size, raw_scores=raw_scores)
+        scores = self.rerank(query, docs, batch_size, raw_scores=raw_scores, instruction=instruction)
         order = np.argsort(-scores, kind="stable")[:top_k]
         ranked = []
         for i in order:

@@ -28,6 +28,10 @@ import numpy as np
 from .config import _optional_json
 from .embedder import TOKENIZE_WINDOW, Embedder, check_positive
 
+#: An LLM reranker's prompt frame (written by ``export`` beside the graph; see models/llm_reranker.py):
+#: prefix, template with {instruction} {query} {document}, suffix, default instruction, max_length.
+PROMPT_FILE = "reranker_prompt.json"
+
 #: Activations sentence-transformers may name (by their dotted torch paths, any generation), and
 #: the function each is here. Anything else is refused by name: guessing would change every score.
 ACTIVATIONS = {
@@ -132,6 +136,15 @@ class Scorer:
             )
         self.activation = activation or self.score_config.activation
         self.engine = Embedder(model_dir, normalize=False, task="sequence-classification", **options)
+        #: An LLM reranker's prompt frame, or None for a cross-encoder (pairs tokenized as pairs).
+        self.prompt: dict[str, Any] | None = _optional_json(Path(model_dir) / PROMPT_FILE) or None
+        self._frame: tuple[list[int], list[int]] | None = None
+        if self.prompt is not None:
+            tokens = self.engine.tokenizer.tokenizer
+            self._frame = (
+                tokens.encode(self.prompt["prefix"], add_special_tokens=False).ids,
+                tokens.encode(self.prompt["suffix"], add_special_tokens=False).ids,
+            )
         if self.engine.pooling != "pooled":
             raise ValueError(
                 f"{self.engine.config.onnx_path} outputs token vectors, not one row of logits per "
@@ -167,10 +180,16 @@ class Scorer:
         )
 
     def predict(
-        self, pairs: Iterable[Sequence[str]], batch_size: int | None = None, *, raw_scores: bool = False
+        self,
+        pairs: Iterable[Sequence[str]],
+        batch_size: int | None = None,
+        *,
+        raw_scores: bool = False,
+        instruction: str | None = None,
     ) -> np.ndarray:
         """Scores of ``pairs``: float32 ``(len(pairs), labels)``, in input order; the activation
-        applied unless ``raw_scores`` (the logits).
+        applied unless ``raw_scores`` (the logits). ``instruction``: an LLM reranker's task
+        instruction, instead of its default.
 
         Raises:
             TypeError: a pair is not two strings (the message names its index).
@@ -180,10 +199,25 @@ class Scorer:
         size = self.engine.batch_size if batch_size is None else batch_size
         check_positive(size)
         out = np.empty((len(items), len(self.labels)), dtype=np.float32)
+        if instruction is not None and self.prompt is None:
+            raise ValueError("instruction= is for LLM rerankers; this model is a cross-encoder")
         for start in range(0, len(items), TOKENIZE_WINDOW):
-            encodings = self.engine.tokenizer.encode_pairs(items[start : start + TOKENIZE_WINDOW], start)
+            window = items[start : start + TOKENIZE_WINDOW]
+            if self._frame is None:
+                encodings = self.engine.tokenizer.encode_pairs(window, start)
+            else:
+                encodings = self.engine.tokenizer.encode_framed(
+                    self._prompts(window, instruction), *self._frame, offset=start
+                )
             self.engine.embed_encodings(encodings, out[start : start + len(encodings)], size, normalize=False)
         return out if raw_scores else activate(out, self.activation)
+
+    def _prompts(self, pairs: list[tuple[str, str]], instruction: str | None) -> list[str]:
+        """An LLM reranker's prompt text per pair (its frame's prefix and suffix come as token ids)."""
+        assert self.prompt is not None
+        template, default = self.prompt["template"], self.prompt["instruction"]
+        task = default if instruction is None else instruction
+        return [template.format(instruction=task, query=q, document=d) for q, d in pairs]
 
 
 def check_pairs(pairs: Any) -> list[tuple[str, str]]:

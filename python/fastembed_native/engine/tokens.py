@@ -96,6 +96,23 @@ def _cut_point(encoding: Encoding, max_length: int, end: int, inside: bool) -> i
     return None
 
 
+class FramedTokens:
+    """Token ids built outside the tokenizer (an LLM reranker's framed prompt), shaped like an
+    ``Encoding`` for padding: ``ids``, ``type_ids`` (zeros) and ``len``."""
+
+    __slots__ = ("ids",)
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = ids
+
+    @property
+    def type_ids(self) -> list[int]:
+        return [0] * len(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 class TextTokenizer:
     """A model's tokenizer set up for embedding: truncation at ``max_length``, no padding.
 
@@ -197,6 +214,34 @@ class TextTokenizer:
                             f"({bad.reason} at position {bad.start})"
                         ) from None
             raise exc
+
+    def encode_framed(
+        self, texts: list[str], prefix: list[int], suffix: list[int], *, offset: int = 0
+    ) -> list[FramedTokens]:
+        """Each text tokenized without special tokens, cut to what ``prefix`` and ``suffix`` leave of
+        ``max_length``, and framed by their token ids (an LLM reranker's prompt, as its model card
+        builds it: the pair's text truncated, the chat template's tokens kept whole).
+
+        Raises:
+            ValueError: the frame leaves no room, or a text cannot be encoded as UTF-8 (names it).
+        """
+        budget = self.max_length - len(prefix) - len(suffix)
+        if budget < 1:
+            raise ValueError(
+                f"max_length={self.max_length} leaves no room inside the prompt's {len(prefix) + len(suffix)} frame tokens"
+            )
+        try:
+            encodings = self._probe.encode_batch_fast(self.clip(texts), add_special_tokens=False)
+        except Exception as exc:
+            for i, text in enumerate(texts):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as bad:
+                    raise ValueError(
+                        f"pairs[{offset + i}] cannot be encoded as UTF-8 ({bad.reason} at position {bad.start})"
+                    ) from None
+            raise exc
+        return [FramedTokens(prefix + e.ids[:budget] + suffix) for e in encodings]
 
     def _clip_pair(self, query: str, document: str) -> tuple[str, str]:
         clipped_query, clipped_document = self.clip([query, document])

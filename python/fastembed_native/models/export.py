@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelLoadError
+from .llm_reranker import export_llm_reranker, is_llm_reranker
 from .parity import SCORE_TOLERANCE, parity_check, score_parity
 
 #: Files copied from the source checkout next to onnx/model.onnx (those that exist).
@@ -112,6 +113,9 @@ def export_model(
     if output.exists():
         raise FileExistsError(f"{output} exists already")
     scores = is_cross_encoder(source)
+    if is_llm_reranker(source):  # a yes/no LLM reranker: its own graph (see llm_reranker.py)
+        worst = export_llm_reranker(source, output)
+        return ExportReport(output, float("nan"), (), worst)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
