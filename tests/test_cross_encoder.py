@@ -340,3 +340,12 @@ def test_llm_reranker_cuts_the_pair_text_never_the_frame(llm_reranker):
     assert len(tokens) == 96 and tokens.ids[: len(prefix)] == prefix and tokens.ids[-len(suffix) :] == suffix
     with pytest.raises(ValueError, match="leaves no room inside the prompt"):
         TextCrossEncoder(model_dir, max_length=len(prefix) + len(suffix)).rerank("q", ["d"])
+
+
+def test_the_registry_knows_common_rerankers():
+    models = {m["model"]: m for m in TextCrossEncoder.list_supported_models()}
+    assert models["cross-encoder/ms-marco-MiniLM-L-6-v2"]["max_length"] == 512
+    assert models["Qwen/Qwen3-Reranker-0.6B"]["kind"] == "llm"
+    from fastembed_native.models import canonical_model_name
+
+    assert canonical_model_name("bge-reranker-base") == "BAAI/bge-reranker-base"

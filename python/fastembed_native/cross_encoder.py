@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
 from .engine.embedder import check_texts
 from .engine.scores import Scorer
-from .models import resolve_model
+from .models import SUPPORTED_RERANKERS, resolve_model
 
 
 class TextCrossEncoder(Scorer):
@@ -103,3 +104,9 @@ class TextCrossEncoder(Scorer):
                 hit["text"] = docs[i]
             ranked.append(hit)
         return ranked
+
+    @staticmethod
+    def list_supported_models() -> list[dict[str, Any]]:
+        """The rerankers this package knows (architecture, max length, kind), as dicts like fastembed's.
+        Any other sequence-classification or yes/no LLM reranker checkpoint works too once exported."""
+        return [asdict(info) for info in SUPPORTED_RERANKERS]

@@ -29,7 +29,15 @@ from .fuse import fuse_model
 from .inspect import inspect_model
 from .parity import PARITY_TEXTS, cosine_rows, parity_check
 from .quantize import QuantizeReport, quantize_model
-from .registry import DEFAULT_MODEL, SUPPORTED_MODELS, ModelInfo, canonical_model_name, model_info
+from .registry import (
+    DEFAULT_MODEL,
+    SUPPORTED_MODELS,
+    SUPPORTED_RERANKERS,
+    ModelInfo,
+    RerankerInfo,
+    canonical_model_name,
+    model_info,
+)
 
 __all__ = [
     "CACHE_ENV",
@@ -38,10 +46,12 @@ __all__ = [
     "EXPORT_EXTRA_HINT",
     "PARITY_TEXTS",
     "SUPPORTED_MODELS",
+    "SUPPORTED_RERANKERS",
     "BuildReport",
     "ExportReport",
     "ModelInfo",
     "QuantizeReport",
+    "RerankerInfo",
     "build_bert_model",
     "build_model",
     "cache_root",

@@ -73,13 +73,54 @@ SUPPORTED_MODELS: tuple[ModelInfo, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class RerankerInfo:
+    """What is known about a reranker before opening it."""
+
+    model: str
+    architecture: str  # the checkpoint's transformers class
+    max_length: int  # tokens per (query, document) pair
+    kind: str = "cross-encoder"  # or "llm": P("yes") at the last token of a prompt (models/llm_reranker.py)
+    description: str = ""
+
+
+SUPPORTED_RERANKERS: tuple[RerankerInfo, ...] = (
+    RerankerInfo(
+        "cross-encoder/ms-marco-MiniLM-L-6-v2",
+        "BertForSequenceClassification",
+        512,
+        description="English passage reranker trained on MS MARCO; small and fast",
+    ),
+    RerankerInfo(
+        "BAAI/bge-reranker-base",
+        "XLMRobertaForSequenceClassification",
+        512,
+        description="Chinese and English reranker on XLM-RoBERTa base",
+    ),
+    RerankerInfo(
+        "BAAI/bge-reranker-v2-m3",
+        "XLMRobertaForSequenceClassification",
+        8192,
+        description="Multilingual reranker on BGE-M3 (XLM-RoBERTa large), long inputs",
+    ),
+    RerankerInfo(
+        "Qwen/Qwen3-Reranker-0.6B",
+        "Qwen3ForCausalLM",
+        8192,
+        kind="llm",
+        description="Multilingual LLM reranker: P(yes) after an instruction prompt",
+    ),
+)
+
+
 def canonical_model_name(model: str) -> str:
     """The registry's id for ``model``: its full id ("org/name") or, when exactly one entry has it,
     its short name ("all-MiniLM-L6-v2", as model cards and fastembed users write it), matched without
     regard to case. Any other string comes back unchanged."""
     wanted = model.lower()
-    full = [m.model for m in SUPPORTED_MODELS if m.model.lower() == wanted]
-    short = [m.model for m in SUPPORTED_MODELS if m.model.rsplit("/", 1)[-1].lower() == wanted]
+    known = [m.model for m in (*SUPPORTED_MODELS, *SUPPORTED_RERANKERS)]
+    full = [name for name in known if name.lower() == wanted]
+    short = [name for name in known if name.rsplit("/", 1)[-1].lower() == wanted]
     matches = full or short
     return matches[0] if len(matches) == 1 else model
 
