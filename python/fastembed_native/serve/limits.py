@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import ctypes
 import ctypes.util
@@ -150,6 +151,9 @@ class Admission:
         try:
             ticket.grow(declared or 0)
         except ApiError as refusal:
+            # Read the body and drop it, piece by piece, so the client reads the 429 instead of a
+            # reset connection (which is what a socket closed on unread data gives it).
+            await _discard_body(receive, self.body_timeout)
             await _respond(send, refusal)
             return
         seen = 0
@@ -218,6 +222,14 @@ class Admission:
 
 class _ClientNotReading(Exception):
     pass
+
+
+async def _discard_body(receive: Any, timeout: float) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        while True:
+            message = await asyncio.wait_for(receive(), timeout)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
 
 
 async def _respond(send: Any, error: ApiError) -> None:
