@@ -349,3 +349,17 @@ def test_the_registry_knows_common_rerankers():
     from fastembed_native.models import canonical_model_name
 
     assert canonical_model_name("bge-reranker-base") == "BAAI/bge-reranker-base"
+
+
+@pytest.mark.parametrize("reference", ["numpy", "sentence-transformers"])
+def test_the_torch_free_builder_builds_bert_cross_encoders(tmp_path, reference):
+    from sentence_transformers import CrossEncoder
+
+    from fastembed_native.models import build_bert_model
+
+    source = _cross_encoder(tmp_path, "bert")
+    report = build_bert_model(source, tmp_path / "built", reference=reference)
+    assert report.reference == reference and report.max_score_difference <= SCORE_TOLERANCE
+    expected = CrossEncoder(str(source), device="cpu").predict(PAIRS)
+    ours = TextCrossEncoder(report.model_dir).rerank_pairs(PAIRS)
+    np.testing.assert_allclose(ours, expected, atol=SCORE_TOLERANCE, rtol=0)

@@ -37,10 +37,11 @@ from typing import Any
 import numpy as np
 
 from ..engine import FUSED_FILE, Embedder, read_model_dir
+from ..engine.scores import Scorer
 from ..errors import ModelLoadError
 from .export import _CONFIG_FILES as CONFIG_FILES  # the same files an optimum export copies
 from .export import ExportReport
-from .parity import PARITY_TEXTS, cosine_rows, parity_check
+from .parity import PARITY_TEXTS, SCORE_TOLERANCE, cosine_rows, parity_check, parity_pairs, score_parity
 
 #: What a checkpoint's config.json must say for this builder (anything else goes through optimum).
 SUPPORTED_MODEL_TYPES = ("bert",)
@@ -63,6 +64,9 @@ class BertConfig:
     layer_norm_eps: float
     type_vocab_size: int
     max_position_embeddings: int
+    #: Logits of a BertForSequenceClassification (a cross-encoder): its pooler and classifier go
+    #: on top of the encoder, and the graph's output is ``logits``. 0: the encoder alone.
+    num_labels: int = 0
 
     @property
     def head_size(self) -> int:
@@ -118,7 +122,10 @@ def bert_config(source: str | Path) -> BertConfig:
     if reason:
         raise ValueError(f"cannot build {source} without torch: {reason}")
     config = _read_config(source)
+    classifier = any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or ())
+    labels = len(config.get("id2label") or {}) or int(config.get("num_labels", 2))  # transformers' default: 2
     return BertConfig(
+        num_labels=labels if classifier else 0,
         hidden_size=int(config["hidden_size"]),
         num_layers=int(config["num_hidden_layers"]),
         num_heads=int(config["num_attention_heads"]),
@@ -155,6 +162,10 @@ def load_weights(source: str | Path, config: BertConfig) -> dict[str, np.ndarray
         if key.startswith(prefix) and value.dtype.kind == "f"
     }
     hidden, inner = config.hidden_size, config.intermediate_size
+    if config.num_labels:  # BertForSequenceClassification's head sits outside the "bert." prefix
+        weights.update(
+            {k: v.astype(np.float32, copy=False) for k, v in raw.items() if k.startswith("classifier.")}
+        )
     expected = {
         "embeddings.word_embeddings.weight": (None, hidden),
         "embeddings.position_embeddings.weight": (config.max_position_embeddings, hidden),
@@ -180,6 +191,15 @@ def load_weights(source: str | Path, config: BertConfig) -> dict[str, np.ndarray
                 f"{layer}output.dense.bias": (hidden,),
                 f"{layer}output.LayerNorm.weight": (hidden,),
                 f"{layer}output.LayerNorm.bias": (hidden,),
+            }
+        )
+    if config.num_labels:
+        expected.update(
+            {
+                "pooler.dense.weight": (hidden, hidden),
+                "pooler.dense.bias": (hidden,),
+                "classifier.weight": (config.num_labels, hidden),
+                "classifier.bias": (config.num_labels,),
             }
         )
     for name, shape in expected.items():
@@ -218,7 +238,9 @@ class _GraphBuilder:
 
 def build_graph(config: BertConfig, weights: dict[str, np.ndarray]) -> Any:
     """The ONNX ModelProto of a BERT encoder: inputs input_ids, attention_mask, token_type_ids
-    (int64, [batch, sequence]); output last_hidden_state (float32, [batch, sequence, hidden])."""
+    (int64, [batch, sequence]); output last_hidden_state (float32, [batch, sequence, hidden]), or
+    for a sequence classifier ``logits`` (float32, [batch, num_labels]): the pooler (tanh of a
+    linear map of the first token) and the classifier, as BertForSequenceClassification computes them."""
     from onnx import TensorProto, helper
 
     g = _GraphBuilder()
@@ -330,7 +352,18 @@ def build_graph(config: BertConfig, weights: dict[str, np.ndarray]) -> Any:
         out = linear(gelu, f"{p}output.dense")
         x = layer_norm(g.op("Add", [out, x], f"{p}output.residual"), f"{p}output.LayerNorm")
 
-    g.nodes.append(helper.make_node("Identity", [x], ["last_hidden_state"], name="last_hidden_state"))
+    if config.num_labels:
+        first = g.op("Gather", [x, g.constant("zero", np.array(0, np.int64))], "first_token", axis=1)
+        pooled = g.op("Tanh", [linear(first, "pooler.dense")], "pooler.tanh")
+        g.nodes.append(
+            helper.make_node("Identity", [linear(pooled, "classifier")], ["logits"], name="logits")
+        )
+        output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", config.num_labels])
+    else:
+        g.nodes.append(helper.make_node("Identity", [x], ["last_hidden_state"], name="last_hidden_state"))
+        output = helper.make_tensor_value_info(
+            "last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", hidden]
+        )
     token_inputs = ["input_ids", "attention_mask"] + (
         ["token_type_ids"] if config.type_vocab_size > 0 else []
     )
@@ -338,11 +371,7 @@ def build_graph(config: BertConfig, weights: dict[str, np.ndarray]) -> Any:
         g.nodes,
         "bert",
         [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in token_inputs],
-        [
-            helper.make_tensor_value_info(
-                "last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", hidden]
-            )
-        ],
+        [output],
         g.initializers,
     )
     model = helper.make_model(
@@ -546,9 +575,13 @@ def _erf(x: np.ndarray) -> np.ndarray:
 
 
 def reference_hidden_states(
-    config: BertConfig, weights: dict[str, np.ndarray], texts_ids: list[np.ndarray]
+    config: BertConfig,
+    weights: dict[str, np.ndarray],
+    texts_ids: list[np.ndarray],
+    texts_types: list[np.ndarray] | None = None,
 ) -> list[np.ndarray]:
-    """last_hidden_state of each unpadded text (``texts_ids``: 1-D token-id arrays), in float64 numpy.
+    """last_hidden_state of each unpadded text (``texts_ids``: 1-D token-id arrays; ``texts_types``
+    their token type ids, zeros when None), in float64 numpy.
 
     An independent path to the graph's output: the build-time parity check without torch.
     """
@@ -562,11 +595,11 @@ def reference_hidden_states(
     def linear(x: np.ndarray, prefix: str) -> np.ndarray:
         return x @ f[prefix + ".weight"].T + f[prefix + ".bias"]
 
-    def forward(ids: np.ndarray) -> np.ndarray:
+    def forward(ids: np.ndarray, types: np.ndarray) -> np.ndarray:
         n = len(ids)
         x = f["embeddings.word_embeddings.weight"][ids] + f["embeddings.position_embeddings.weight"][:n]
         if config.type_vocab_size > 0:
-            x = x + f["embeddings.token_type_embeddings.weight"][0]
+            x = x + f["embeddings.token_type_embeddings.weight"][types]
         x = layer_norm(x, "embeddings.LayerNorm")
         for i in range(config.num_layers):
             p = f"encoder.layer.{i}."
@@ -587,7 +620,34 @@ def reference_hidden_states(
             x = layer_norm(linear(gelu, f"{p}output.dense") + x, f"{p}output.LayerNorm")
         return x
 
-    return [forward(np.asarray(ids, dtype=np.int64)) for ids in texts_ids]
+    if texts_types is None:
+        texts_types = [np.zeros(len(ids), dtype=np.int64) for ids in texts_ids]
+    return [
+        forward(np.asarray(ids, dtype=np.int64), np.asarray(types, dtype=np.int64))
+        for ids, types in zip(texts_ids, texts_types, strict=True)
+    ]
+
+
+def reference_logits(model_dir: Path, source: Path, weights: dict[str, np.ndarray]) -> np.ndarray:
+    """The parity pairs' logits by the float64 numpy forward pass over ``source``'s weights, the
+    pairs tokenized as ``model_dir``'s tokenizer tokenizes them (shape [pairs, num_labels])."""
+    from tokenizers import Tokenizer
+
+    settings = read_model_dir(model_dir, task="sequence-classification")
+    tokenizer = Tokenizer.from_file(str(settings.tokenizer_path))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=settings.max_length)
+    config = bert_config(source)
+    encodings = tokenizer.encode_batch(parity_pairs())
+    states = reference_hidden_states(
+        config, weights, [np.array(e.ids) for e in encodings], [np.array(e.type_ids) for e in encodings]
+    )
+    f = {
+        k: weights[k].astype(np.float64)
+        for k in ("pooler.dense.weight", "pooler.dense.bias", "classifier.weight", "classifier.bias")
+    }
+    pooled = np.tanh(np.stack([s[0] for s in states]) @ f["pooler.dense.weight"].T + f["pooler.dense.bias"])
+    return pooled @ f["classifier.weight"].T + f["classifier.bias"]
 
 
 @dataclass(frozen=True)
@@ -717,6 +777,20 @@ def build_bert_model(
                 shutil.copy2(source / name, model / name)
         for pooling_dir in source.glob("*_Pooling"):
             shutil.copytree(pooling_dir, model / pooling_dir.name)
+        if config.num_labels:  # a cross-encoder: logits, checked as scores; no fused graph (yet)
+            if reference == "numpy":
+                ours = Scorer(model, parallel_runs=1).predict(parity_pairs(), raw_scores=True)
+                differences = np.abs(ours - reference_logits(model, source, weights)).max(axis=1)
+            else:
+                differences = score_parity(model, source).max(axis=1)
+            worst_difference = float(differences.max())
+            if worst_difference > SCORE_TOLERANCE:
+                raise ModelLoadError(
+                    f"the graph built from {source} disagrees with {reference}: score difference "
+                    f"{worst_difference:.2e} > {SCORE_TOLERANCE} (pair {int(differences.argmax())})"
+                )
+            model.rename(output)
+            return BuildReport(output, float("nan"), (), worst_difference, reference)
         if reference == "numpy":
             ours = Embedder(model, fused=False, parallel_runs=1).embed(list(PARITY_TEXTS))
             cosines = cosine_rows(ours, reference_embeddings(model, source, weights=weights))
@@ -731,6 +805,6 @@ def build_bert_model(
         if fuse:
             write_fused(model, config, weights)
         model.rename(output)
-        return BuildReport(output, worst, tuple(float(c) for c in cosines), reference)
+        return BuildReport(output, worst, tuple(float(c) for c in cosines), reference=reference)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
