@@ -338,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="benchmark against onnxruntime, fastembed and sentence-transformers (bench --help); "
         "`bench corpus`: streaming's peak memory and speed (bench corpus --help); "
         "`bench ray`: Ray Data against in-process, and the break-even (bench ray --help); "
-        "`bench serve`: embedding servers side by side, or --soak for memory (bench serve --help)",
+        "`bench serve`: embedding servers side by side, or --soak for memory (bench serve --help); "
+        "`bench rerank`: rerankers side by side (bench rerank --help)",
     )
     return parser
 
@@ -357,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench.serve import main as serve_bench_main
 
         return serve_bench_main(argv[2:])
+    if argv[:2] == ["bench", "rerank"]:  # rerankers side by side (bench/rerank.py)
+        from .bench.rerank import main as rerank_bench_main
+
+        return rerank_bench_main(argv[2:])
     if argv[:1] == ["bench"]:  # the benchmark parses its own options
         from .bench.run import main as bench_main
 
