@@ -566,7 +566,8 @@ def test_cancelled_calls_and_streams_drop_their_queued_work(tiny):
 def test_full_queue_gives_resource_exhausted_and_a_stream_waits_instead(tiny):
     embedder = Embedder(tiny.path)
     engine = HeldEngine(embedder)
-    service = EmbeddingService({"tiny": embedder}, ServeConfig(api_key=None, max_queued_tokens=50))
+    # 71 tokens a request: one fits the queue, a second one's share of it (71 + min(71, 71)) does not.
+    service = EmbeddingService({"tiny": embedder}, ServeConfig(api_key=None, max_queued_tokens=100))
     queue = service.models["tiny"].queue
     texts = tiny_texts(8, seed=5)
 
@@ -577,7 +578,7 @@ def test_full_queue_gives_resource_exhausted_and_a_stream_waits_instead(tiny):
             stub = v1_grpc.EmbedderStub(channel)
             running = stub.Embed(v1.EmbedRequest(inputs=["hello"]))
             await _until(lambda: queue.busy_since is not None)
-            waiting = stub.Embed(v1.EmbedRequest(inputs=texts))  # queued: the queue is not empty now
+            waiting = stub.Embed(v1.EmbedRequest(inputs=texts))  # queued: within the limit
             await _until(lambda: queue.queued[0] == 1)
             refused = stub.Embed(v1.EmbedRequest(inputs=texts))
             with pytest.raises(grpc.aio.AioRpcError) as info:

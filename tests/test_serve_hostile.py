@@ -138,7 +138,7 @@ def test_huge_bodies_are_413_before_parsing(server):
 
 def test_unknown_routes_and_methods(server):
     status, _, data = server.request("GET", "/nope", headers=AUTH)
-    assert_error(status, data, 404, "no route /nope")
+    assert_error(status, data, 404, "no route '/nope'")
     status, _, data = server.request("GET", "/embed", headers=AUTH)
     assert_error(status, data, 405, "GET is not allowed")
 

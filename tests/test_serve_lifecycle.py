@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 from conftest import write_model_dir
-from serving import HOST, Server
+from serving import HOST, Server, free_port
 
 from fastembed_native.engine import Embedder
 from fastembed_native.models import cosine_rows
@@ -56,19 +56,20 @@ def test_overload_gives_429_with_retry_after_and_the_client_retries(minilm_dir, 
 
 
 def _overloaded_request(server: Server, texts: list[str]):
-    """Fill the queue from threads, then send one more request: it must be refused."""
+    """12 requests at once, each of 3 texts (~530 tokens, within the 700-token queue, where two of
+    them are over any one's fair share): a refused one (or the last answer, if none was refused)."""
     results = []
     threads = [
-        threading.Thread(target=lambda: results.append(server.request("POST", "/embed", {"inputs": texts})))
-        for _ in range(3)
+        threading.Thread(
+            target=lambda: results.append(server.request("POST", "/embed", {"inputs": texts[:3]}))
+        )
+        for _ in range(12)
     ]
     for t in threads:
         t.start()
-    time.sleep(0.3)
-    answer = server.request("POST", "/embed", {"inputs": texts})
     for t in threads:
         t.join()
-    return answer
+    return next((r for r in results if r[0] == 429), results[-1])
 
 
 @pytest.mark.real_model
@@ -260,3 +261,115 @@ def test_prompts_left_out_of_pooling_share_the_queue_and_match_the_library(tmp_p
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(got[0], Embedder(model.path, include_prompt=True).embed([prompt + texts[0]])[0])
     assert service.close(5)
+
+
+def _drain_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("fastembed-native serve: drain")]
+
+
+@pytest.mark.real_model
+def test_sigterm_drain_answers_new_requests_503_while_in_flight_work_finishes_and_logs_it(minilm_dir):
+    """The socket stays open during the drain: a new connection gets 503 (not refused) while the
+    request in flight still runs; the drain's start and end are one log line each."""
+    server = Server(["--model", f"m={minilm_dir}", "--drain-seconds", "120"])
+    texts = [f"{i} {LONG}" for i in range(300)]  # ~50,000 tokens: seconds of engine work
+    done: list = []
+
+    def send_big():
+        done.append(server.json("POST", "/embed", {"inputs": texts}, timeout=240))
+        done.append(time.monotonic())
+
+    worker = threading.Thread(target=send_big)
+    try:
+        worker.start()
+        deadline = time.monotonic() + 60
+        while server.metric("fastembed_batch_texts_count") == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the request runs in the engine
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # uvicorn notices the signal within 0.1 s: the drain has begun
+        status, body = server.json("POST", "/embed", {"inputs": ["hello world"]}, timeout=30)
+        answered = time.monotonic()
+        health = server.request("GET", "/health", timeout=30)[0]
+        worker.join(240)
+        code = server.process.wait(60)
+    finally:
+        server.stop()
+    assert status == 503 and body["error"]["type"] == "service_unavailable", body
+    assert health == 503
+    assert done and done[0][0] == 200 and len(done[0][1]) == len(texts)
+    assert answered < done[1], "the in-flight request had ended before the new connection: nothing shown"
+    assert code == 0, server.output
+    lines = _drain_lines(server.output)
+    assert len(lines) == 2, server.output
+    assert "draining: 1 request(s) in flight" in lines[0]
+    assert "1 request(s) finished, 0 cut off" in lines[1]
+
+
+@pytest.mark.real_model
+def test_sigterm_with_more_work_than_the_drain_allows_answers_503_never_500_and_exits_0(minilm_dir):
+    """200 HTTP requests and 20 gRPC calls queued, --drain-seconds 3: what finished is 200 / OK,
+    the rest 503 in the OpenAI shape / UNAVAILABLE, and the process exits 0."""
+    aiohttp = pytest.importorskip("aiohttp", reason="the [test] extra brings aiohttp")
+    grpc = pytest.importorskip("grpc", reason="the [serve] extra brings grpcio")
+    from fastembed_native.serve.grpc import fastembed_pb2 as v1
+    from fastembed_native.serve.grpc import fastembed_pb2_grpc as v1_grpc
+
+    grpc_port = free_port()
+    args = ["--model", f"m={minilm_dir}", "--drain-seconds", "3", "--max-queued-tokens", "2000000"]
+    server = Server([*args, "--grpc-port", str(grpc_port)])
+    inputs = [f"{j} {LONG}" for j in range(10)]  # ~1,700 tokens a request; 220 of them: ~30 s of work
+
+    async def http_load() -> list:
+        connector = aiohttp.TCPConnector(limit=0)
+        timeout = aiohttp.ClientTimeout(total=120)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+            async def one():
+                async with session.post(server.url + "/embed", json={"inputs": inputs}) as response:
+                    return response.status, await response.read()
+
+            return await asyncio.gather(*(one() for _ in range(200)), return_exceptions=True)
+
+    answers: list = []
+    loader = threading.Thread(target=lambda: answers.extend(asyncio.run(http_load())))
+    channel = grpc.insecure_channel(f"{HOST}:{grpc_port}")
+    try:
+        stub = v1_grpc.EmbedderStub(channel)
+        calls = [stub.Embed.future(v1.EmbedRequest(inputs=inputs), timeout=120) for _ in range(20)]
+        loader.start()
+        deadline = time.monotonic() + 120
+        while server.metric("fastembed_queue_jobs") < 150 and time.monotonic() < deadline:
+            time.sleep(0.2)  # until most of the load is queued
+        queued = server.metric("fastembed_queue_jobs")
+        start = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        loader.join(120)
+        codes = []
+        for call in calls:
+            try:
+                call.result()
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as exc:
+                codes.append(exc.code())
+        code = server.process.wait(60)
+        took = time.monotonic() - start
+    finally:
+        channel.close()
+        server.stop()
+    assert queued >= 150
+    failures = [a for a in answers if isinstance(a, BaseException)]
+    assert not failures, failures[:3]
+    statuses = [status for status, _ in answers]
+    assert len(statuses) == 200 and set(statuses) <= {200, 503}, sorted(set(statuses))
+    assert statuses.count(503) > 0
+    for status, data in answers:
+        if status == 503:
+            error = json.loads(data)["error"]
+            assert error["type"] == "service_unavailable" and "shutting down" in error["message"], error
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, codes
+    assert grpc.StatusCode.UNAVAILABLE in codes
+    assert code == 0, server.output[-3000:]
+    assert took < 3 + 30, took  # the drain, the close grace, and a slow machine's exit
+    assert "Traceback" not in server.output, server.output[-3000:]
+    lines = _drain_lines(server.output)
+    assert len(lines) == 2 and "cut off with 503" in lines[1], server.output[-3000:]

@@ -3,11 +3,29 @@
 Requests arrive already tokenized (as :class:`Job` s) from any transport. While the engine runs a call,
 new jobs accumulate; the next call takes everything waiting up to a token budget, and the engine's own
 length sorting and token-budget batches then apply across requests. There is no wait timer: an idle
-queue starts a lone query at once. A job bigger than one call is split into parts and re-queued behind
-the jobs that arrived meanwhile, so a 2048-text request never holds a short query for its whole length.
+queue starts a lone query at once.
 
-Threads: ``submit`` and ``cancel`` run on the event loop; the engine thread only touches a job's arrays
-and hands results back with ``loop.call_soon_threadsafe``. The engine releases the GIL while it runs.
+Fair shares. The engine serves queued jobs round robin: a call takes jobs in arrival order, and a job
+bigger than what is left of the call gives up its place: its rest is queued again when the call ends,
+behind every job that arrived meanwhile. So a 2048-text request never holds a short query back for its
+whole length, and a job of ``t`` tokens admitted now is done once the engine has run its ``t`` tokens
+and, of each other queued job, at most ``t`` (the rest of a bigger job runs after it). Admission
+charges exactly that. ``max_queued_tokens`` stands for a wait (about that many tokens of engine work),
+and a job of ``t`` tokens is admitted when::
+
+    t + sum over queued jobs of min(tokens it has queued, t)  <=  max_queued_tokens
+
+Each queued job counts against a newcomer only up to the newcomer's own size: one large request that
+holds the whole limit costs a one-token query one token, not a 429, while many requests still fill the
+queue (``n`` jobs of ``t`` tokens admit about ``max_queued_tokens / t`` of them). Two bounds complete
+it: a job whose tokens alone exceed ``max_queued_tokens`` is refused with 413, even into an empty queue
+(it cannot be served within the wait the limit stands for; the client should split it), and a model's
+queue never holds more than ``2 * max_queued_tokens`` tokens (the memory bound: one job of up to the
+limit, and every other job within the limit again).
+
+Threads: ``submit``, ``cancel`` and ``abandon`` run on the event loop; the engine thread only touches a
+job's arrays and hands results back with ``loop.call_soon_threadsafe``. The engine releases the GIL
+while it runs.
 """
 
 from __future__ import annotations
@@ -24,7 +42,7 @@ from typing import Protocol
 import numpy as np
 
 from ..engine import Embedder
-from .errors import Draining, EngineFailure, Overloaded
+from .errors import ApiError, Draining, EngineFailure, Overloaded, PayloadTooLarge
 
 
 class TokenSequence(Protocol):
@@ -37,7 +55,7 @@ class TokenSequence(Protocol):
     def __len__(self) -> int: ...
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: the queue finds and removes jobs by ``in`` / ``remove``
 class Job:
     """One request's inputs for one model, and where their raw (unnormalised) vectors go."""
 
@@ -52,6 +70,10 @@ class Job:
     started: float | None = None  # when its first part's call began
     inference_seconds: float = 0.0  # summed durations of the calls its parts ran in
     cancelled: bool = False
+    queued: int = field(init=False)  # tokens not yet handed to a call
+
+    def __post_init__(self) -> None:
+        self.queued = self.tokens
 
 
 class BatchMetrics(Protocol):
@@ -68,8 +90,8 @@ class BatchQueue:
         name: the model's served name (for metrics and messages).
         embedder: the engine.
         max_call_tokens: tokens (real, not padded) one engine call takes at most, over all requests.
-        max_queued_tokens: tokens waiting at most; a job that would go past it is refused with 429
-            (unless the queue is empty: a large batch is split, never refused for its size alone).
+        max_queued_tokens: the queue's limit, shared fairly (see the module docstring): a job over it
+            alone gets 413; a job over its fair share of it, 429; never more than twice it queued.
         metrics: receives per-call statistics.
     """
 
@@ -88,7 +110,10 @@ class BatchQueue:
         self.max_queued_tokens = max_queued_tokens
         self._metrics = metrics
         self._pending: deque[Job] = deque()
-        self._queued_tokens = 0
+        #: The job whose part runs now and whose rest is queued again when the call ends.
+        self._parked: Job | None = None
+        self._running: list[Job] = []  # the jobs of the call that runs now
+        self._queued_tokens = 0  # of the pending and parked jobs
         self._lock = threading.Condition()
         self._closed = False
         # The engine's speed, for retry-after: a moving average over calls (a MiniLM-sized model
@@ -104,22 +129,35 @@ class BatchQueue:
         """Queue ``job``; its future completes when every input is embedded.
 
         Raises:
-            Overloaded: the queue holds too many tokens already.
+            PayloadTooLarge: the job alone has more tokens than the queue's limit.
+            Overloaded: the job's fair share of the queue is taken (see the module docstring).
             Draining: the queue is closed.
         """
+        limit = self.max_queued_tokens
         with self._lock:
             if self._closed:
                 raise Draining("the server is shutting down and takes no new requests")
-            if self._pending and self._queued_tokens + job.tokens > self.max_queued_tokens:
-                retry_ms = self._retry_after_ms()
+            if job.tokens > limit:
+                raise PayloadTooLarge(
+                    f"the request has {job.tokens} tokens to embed; model {self.name!r} queues at most "
+                    f"{limit} (--max-queued-tokens): split it into smaller requests",
+                    param="input",
+                    code="too_many_tokens",
+                )
+            waiting = self._waiting()
+            charged = job.tokens + sum(min(other.queued, job.tokens) for other in waiting)
+            if charged > limit or self._queued_tokens + job.tokens > 2 * limit:
+                ahead = max(charged, self._queued_tokens + job.tokens - limit)
+                retry_ms = self._retry_after_ms(ahead)
                 raise Overloaded(
-                    f"model {self.name!r} has {self._queued_tokens} tokens queued (limit {self.max_queued_tokens}); "
-                    f"retry after {retry_ms} ms",
+                    f"model {self.name!r} has {self._queued_tokens} tokens queued in {len(waiting)} requests; "
+                    f"this request's {job.tokens} tokens and its share of theirs ({charged - job.tokens}) "
+                    f"are over the limit of {limit} (--max-queued-tokens); retry after {retry_ms} ms",
                     code="queue_full",
                     headers={"retry-after-ms": str(retry_ms), "retry-after": str(max(1, retry_ms // 1000))},
                 )
             self._pending.append(job)
-            self._queued_tokens += job.tokens
+            self._queued_tokens += job.queued
             self._report_depth()
             self._lock.notify()
 
@@ -127,10 +165,32 @@ class BatchQueue:
         """Drop what of ``job`` has not run yet (its client went away)."""
         with self._lock:
             job.cancelled = True
-            if job in self._pending:
+            if job is self._parked:
+                self._parked = None
+            elif job in self._pending:
                 self._pending.remove(job)
-                self._queued_tokens -= self._untaken_tokens(job)
-                self._report_depth()
+            else:
+                return
+            self._drop(job)
+            self._report_depth()
+
+    def abandon(self, error: ApiError) -> int:
+        """Close the queue and fail every job not finished yet with ``error`` (at once, also those
+        in the running call, whose results are then discarded); returns how many jobs failed."""
+        with self._lock:
+            self._closed = True
+            jobs = list(self._pending) + [j for j in (self._parked,) if j is not None]
+            jobs += [j for j in self._running if j not in jobs]
+            self._pending.clear()
+            self._parked = None
+            self._queued_tokens = 0
+            for job in jobs:
+                job.cancelled = True
+                job.queued = 0
+                self._finish(job, error)
+            self._report_depth()
+            self._lock.notify()
+        return len(jobs)
 
     def close(self) -> None:
         """Refuse new jobs; jobs already queued still run. The thread ends when the queue is empty."""
@@ -155,7 +215,7 @@ class BatchQueue:
     def queued(self) -> tuple[int, int]:
         """(jobs, tokens) waiting."""
         with self._lock:
-            return len(self._pending), self._queued_tokens
+            return len(self._waiting()), self._queued_tokens
 
     # -- engine-thread side --------------------------------------------------------------------------
     def _work(self) -> None:
@@ -166,20 +226,30 @@ class BatchQueue:
                 if not self._pending:  # closed and empty
                     return
                 parts = self._take()
+                self._running = [job for job, _, _ in parts]
                 self._report_depth()
             self._run(parts)
+            with self._lock:
+                self._running = []
+                parked, self._parked = self._parked, None
+                if parked is not None:  # behind every job that arrived during the call
+                    if parked.cancelled:
+                        self._drop(parked)
+                    else:
+                        self._pending.append(parked)
+                    self._report_depth()
 
     def _take(self) -> list[tuple[Job, int, int]]:
         """Parts (job, first, stop) for one call, up to ``max_call_tokens`` (at least one input).
 
         A call holds jobs of one ``skip_prefix`` (the engine leaves that many prompt tokens out of
         every row's pooling); jobs with another stay at the head of the queue for the next call.
+        A job only partly taken is parked until the call ends (``_work`` queues its rest again).
         """
         parts: list[tuple[Job, int, int]] = []
         budget = self.max_call_tokens
         skip = self._pending[0].skip_prefix
         other: list[Job] = []
-        partial = None
         while self._pending and budget > 0:
             job = self._pending[0]
             if job.skip_prefix != skip:
@@ -194,16 +264,16 @@ class BatchQueue:
                 stop += 1
             if stop == first:  # the next input does not fit: this call is full
                 break
-            self._queued_tokens -= sum(len(e) for e in job.encodings[first:stop])
+            taken = sum(len(e) for e in job.encodings[first:stop])
+            self._queued_tokens -= taken
+            job.queued -= taken
             job.taken = stop
             parts.append((job, first, stop))
             self._pending.popleft()
             if stop < len(job.encodings):
-                partial = job  # the rest waits behind whoever arrived meanwhile
+                self._parked = job
                 break
         self._pending.extendleft(reversed(other))
-        if partial is not None:
-            self._pending.append(partial)
         return parts
 
     def _run(self, parts: list[tuple[Job, int, int]]) -> None:
@@ -222,6 +292,7 @@ class BatchQueue:
             self.busy_since = None
             failure = EngineFailure(f"the engine failed: {type(exc).__name__}: {exc}")
             for job, _, _ in parts:
+                job.cancelled = True  # a parked rest is dropped, not run
                 self._finish(job, failure)
             return
         seconds = time.perf_counter() - start
@@ -245,19 +316,24 @@ class BatchQueue:
         if not loop.is_closed():
             loop.call_soon_threadsafe(_resolve, job.future, error)
 
-    # -- helpers ---------------------------------------------------------------------------------
-    def _untaken_tokens(self, job: Job) -> int:
-        return sum(len(e) for e in job.encodings[job.taken :])
+    # -- helpers (called with the lock held) ------------------------------------------------------------
+    def _waiting(self) -> list[Job]:
+        """The jobs with tokens queued: pending, and the parked one."""
+        return [*self._pending, self._parked] if self._parked is not None else list(self._pending)
 
-    def _retry_after_ms(self) -> int:
-        """When the queue will have room: its tokens at the engine's measured speed, spread at
+    def _drop(self, job: Job) -> None:
+        self._queued_tokens -= job.queued
+        job.queued = 0
+
+    def _retry_after_ms(self, tokens: int) -> int:
+        """When a refused job may fit: ``tokens`` of work at the engine's measured speed, spread at
         random over [1x, 2x] so the refused clients do not all come back at the same moment."""
-        seconds = self._queued_tokens / self._tokens_per_second
+        seconds = tokens / self._tokens_per_second
         return int(min(10_000, max(20, 1000 * seconds * (1 + random.random()))))
 
     def _report_depth(self) -> None:
         if self._metrics is not None:
-            self._metrics.queue_depth(self.name, len(self._pending), self._queued_tokens)
+            self._metrics.queue_depth(self.name, len(self._waiting()), self._queued_tokens)
 
 
 def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:

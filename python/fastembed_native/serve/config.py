@@ -9,6 +9,10 @@ from pathlib import Path
 #: Environment variable read for the API key when ``--api-key`` is not given.
 API_KEY_ENV = "FASTEMBED_NATIVE_API_KEY"
 
+#: Seconds granted after a drain (``drain_seconds``) for answers to be written and connections
+#: closed: uvicorn's graceful-shutdown timeout, and what the gRPC server's grace adds to the drain.
+CLOSE_GRACE_SECONDS = 2.0
+
 
 @dataclass(frozen=True)
 class ModelSpec:

@@ -9,6 +9,28 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+#: Characters of a client's value that a message quotes at most (the rest is counted, not echoed).
+QUOTE_CHARS = 64
+
+
+def quote_input(value: object, limit: int = QUOTE_CHARS) -> str:
+    """``repr(value)`` for an error message, with at most ``limit`` characters of a client's string.
+
+    A longer value is cut and its length stated (``'xxxx...' (100000 characters)``), so a message
+    stays small whatever the client sent: over gRPC a status message travels as metadata, and one
+    past the metadata limit reaches the client as RESOURCE_EXHAUSTED instead of its real status.
+    """
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return f"{value[:limit]!r}... ({len(value)} characters)"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 4 * limit:
+        return f"an integer of {value.bit_length()} bits"  # repr would be long (or refused past 4300 digits)
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
 
 class ApiError(Exception):
     """An error the client caused (or overload / draining), with its statuses.

@@ -22,15 +22,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from .errors import (
     ApiError,
     BadRequest,
+    Draining,
     EngineFailure,
     MethodNotAllowed,
     PayloadTooLarge,
     RouteNotFound,
     Unauthorized,
+    quote_input,
 )
 from .limits import Admission
 from .protocol import (
@@ -186,17 +189,26 @@ def create_app(service: EmbeddingService) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:
-            return error_response(RouteNotFound(f"no route {request.url.path}; routes: {', '.join(_ROUTES)}"))
+            path = quote_input(request.url.path)
+            return error_response(RouteNotFound(f"no route {path}; routes: {', '.join(_ROUTES)}"))
         if exc.status_code == 405:
-            return error_response(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"))
+            path = quote_input(request.url.path)  # (the method is one of HTTP's, checked by uvicorn)
+            return error_response(MethodNotAllowed(f"{request.method} is not allowed on {path}"))
         if exc.status_code == 413:
             return error_response(PayloadTooLarge(str(exc.detail)))
         error = BadRequest(str(exc.detail))
         return JSONBytes(error.body(), status_code=exc.status_code if exc.status_code < 500 else 400)
 
     @app.exception_handler(ClientGone)
-    async def _gone(request: Request, exc: ClientGone) -> Response:
-        return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: Exception) -> Response:
+        # The client hung up (while its body was read, or while its work waited), or uvicorn closed
+        # a connection whose body it could not parse (a bad chunk size; uvicorn answered 400 itself).
+        # Not a server error: counted as nginx's 499 "client closed request", which nobody reads.
+        log.info(
+            "%s %s: the client closed the connection before the answer", request.method, request.url.path
+        )
+        return Response(status_code=499)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -261,11 +273,12 @@ class Gate:
         route = path if path in _ROUTES else "other"
         start = time.perf_counter()
         status = 500
+        started = False
 
         async def send_counted(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
             await send(message)
 
         try:
@@ -274,6 +287,12 @@ class Gate:
                 await error_response(problem)(scope, receive, send_counted)
                 return
             await self.app(scope, self._limited(receive), send_counted)
+        except asyncio.CancelledError:
+            # uvicorn cancels what still runs when its shutdown grace ends, and would answer it 500
+            # with a traceback: it is work the drain cut off, so 503, and the task ends quietly.
+            if not started:
+                cut = Draining("the server shut down before this request was answered", code="drain_deadline")
+                await error_response(cut)(scope, receive, send_counted)
         finally:
             metrics = self.service.metrics
             metrics.requests.labels(route, str(status)).inc()

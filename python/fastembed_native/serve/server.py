@@ -1,6 +1,6 @@
 """Running the server: uvicorn (and, with a gRPC port, the gRPC server) on one event loop, the engines
-on their own threads, and a drain on SIGTERM (no new work, in-flight requests finish, then exit 0
-within ``drain_seconds``)."""
+on their own threads, and a drain on SIGTERM: new requests get 503 while in-flight requests finish
+(for at most ``drain_seconds``), work still unfinished then gets 503 too, and the process exits 0."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from .config import ServeConfig
+from .config import CLOSE_GRACE_SECONDS, ServeConfig
 from .http import create_asgi
 from .limits import http_protocol, raise_open_files_limit
 from .service import EmbeddingService
@@ -28,7 +28,9 @@ log = logging.getLogger("fastembed_native.serve")
 
 class DrainingServer(uvicorn.Server):
     """uvicorn's server, which marks the service draining the moment a stop signal arrives, so
-    requests still reaching open connections get 503 and /health turns unhealthy.
+    requests get 503 and /health turns unhealthy, and keeps listening while in-flight work finishes
+    (a load balancer sees 503s, not refused connections). At ``drain_seconds`` the work still
+    unfinished is cut off with 503; then uvicorn closes the socket and the connections.
 
     With ``grpc_port``, the gRPC server runs on the same loop, starts before HTTP and drains with it."""
 
@@ -47,6 +49,29 @@ class DrainingServer(uvicorn.Server):
             # A signal handler runs between two bytecodes of whatever the loop was doing: hand over.
             self._loop.call_soon_threadsafe(self._grpc.begin_drain)
         super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        service = self.service
+        service.start_draining()
+        limit = service.config.drain_seconds
+        start = time.monotonic()
+        in_flight = service.in_flight
+        _say(
+            f"draining: {in_flight} request(s) in flight get up to {limit:g} s (--drain-seconds); "
+            "new requests get 503"
+        )
+        while service.in_flight and not self.force_exit and time.monotonic() - start < limit:
+            await asyncio.sleep(0.05)
+        cut = service.in_flight
+        if cut:
+            service.abandon(
+                f"the server is shutting down and this request did not finish within --drain-seconds ({limit:g} s)"
+            )
+        await super().shutdown(sockets)
+        _say(
+            f"drained in {time.monotonic() - start:.2f} s: {in_flight - cut} request(s) finished, "
+            f"{cut} cut off with 503"
+        )
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         if self.grpc_port is None:
@@ -91,7 +116,7 @@ def serve(
             http=http_protocol(config),  # connection cap, header size and header deadline
             h11_max_incomplete_event_size=config.max_header_bytes,
             timeout_keep_alive=config.keep_alive_timeout,  # type: ignore[arg-type]  # a float works
-            timeout_graceful_shutdown=int(config.drain_seconds),
+            timeout_graceful_shutdown=CLOSE_GRACE_SECONDS,  # type: ignore[arg-type]  # after our drain
             lifespan="on",
         ),
         service,
@@ -111,6 +136,11 @@ def serve(
     )
     server.run()
     return 0
+
+
+def _say(text: str) -> None:
+    """One line on stderr, as the line that says the server is ready."""
+    print(f"fastembed-native serve: {text}", file=sys.stderr, flush=True)
 
 
 def _ignore(sig: int, frame: FrameType | None) -> None:

@@ -19,7 +19,7 @@ from ..text_embedding import TextEmbedding
 from .batcher import BatchQueue, Job, stuck_queues
 from .cache import EmbeddingCache
 from .config import ServeConfig
-from .errors import BadRequest, Draining, ModelNotFound
+from .errors import BadRequest, Draining, ModelNotFound, quote_input
 from .inputs import TokenIds, check_inputs, token_ids
 from .limits import ANSWER_BYTES_PER_DIMENSION, TOKENIZE_BYTES_PER_TOKEN, RequestBudget, charge_answer
 from .metrics import Metrics
@@ -91,6 +91,8 @@ class EmbeddingService:
         self.draining = False
         self.tokenization = Tokenization()  # tokenizing off the event loop (serve/tokenize.py)
         self.budget = RequestBudget(config.max_inflight_bytes)  # requests in flight (serve/limits.py)
+        #: ``embed`` calls admitted and not answered yet (what a drain waits for).
+        self.in_flight = 0
         self.started = time.time()
 
     @classmethod
@@ -115,7 +117,7 @@ class EmbeddingService:
         served = self.models.get(name)
         if served is None:
             raise ModelNotFound(
-                f"model {name!r} is not served here; served: {', '.join(self.models)}",
+                f"model {quote_input(name)} is not served here; served: {', '.join(self.models)}",
                 param="model",
                 code="model_not_found",
             )
@@ -129,11 +131,19 @@ class EmbeddingService:
 
         Raises:
             ApiError: bad input (BadRequest / PayloadTooLarge, naming the input), an unknown model,
-                a full queue (Overloaded) or a draining server.
+                a full queue (Overloaded) or a draining server (Draining, also for work that the
+                drain's deadline cut off).
         """
-        start = time.perf_counter()
         if self.draining:
             raise Draining("the server is shutting down and takes no new requests")
+        self.in_flight += 1
+        try:
+            return await self._embed(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _embed(self, request: EmbedRequest) -> EmbedResult:
+        start = time.perf_counter()
         served = self.resolve(request.model)
         embedder = served.embedder
         inputs = check_inputs(request.inputs, self.config.max_inputs)
@@ -144,7 +154,7 @@ class EmbeddingService:
             or not 1 <= dimensions <= embedder.dim
         ):
             raise BadRequest(
-                f"dimensions must be an integer from 1 to {embedder.dim} for model {served.name!r}, got {dimensions!r}",
+                f"dimensions must be an integer from 1 to {embedder.dim} for model {served.name!r}, got {quote_input(dimensions)}",
                 param="dimensions",
             )
         charge_answer(len(inputs) * embedder.dim * ANSWER_BYTES_PER_DIMENSION)  # or 429 (serve/limits.py)
@@ -204,7 +214,7 @@ class EmbeddingService:
         if prompt is None:
             known = ", ".join(sorted(served.embedder.prompts)) or "none"
             raise BadRequest(
-                f"model {served.name!r} has no prompt named {prompt_name!r}; its prompts: {known}",
+                f"model {served.name!r} has no prompt named {quote_input(prompt_name)}; its prompts: {known}",
                 param="prompt_name",
             )
         return [prompt + text for text in texts], served.embedder.prompt_tokens(prompt)
@@ -307,6 +317,11 @@ class EmbeddingService:
     def start_draining(self) -> None:
         """Refuse new requests from now on; queued work still runs."""
         self.draining = True
+
+    def abandon(self, reason: str) -> int:
+        """Fail the work of every request still in flight with 503 ``Draining(reason)`` (the drain's
+        deadline); returns how many requests' work was cut off."""
+        return sum(s.queue.abandon(Draining(reason, code="drain_deadline")) for s in self.models.values())
 
     def close(self, timeout: float) -> bool:
         """Stop the engine threads once their queues are empty; True if all stopped within ``timeout``."""

@@ -13,7 +13,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ..errors import ApiError, Unauthorized
+from ..config import CLOSE_GRACE_SECONDS
+from ..errors import ApiError, Unauthorized, quote_input
 from ..service import EmbeddingService
 from . import fastembed_pb2, tei_pb2
 from .rpc import abort, service_handler
@@ -107,8 +108,8 @@ class _NotServed(grpc.GenericRpcHandler):
         self._services = services
 
     def service(self, details: grpc.HandlerCallDetails) -> Any:
-        method = details.method
-        package = method.lstrip("/").split(".", 1)[0]
+        method = quote_input(details.method)  # the client's choice: quoted at a bounded length
+        package = details.method.lstrip("/").split(".", 1)[0]
         if package == "tei":
             message = (
                 f"{method} is not served by fastembed-native; of tei.v1 it serves Info/Info, Embed/Embed, "
@@ -205,7 +206,9 @@ class GrpcTransport:
     async def _drain(self) -> None:
         self.service.start_draining()
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(self.service.config.drain_seconds)
+        # Longer than the drain: at its deadline the HTTP server's drain cuts unfinished work off
+        # with UNAVAILABLE (serve/server.py), which must reach the clients before grpc cancels.
+        await self.server.stop(self.service.config.drain_seconds + CLOSE_GRACE_SECONDS)
 
     async def stop(self) -> None:
         """Drain (if not begun) and wait until the server has stopped."""
