@@ -22,6 +22,7 @@ import json
 import logging
 import resource
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from .config import ServeConfig
@@ -113,6 +114,27 @@ class Ticket:
 _ticket: contextvars.ContextVar[Ticket | None] = contextvars.ContextVar(
     "fastembed_native_ticket", default=None
 )
+
+
+@contextlib.contextmanager
+def charged(budget: RequestBudget, n: int) -> Iterator[Ticket]:
+    """A ticket of ``n`` bytes (or the budget's refusal, raised) that :func:`charge_answer` grows,
+    released on exit: how a gRPC call is charged (its message is in memory already; grpc read it)."""
+    ticket = Ticket(budget)
+    ticket.grow(n)
+    context = _ticket.set(ticket)
+    try:
+        yield ticket
+    finally:
+        _ticket.reset(context)
+        budget.release(ticket.charged)
+
+
+async def acquire_waiting(budget: RequestBudget, n: int, poll: float = 0.05) -> None:
+    """Charge ``n`` bytes, waiting while the budget is full: a stream is one long job, which a full
+    server should slow down (HTTP/2 flow control holds its sender back), not end."""
+    while not budget.try_acquire(n, small=n <= SMALL_REQUEST_BYTES):
+        await asyncio.sleep(poll)
 
 
 def charge_answer(n: int) -> None:

@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
 from ..errors import ApiError, BadRequest, EngineFailure
+from ..limits import RequestBudget, acquire_waiting, charged
 from ..metrics import Metrics
 
 log = logging.getLogger("fastembed_native.serve")
@@ -71,14 +72,25 @@ class _Call:
         self.metrics.request_seconds.labels(self.method).observe(time.perf_counter() - self.start)
 
 
-def unary_handler(method: str, request_type: type[Message], behavior: Unary, metrics: Metrics) -> Any:
-    """A unary-unary handler: bytes in, ``behavior``, bytes out, errors as status codes."""
+def unary_handler(
+    method: str,
+    request_type: type[Message],
+    behavior: Unary,
+    metrics: Metrics,
+    budget: RequestBudget | None = None,
+) -> Any:
+    """A unary-unary handler: bytes in, ``behavior``, bytes out, errors as status codes. With
+    ``budget``, the call is charged its message (and its answer) first, or refused RESOURCE_EXHAUSTED."""
 
     async def handle(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
         call = _Call(metrics, method)
         try:
             try:
-                response = await behavior(parse(request_type, data), context)
+                if budget is None:
+                    response = await behavior(parse(request_type, data), context)
+                else:
+                    with charged(budget, len(data)):
+                        response = await behavior(parse(request_type, data), context)
                 return response.SerializeToString()
             except ApiError as exc:
                 error = call.failed(exc)
@@ -130,9 +142,13 @@ def stream_handler(method: str, request_type: type[Message], behavior: Streaming
 
 
 def service_handler(
-    service: ServiceDescriptor, behaviors: Mapping[str, Unary | Streaming], metrics: Metrics
+    service: ServiceDescriptor,
+    behaviors: Mapping[str, Unary | Streaming],
+    metrics: Metrics,
+    budget: RequestBudget | None = None,
 ) -> grpc.GenericRpcHandler:
-    """Handlers for every method of ``service`` (unary or bidirectional streaming).
+    """Handlers for every method of ``service`` (unary or bidirectional streaming); unary calls are
+    charged to ``budget`` (streams charge theirs message by message, see :class:`Window`).
 
     Raises:
         ValueError: a method of the proto has no behaviour, or a behaviour names no method.
@@ -149,7 +165,7 @@ def service_handler(
         if descriptor.client_streaming and descriptor.server_streaming:
             handlers[name] = stream_handler(path, request_type, behaviors[name], metrics)  # type: ignore[arg-type]
         elif not descriptor.client_streaming and not descriptor.server_streaming:
-            handlers[name] = unary_handler(path, request_type, behaviors[name], metrics)  # type: ignore[arg-type]
+            handlers[name] = unary_handler(path, request_type, behaviors[name], metrics, budget)  # type: ignore[arg-type]
         else:
             raise ValueError(f"{path}: only unary and bidirectional-streaming methods are served")
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
@@ -157,11 +173,15 @@ def service_handler(
 
 class Window:
     """What a stream has in flight, in one or more measures (inputs, bytes): ``acquire`` waits while
-    any measure would pass its limit (one message is always let through, however big)."""
+    any measure would pass its limit (one message is always let through, however big).
 
-    def __init__(self, *limits: int) -> None:
+    With ``budget``, the last measure (bytes) is also charged to the server's budget of requests in
+    flight, waiting while that is full."""
+
+    def __init__(self, *limits: int, budget: RequestBudget | None = None) -> None:
         self.limits = limits
         self.used = [0] * len(limits)
+        self.budget = budget
         self._changed = asyncio.Condition()
 
     def _fits(self, sizes: tuple[int, ...]) -> bool:
@@ -170,14 +190,29 @@ class Window:
         return all(used + n <= limit for used, n, limit in zip(self.used, sizes, self.limits, strict=True))
 
     async def acquire(self, sizes: tuple[int, ...]) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._fits(sizes))
-            self.used = [used + n for used, n in zip(self.used, sizes, strict=True)]
+        if self.budget is not None:
+            await acquire_waiting(self.budget, sizes[-1])
+        try:
+            async with self._changed:
+                await self._changed.wait_for(lambda: self._fits(sizes))
+                self.used = [used + n for used, n in zip(self.used, sizes, strict=True)]
+        except BaseException:  # cancelled while waiting: what the budget gave goes back
+            if self.budget is not None:
+                self.budget.release(sizes[-1])
+            raise
 
     async def release(self, sizes: tuple[int, ...]) -> None:
+        if self.budget is not None:
+            self.budget.release(sizes[-1])
         async with self._changed:
             self.used = [used - n for used, n in zip(self.used, sizes, strict=True)]
             self._changed.notify_all()
+
+    def release_all(self) -> None:
+        """Hand back to the budget what is still held (the stream ended with messages in flight)."""
+        if self.budget is not None:
+            self.budget.release(self.used[-1])
+        self.used = [0] * len(self.used)
 
 
 async def ordered(
@@ -198,7 +233,9 @@ async def ordered(
     flight is cancelled (which drops its queued inputs).
     """
     window = limit if isinstance(limit, Window) else Window(limit)
-    pending: asyncio.Queue[tuple[asyncio.Future[Res], tuple[int, ...]] | BaseException | None] = asyncio.Queue()
+    pending: asyncio.Queue[tuple[asyncio.Future[Res], tuple[int, ...]] | BaseException | None] = (
+        asyncio.Queue()
+    )
     tasks: set[asyncio.Future[Res]] = set()
 
     async def read() -> None:
@@ -233,6 +270,7 @@ async def ordered(
         reader.cancel()
         for task in tasks:
             task.cancel()
+        window.release_all()
 
 
 async def _enumerate(items: AsyncIterator[Req]) -> AsyncIterator[tuple[int, Req]]:

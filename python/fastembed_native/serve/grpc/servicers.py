@@ -26,8 +26,9 @@ _DEFAULT_RETRY_MS = 100
 
 def stream_window(service: EmbeddingService) -> Window:
     """What one stream keeps in flight: as many inputs and as many bytes as one maximal ``Embed``
-    call may carry (``--max-inputs``, ``--grpc-max-message-bytes``)."""
-    return Window(service.config.max_inputs, service.config.grpc_max_message_bytes)
+    call may carry (``--max-inputs``, ``--grpc-max-message-bytes``), its bytes charged to the
+    server's budget of requests in flight too."""
+    return Window(service.config.max_inputs, service.config.grpc_max_message_bytes, budget=service.budget)
 
 
 def _v1_size(message: v1.EmbedRequest) -> tuple[int, int]:

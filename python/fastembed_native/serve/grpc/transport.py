@@ -155,6 +155,7 @@ class GrpcTransport:
         interceptors = [ApiKeyInterceptor(config.api_key, service)] if config.api_key else []
         self.server = grpc.aio.server(
             interceptors=interceptors,
+            maximum_concurrent_rpcs=config.max_connections,  # more calls get RESOURCE_EXHAUSTED at once
             options=[
                 ("grpc.max_receive_message_length", config.grpc_max_message_bytes),
                 ("grpc.max_send_message_length", -1),
@@ -167,11 +168,17 @@ class GrpcTransport:
         embedder = EmbedderServicer(service)
         handlers = [
             service_handler(
-                fastembed_pb2.DESCRIPTOR.services_by_name["Embedder"], embedder.behaviors(), metrics
+                fastembed_pb2.DESCRIPTOR.services_by_name["Embedder"],
+                embedder.behaviors(),
+                metrics,
+                service.budget,
             )
         ]
         for name, behaviors in TEIServicers(service).behaviors().items():
-            handlers.append(service_handler(tei_pb2.DESCRIPTOR.services_by_name[name], behaviors, metrics))
+            handler = service_handler(
+                tei_pb2.DESCRIPTOR.services_by_name[name], behaviors, metrics, service.budget
+            )
+            handlers.append(handler)
         self.server.add_generic_rpc_handlers(handlers)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.services = served_services()
