@@ -373,3 +373,32 @@ def test_sigterm_with_more_work_than_the_drain_allows_answers_503_never_500_and_
     assert "Traceback" not in server.output, server.output[-3000:]
     lines = _drain_lines(server.output)
     assert len(lines) == 2 and "cut off with 503" in lines[1], server.output[-3000:]
+
+
+def test_a_request_still_sending_its_body_when_the_drain_ends_gets_503_not_500(tmp_path):
+    """uvicorn cancels what still runs once its close grace is over; a request cut off that way is
+    answered 503 in the OpenAI shape, without a traceback."""
+    model = write_model_dir(tmp_path / "tiny", token_types=True)
+    server = Server(["--model", f"t={model.path}", "--drain-seconds", "1"])
+    try:
+        with socket.create_connection((HOST, server.port), timeout=30) as s:
+            s.sendall(
+                b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 1000\r\n\r\n" + b'{"inputs": ["hello'
+            )
+            time.sleep(0.3)  # the request is reading its body
+            server.process.send_signal(signal.SIGTERM)
+            reply = b""
+            while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        code = server.process.wait(30)
+    finally:
+        server.stop()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503"), reply[:300]
+    assert json.loads(body)["error"]["type"] == "service_unavailable"
+    assert code == 0
+    assert "Traceback" not in server.output, server.output[-3000:]
