@@ -147,12 +147,17 @@ class BatchQueue:
             waiting = self._waiting()
             charged = job.tokens + sum(min(other.queued, job.tokens) for other in waiting)
             if charged > limit or self._queued_tokens + job.tokens > 2 * limit:
-                ahead = max(charged, self._queued_tokens + job.tokens - limit)
-                retry_ms = self._retry_after_ms(ahead)
+                retry_ms = self._retry_after_ms(max(charged, self._queued_tokens + job.tokens - limit))
+                if charged > limit:
+                    why = (
+                        f"this request's {job.tokens} tokens and its share of theirs ({charged - job.tokens}) "
+                        f"are over the limit of {limit} (--max-queued-tokens)"
+                    )
+                else:
+                    why = f"this request's {job.tokens} tokens would take it past twice the limit of {limit}"
                 raise Overloaded(
                     f"model {self.name!r} has {self._queued_tokens} tokens queued in {len(waiting)} requests; "
-                    f"this request's {job.tokens} tokens and its share of theirs ({charged - job.tokens}) "
-                    f"are over the limit of {limit} (--max-queued-tokens); retry after {retry_ms} ms",
+                    f"{why}; retry after {retry_ms} ms",
                     code="queue_full",
                     headers={"retry-after-ms": str(retry_ms), "retry-after": str(max(1, retry_ms // 1000))},
                 )
