@@ -34,7 +34,7 @@ SMALL_TEXTS = 32
 SMALL_CHARS = 16384
 #: Texts per tokenizer call within a large request (bounds what one call holds before it is kept
 #: as ids: at most this many clipped texts' full encodings).
-CHUNK_TEXTS = 256
+CHUNK_TEXTS = 32
 
 
 class Tokenization:
