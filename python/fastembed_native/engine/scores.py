@@ -199,18 +199,28 @@ class Scorer:
         size = self.engine.batch_size if batch_size is None else batch_size
         check_positive(size)
         out = np.empty((len(items), len(self.labels)), dtype=np.float32)
-        if instruction is not None and self.prompt is None:
-            raise ValueError("instruction= is for LLM rerankers; this model is a cross-encoder")
         for start in range(0, len(items), TOKENIZE_WINDOW):
-            window = items[start : start + TOKENIZE_WINDOW]
-            if self._frame is None:
-                encodings = self.engine.tokenizer.encode_pairs(window, start)
-            else:
-                encodings = self.engine.tokenizer.encode_framed(
-                    self._prompts(window, instruction), *self._frame, offset=start
-                )
+            encodings = self.encode(items[start : start + TOKENIZE_WINDOW], instruction, start)
             self.engine.embed_encodings(encodings, out[start : start + len(encodings)], size, normalize=False)
         return out if raw_scores else activate(out, self.activation)
+
+    def encode(
+        self, pairs: list[tuple[str, str]], instruction: str | None = None, offset: int = 0
+    ) -> list[Any]:
+        """The token sequences the engine runs for ``pairs``: the pair tokenized as a pair, or an LLM
+        reranker's framed prompt (``instruction`` instead of its default). ``offset`` numbers the
+        pairs in error messages.
+
+        Raises:
+            ValueError: ``instruction`` for a cross-encoder, or a text not encodable as UTF-8.
+        """
+        if self._frame is None:
+            if instruction is not None:
+                raise ValueError("instruction= is for LLM rerankers; this model is a cross-encoder")
+            return self.engine.tokenizer.encode_pairs(pairs, offset)
+        return self.engine.tokenizer.encode_framed(
+            self._prompts(pairs, instruction), *self._frame, offset=offset
+        )
 
     def _prompts(self, pairs: list[tuple[str, str]], instruction: str | None) -> list[str]:
         """An LLM reranker's prompt text per pair (its frame's prefix and suffix come as token ids)."""
@@ -218,6 +228,20 @@ class Scorer:
         template, default = self.prompt["template"], self.prompt["instruction"]
         task = default if instruction is None else instruction
         return [template.format(instruction=task, query=q, document=d) for q, d in pairs]
+
+
+def is_score_model(model_dir: str | os.PathLike[str]) -> bool:
+    """Whether ``model_dir`` holds a reranker (scores pairs) rather than an embedding model: an LLM
+    reranker's prompt frame, a sentence-transformers sequence-classification config, or a
+    ``*ForSequenceClassification`` architecture."""
+    model_dir = Path(model_dir)
+    if (model_dir / PROMPT_FILE).is_file():
+        return True
+    st_config = _optional_json(model_dir / "sentence_bert_config.json")
+    if st_config.get("transformer_task") == "sequence-classification":
+        return True
+    architectures = _optional_json(model_dir / "config.json").get("architectures") or ()
+    return any(str(a).endswith("ForSequenceClassification") for a in architectures)
 
 
 def check_pairs(pairs: Any) -> list[tuple[str, str]]:
