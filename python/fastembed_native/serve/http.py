@@ -37,18 +37,24 @@ from .errors import (
 )
 from .limits import Admission
 from .protocol import (
+    CohereRerankRequest,
     OpenAIEmbeddingRequest,
     TEIEmbedRequest,
+    TEIRerankRequest,
     TEITokenizeRequest,
+    cohere_rerank_response,
     models_response,
     openai_response,
+    tei_rerank_response,
     tei_response,
 )
+from .rerank import RerankResult
 from .service import EmbeddingService, EmbedRequest, EmbedResult
 
 log = logging.getLogger("fastembed_native.serve")
 
 Model = TypeVar("Model", bound=BaseModel)
+T = TypeVar("T")
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -59,6 +65,9 @@ _ROUTES = (
     "/embeddings",
     "/embed",
     "/tokenize",
+    "/rerank",
+    "/v1/rerank",
+    "/v2/rerank",
     "/v1/models",
     "/info",
     "/health",
@@ -96,7 +105,13 @@ async def embed_or_drop(
     service: EmbeddingService, request: Request, embed_request: EmbedRequest
 ) -> EmbedResult:
     """Run ``service.embed``, cancelling it (and so dropping its queued work) if the client leaves."""
-    work = asyncio.ensure_future(service.embed(embed_request))
+    return await run_or_drop(request, service.embed(embed_request))
+
+
+async def run_or_drop(request: Request, job: Awaitable[T]) -> T:
+    """Await ``job`` (a service call), cancelling it (and so dropping its queued work) if the client
+    leaves first."""
+    work = asyncio.ensure_future(job)
     watch = asyncio.ensure_future(_disconnected(request))
     try:
         await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
@@ -110,7 +125,7 @@ async def embed_or_drop(
     return work.result()
 
 
-def timing_headers(result: EmbedResult) -> dict[str, str]:
+def timing_headers(result: EmbedResult | RerankResult) -> dict[str, str]:
     """TEI's timing headers, in milliseconds."""
     t = result.timings
     return {
@@ -118,7 +133,7 @@ def timing_headers(result: EmbedResult) -> dict[str, str]:
         "x-tokenization-time": f"{t.tokenize * 1000:.3f}",
         "x-queue-time": f"{t.queue * 1000:.3f}",
         "x-inference-time": f"{t.inference * 1000:.3f}",
-        "x-compute-tokens": str(result.prompt_tokens),
+        "x-compute-tokens": str(result.prompt_tokens if isinstance(result, EmbedResult) else result.tokens),
     }
 
 
@@ -233,6 +248,21 @@ def create_app(service: EmbeddingService) -> FastAPI:
         body = await _parse(request, TEITokenizeRequest)
         tokens = await service.tokenize(body.inputs, body.model, body.add_special_tokens, body.prompt_name)
         return JSONBytes(tokens)
+
+    @app.post("/rerank", openapi_extra=_body_schema(TEIRerankRequest))
+    async def tei_rerank(request: Request) -> Response:
+        body = await _parse(request, TEIRerankRequest)
+        result = await run_or_drop(request, service.rerank(body.to_service()))
+        return JSONBytes(tei_rerank_response(result, body.return_text), headers=timing_headers(result))
+
+    @app.post("/v1/rerank", openapi_extra=_body_schema(CohereRerankRequest))
+    @app.post("/v2/rerank", include_in_schema=False)
+    async def cohere_rerank(request: Request) -> Response:
+        body = await _parse(request, CohereRerankRequest)
+        result = await run_or_drop(request, service.rerank(body.to_service()))
+        return JSONBytes(
+            cohere_rerank_response(result, body.return_documents), headers=timing_headers(result)
+        )
 
     @app.get("/v1/models")
     async def list_models() -> Response:

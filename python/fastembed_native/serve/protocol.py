@@ -1,5 +1,6 @@
-"""The HTTP wire schema in one place: OpenAI's embeddings contract and text-embeddings-inference's
-(TEI) ``/embed`` and ``/tokenize``, as typed request models, and the response builders.
+"""The HTTP wire schema in one place: OpenAI's embeddings contract, text-embeddings-inference's
+(TEI) ``/embed``, ``/tokenize`` and ``/rerank``, and Cohere's ``/v1/rerank``, as typed request models,
+and the response builders.
 
 Inputs are typed ``Any`` here on purpose: the service checks them (one string, strings, token ids)
 with messages that name the item at fault, the same for HTTP and gRPC.
@@ -13,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
+from .rerank import RerankRequest, RerankResult
 from .service import EmbedRequest, EmbedResult
 
 
@@ -76,6 +78,48 @@ class TEITokenizeRequest(_Request):
     model: StrictStr | None = None
 
 
+class TEIRerankRequest(_Request):
+    """``POST /rerank`` as TEI defines it (``model`` and ``instruction`` are our extensions). Pairs
+    are always cut longest-first to the model's max length: ``truncate`` is accepted for TEI clients."""
+
+    query: Any
+    texts: Any
+    truncate: StrictBool | None = None
+    truncation_direction: Literal["Right", "right"] = "Right"
+    raw_scores: StrictBool = False
+    return_text: StrictBool = False
+    model: StrictStr | None = None
+    instruction: Any = None
+
+    def to_service(self) -> RerankRequest:
+        return RerankRequest(
+            self.query, self.texts, self.model, raw_scores=self.raw_scores, instruction=self.instruction
+        )
+
+
+class CohereRerankRequest(_Request):
+    """``POST /v1/rerank`` (and ``/v2/rerank``) as Cohere defines it; ``documents`` may be strings
+    or ``{"text": ...}`` objects. Scores are the activation's (``relevance_score`` in 0..1 for a
+    one-label reranker), as Cohere's and infinity's are."""
+
+    query: Any
+    documents: Any
+    model: StrictStr | None = None
+    top_n: Any = None
+    return_documents: StrictBool = False
+    instruction: Any = None
+
+    def to_service(self) -> RerankRequest:
+        return RerankRequest(
+            self.query,
+            self.documents,
+            self.model,
+            top_n=self.top_n,
+            return_documents=self.return_documents,
+            instruction=self.instruction,
+        )
+
+
 def openai_response(result: EmbedResult, encoding_format: str) -> dict[str, Any]:
     """OpenAI's embeddings response; float vectors stay numpy rows (orjson writes them directly)."""
     vectors = result.vectors
@@ -105,4 +149,33 @@ def models_response(names: list[str], created: int) -> dict[str, Any]:
             {"id": name, "object": "model", "created": created, "owned_by": "fastembed-native"}
             for name in names
         ],
+    }
+
+
+def tei_rerank_response(result: RerankResult, return_text: bool) -> list[dict[str, Any]]:
+    """TEI's ``/rerank`` answer: a bare array ``[{"index", "score", "text"?}]``, best first."""
+    out = []
+    for i in result.order:
+        item: dict[str, Any] = {"index": int(i), "score": float(result.scores[i])}
+        if return_text:
+            item["text"] = result.documents[i]
+        out.append(item)
+    return out
+
+
+def cohere_rerank_response(result: RerankResult, return_documents: bool) -> dict[str, Any]:
+    """Cohere's ``/v1/rerank`` answer: ``{"results": [{"index", "relevance_score", "document"?}],
+    "model", "usage"}``, best first (the v2 shape, which the v1 clients also read)."""
+    results = []
+    for i in result.order:
+        item: dict[str, Any] = {"index": int(i), "relevance_score": float(result.scores[i])}
+        if return_documents:
+            item["document"] = {"text": result.documents[i]}
+        results.append(item)
+    return {
+        "id": f"rerank-{id(result):x}",
+        "results": results,
+        "model": result.model,
+        "meta": {"billed_units": {"search_units": 1}, "tokens": {"input_tokens": result.tokens}},
+        "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
     }

@@ -14,7 +14,10 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..cross_encoder import TextCrossEncoder
 from ..engine import Embedder, truncate_dimensions
+from ..engine.scores import Scorer, activate, is_score_model
+from ..models import resolve_model
 from ..text_embedding import TextEmbedding
 from .batcher import BatchQueue, Job, stuck_queues
 from .cache import EmbeddingCache
@@ -23,6 +26,7 @@ from .errors import BadRequest, Draining, ModelNotFound, quote_input
 from .inputs import TokenIds, check_inputs, token_ids
 from .limits import ANSWER_BYTES_PER_DIMENSION, TOKENIZE_BYTES_PER_TOKEN, RequestBudget, charge_answer
 from .metrics import Metrics
+from .rerank import RERANK_BYTES_PER_RESULT, RerankRequest, RerankResult, check_rerank, encode_pairs, ranked
 from .tokenize import Tokenization
 
 
@@ -62,16 +66,28 @@ class EmbedResult:
 @dataclass
 class ServedModel:
     name: str
-    embedder: Embedder
+    embedder: Embedder  # the engine (a reranker's too: its score head runs on one)
     queue: BatchQueue
+    scorer: Scorer | None = None  # set for a reranker: what turns its logits into scores
+
+    @property
+    def kind(self) -> str:
+        return "embedding" if self.scorer is None else "reranker"
 
 
 class EmbeddingService:
     """The models of one server, their queues, the cache and the metrics."""
 
     def __init__(
-        self, embedders: dict[str, Embedder], config: ServeConfig, metrics: Metrics | None = None
+        self,
+        embedders: dict[str, Embedder],
+        config: ServeConfig,
+        metrics: Metrics | None = None,
+        scorers: dict[str, Scorer] | None = None,
     ) -> None:
+        """``embedders``: each served model's engine by name; ``scorers``: the rerankers among them
+        (their score heads, whose engines ``embedders`` holds)."""
+        scorers = scorers or {}
         if not embedders:
             raise ValueError("a server needs at least one model")
         self.config = config
@@ -85,7 +101,7 @@ class EmbeddingService:
                 max_queued_tokens=config.max_queued_tokens,
                 metrics=self.metrics,
             )
-            self.models[name] = ServedModel(name, embedder, queue)
+            self.models[name] = ServedModel(name, embedder, queue, scorers.get(name))
         self.default_model = next(iter(self.models))
         self.cache = EmbeddingCache(config.cache_bytes) if config.cache_bytes > 0 else None
         self.draining = False
@@ -97,13 +113,20 @@ class EmbeddingService:
 
     @classmethod
     def load(cls, config: ServeConfig) -> EmbeddingService:
-        """Load every model of ``config`` (each resolved like ``TextEmbedding(source)``)."""
+        """Load every model of ``config`` (each resolved like ``TextEmbedding(source)``); a reranker
+        (its files say so: see ``is_score_model``) is loaded as a ``TextCrossEncoder``."""
         embedders: dict[str, Embedder] = {}
+        scorers: dict[str, Scorer] = {}
         for spec in config.models:
             if spec.name in embedders:
                 raise ValueError(f"two models are served as {spec.name!r}; name them with NAME=SOURCE")
-            embedders[spec.name] = TextEmbedding(spec.source, threads=config.threads)
-        return cls(embedders, config)
+            model_dir = resolve_model(spec.source)
+            if is_score_model(model_dir):
+                scorer = TextCrossEncoder(model_dir, threads=config.threads)
+                scorers[spec.name], embedders[spec.name] = scorer, scorer.engine
+            else:
+                embedders[spec.name] = TextEmbedding(model_dir, threads=config.threads)
+        return cls(embedders, config, scorers=scorers)
 
     # -- models ------------------------------------------------------------------------------------
     def resolve(self, name: str | None) -> ServedModel:
@@ -145,6 +168,13 @@ class EmbeddingService:
     async def _embed(self, request: EmbedRequest) -> EmbedResult:
         start = time.perf_counter()
         served = self.resolve(request.model)
+        if served.scorer is not None:
+            raise BadRequest(
+                f"model {served.name!r} is a reranker, not an embedding model: send it to /rerank "
+                "(TEI), /v1/rerank (Cohere) or the Rerank gRPC call",
+                param="model",
+                code="wrong_model_kind",
+            )
         embedder = served.embedder
         inputs = check_inputs(request.inputs, self.config.max_inputs)
         dimensions = request.dimensions
@@ -202,6 +232,64 @@ class EmbeddingService:
         timings.total = time.perf_counter() - start
         self._count(served.name, len(inputs), int(tokens.sum()), timings)
         return EmbedResult(served.name, vectors, int(tokens.sum()), timings)
+
+    # -- reranking -----------------------------------------------------------------------------
+    async def rerank(self, request: RerankRequest) -> RerankResult:
+        """Score ``request``'s documents against its query, batched with every other request to the
+        same model (pairs of many requests share engine calls; a long list is split like a large
+        embedding request). Cancelling the awaiting task drops the request's queued work.
+
+        Raises:
+            ApiError: as :meth:`embed` does; BadRequest for an embedding model.
+        """
+        if self.draining:
+            raise Draining("the server is shutting down and takes no new requests")
+        self.in_flight += 1
+        try:
+            return await self._rerank(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _rerank(self, request: RerankRequest) -> RerankResult:
+        start = time.perf_counter()
+        served = self.resolve(request.model)
+        scorer = served.scorer
+        if scorer is None:
+            raise BadRequest(
+                f"model {served.name!r} is an embedding model, not a reranker: send it to /v1/embeddings or /embed",
+                param="model",
+                code="wrong_model_kind",
+            )
+        query, documents, top_n, instruction = check_rerank(request, self.config.max_inputs)
+        if instruction is not None and scorer.prompt is None:
+            raise BadRequest(
+                f"instruction is for LLM rerankers; model {served.name!r} is a cross-encoder",
+                param="instruction",
+            )
+        charge_answer(len(documents) * RERANK_BYTES_PER_RESULT)  # or 429 (serve/limits.py)
+        timings = Timings()
+        texts = [query, *documents]
+        tokenize_start = time.perf_counter()
+        encodings = await self.tokenization.run(
+            texts, lambda small: encode_pairs(scorer, query, documents, instruction)
+        )
+        timings.tokenize = time.perf_counter() - tokenize_start
+        logits = np.empty((len(encodings), served.embedder.dim), dtype=np.float32)
+        future = asyncio.get_running_loop().create_future()
+        tokens = sum(len(e) for e in encodings)
+        job = Job(encodings, logits, future, tokens)
+        served.queue.submit(job)
+        try:
+            await job.future
+        except asyncio.CancelledError:
+            served.queue.cancel(job)
+            raise
+        timings.queue = (job.started or job.enqueued) - job.enqueued
+        timings.inference = job.inference_seconds
+        scores = logits[:, 0] if request.raw_scores else activate(logits, scorer.activation)[:, 0]
+        timings.total = time.perf_counter() - start
+        self._count(served.name, len(documents), tokens, timings)
+        return RerankResult(served.name, scores, ranked(scores, top_n), documents, tokens, timings)
 
     def _prompted(
         self, served: ServedModel, texts: list[str], prompt_name: str | None
@@ -292,6 +380,7 @@ class EmbeddingService:
             "models": [
                 {
                     "id": name,
+                    "kind": served.kind,
                     "path": str(served.embedder.model_dir),
                     "dim": served.embedder.dim,
                     "max_length": served.embedder.max_length,

@@ -1,0 +1,168 @@
+"""Rerankers over the wire: TEI's /rerank, Cohere's /v1/rerank through the official cohere client,
+and the gRPC Rerank calls, on the same server and batching core as embeddings (127.0.0.1 only)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+from families import MIXED_TEXTS
+from serving import Server, model_arg
+from test_cross_encoder import QUERIES, SCORE_TOLERANCE, _cross_encoder
+
+from fastembed_native import TextCrossEncoder
+
+DOCUMENTS = list(MIXED_TEXTS)
+
+
+@pytest.fixture(scope="module")
+def reranker_dir(tmp_path_factory) -> Path:
+    from fastembed_native.models import export_model
+
+    root = tmp_path_factory.mktemp("served-reranker")
+    return export_model(_cross_encoder(root, "bert"), root / "onnx-model").model_dir
+
+
+@pytest.fixture(scope="module")
+def server(reranker_dir, encoder_module_dir):
+    with Server([*model_arg("ranker", reranker_dir), *model_arg("tiny", encoder_module_dir)]) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def encoder_module_dir(tmp_path_factory) -> Path:
+    from conftest import write_model_dir
+
+    return write_model_dir(tmp_path_factory.mktemp("tiny") / "model", token_types=True, normalize=True).path
+
+
+@pytest.fixture(scope="module")
+def local(reranker_dir) -> TextCrossEncoder:
+    return TextCrossEncoder(reranker_dir)
+
+
+def test_tei_rerank_contract(server, local):
+    query = QUERIES[0]
+    status, ranks = server.json("POST", "/rerank", {"query": query, "texts": DOCUMENTS, "model": "ranker"})
+    assert status == 200 and isinstance(ranks, list) and len(ranks) == len(DOCUMENTS)
+    expected = local.rerank(query, DOCUMENTS)
+    assert [r["index"] for r in ranks] == list(np.argsort(-expected, kind="stable"))
+    for r in ranks:
+        assert set(r) == {"index", "score"}
+        assert abs(r["score"] - float(expected[r["index"]])) <= SCORE_TOLERANCE
+    _, raw = server.json(
+        "POST",
+        "/rerank",
+        {"query": query, "texts": DOCUMENTS, "model": "ranker", "raw_scores": True, "return_text": True},
+    )
+    logits = local.rerank(query, DOCUMENTS, raw_scores=True)
+    for r in raw:
+        assert r["text"] == DOCUMENTS[r["index"]]
+        assert abs(r["score"] - float(logits[r["index"]])) <= SCORE_TOLERANCE
+
+
+def test_cohere_client_unchanged(server, local):
+    import cohere
+    import httpx
+
+    query = QUERIES[1]
+    expected = local.rerank(query, DOCUMENTS)
+    best = list(np.argsort(-expected, kind="stable")[:3])
+    with httpx.Client(timeout=60) as http:  # closed here, not whenever the client is collected
+        client = cohere.Client(api_key="unused", base_url=server.url, httpx_client=http)
+        response = client.rerank(
+            model="ranker", query=query, documents=DOCUMENTS, top_n=3, return_documents=True
+        )
+        assert [r.index for r in response.results] == best
+        for r in response.results:
+            assert abs(r.relevance_score - float(expected[r.index])) <= SCORE_TOLERANCE
+            assert r.document.text == DOCUMENTS[r.index]
+        v2 = cohere.ClientV2(api_key="unused", base_url=server.url, httpx_client=http)
+        response = v2.rerank(model="ranker", query=query, documents=DOCUMENTS[:5])
+        assert sorted(r.index for r in response.results) == [0, 1, 2, 3, 4]
+
+
+def test_cohere_documents_as_objects(server, local):
+    documents = [{"text": d} for d in DOCUMENTS[:4]]
+    status, body = server.json(
+        "POST", "/v1/rerank", {"model": "ranker", "query": "q", "documents": documents}
+    )
+    assert status == 200 and body["model"] == "ranker" and body["usage"]["prompt_tokens"] > 0
+    expected = local.rerank("q", DOCUMENTS[:4])
+    for r in body["results"]:
+        assert abs(r["relevance_score"] - float(expected[r["index"]])) <= SCORE_TOLERANCE
+
+
+def test_a_model_on_the_wrong_route_says_what_it_is(server):
+    status, body = server.json("POST", "/v1/embeddings", {"model": "ranker", "input": ["hello"]})
+    assert status == 400 and "is a reranker" in body["error"]["message"]
+    status, body = server.json("POST", "/rerank", {"model": "tiny", "query": "q", "texts": ["d"]})
+    assert status == 400 and "is an embedding model" in body["error"]["message"]
+    status, body = server.json("GET", "/info")
+    kinds = {m["id"]: m["kind"] for m in body["models"]}
+    assert kinds == {"ranker": "reranker", "tiny": "embedding"}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"query": "q", "texts": []}, 400, "documents must not be empty"),
+        ({"query": "q", "texts": ["ok", 3]}, 400, r"documents\[1\] must be a string"),
+        ({"query": None, "texts": ["d"]}, 400, "query must be a string"),
+        ({"query": "q", "texts": "d"}, 400, "documents must be a list"),
+        ({"query": "q", "texts": ["d"] * 10_000}, 413, "10000 documents in one request"),
+        ({"query": "x" * 10_000_000, "texts": ["d"]}, 413, "query has 10000000 characters"),
+        ({"query": "q", "texts": ["d"], "truncation_direction": "Left"}, 400, "truncation_direction"),
+        ({"query": "q", "texts": ["d"], "instruction": "x"}, 400, "instruction is for LLM rerankers"),
+        ({"query": "q", "texts": ["\ud800"]}, 400, "not valid JSON"),  # a lone surrogate
+    ],
+)
+def test_hostile_rerank_input_gets_a_4xx_naming_the_problem(server, body, status, message):
+    import re
+
+    got, answer = server.json("POST", "/rerank", {"model": "ranker", **body}, timeout=120)
+    assert got == status, answer
+    assert re.search(message, answer["error"]["message"]), answer
+    assert server.json("GET", "/health")[0] == 200
+
+
+def test_cohere_top_n_must_be_positive(server):
+    status, body = server.json(
+        "POST", "/v1/rerank", {"model": "ranker", "query": "q", "documents": ["d"], "top_n": 0}
+    )
+    assert status == 400 and body["error"]["param"] == "top_n"
+
+
+def test_long_documents_are_cut_never_refused(server, local):
+    documents = ["word " * 20_000, "short"]
+    status, ranks = server.json("POST", "/rerank", {"model": "ranker", "query": "q", "texts": documents})
+    assert status == 200
+    expected = local.rerank("q", documents)
+    for r in ranks:
+        assert abs(r["score"] - float(expected[r["index"]])) <= SCORE_TOLERANCE
+
+
+def test_concurrent_rerank_requests_share_engine_calls(server, local):
+    import aiohttp
+
+    calls_before = server.metric("fastembed_batch_texts_count", 'model="ranker"')
+
+    async def main() -> list[list[dict]]:
+        async with aiohttp.ClientSession() as session:
+
+            async def one(i: int) -> list[dict]:
+                body = {"model": "ranker", "query": f"query {i}", "texts": DOCUMENTS[:5]}
+                async with session.post(server.url + "/rerank", json=body) as response:
+                    assert response.status == 200
+                    return await response.json()
+
+            return await asyncio.gather(*(one(i) for i in range(60)))
+
+    answers = asyncio.run(asyncio.wait_for(main(), 120))
+    calls = server.metric("fastembed_batch_texts_count", 'model="ranker"') - calls_before
+    assert 0 < calls < 60  # 60 requests, fewer engine calls: pairs of several requests shared them
+    for i in (0, 59):
+        expected = local.rerank(f"query {i}", DOCUMENTS[:5])
+        assert [r["index"] for r in answers[i]] == list(np.argsort(-expected, kind="stable"))
