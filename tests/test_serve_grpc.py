@@ -171,12 +171,34 @@ TEI_MESSAGES = {
         "stop": (5, "uint32"),
     },
     "EncodeResponse": {"tokens": (1, "SimpleToken[]")},
+    "RerankRequest": {
+        "query": (1, "string"),
+        "texts": (2, "string[]"),
+        "truncate": (3, "bool"),
+        "raw_scores": (4, "bool"),
+        "return_text": (5, "bool"),
+        "truncation_direction": (6, "TruncationDirection"),
+    },
+    "RerankStreamRequest": {
+        "query": (1, "string"),
+        "text": (2, "string"),
+        "truncate": (3, "bool"),
+        "raw_scores": (4, "bool"),
+        "return_text": (5, "bool"),
+        "truncation_direction": (6, "TruncationDirection"),
+    },
+    "Rank": {"index": (1, "uint32"), "text": (2, "string"), "score": (3, "float")},
+    "RerankResponse": {"ranks": (1, "Rank[]"), "metadata": (2, "Metadata")},
 }
 TEI_METHODS = {
     "Info": {"Info": "InfoRequest -> InfoResponse"},
     "Embed": {
         "Embed": "EmbedRequest -> EmbedResponse",
         "EmbedStream": "stream EmbedRequest -> stream EmbedResponse",
+    },
+    "Rerank": {
+        "Rerank": "RerankRequest -> RerankResponse",
+        "RerankStream": "stream RerankStreamRequest -> RerankResponse",
     },
     "Tokenize": {
         "Tokenize": "EncodeRequest -> EncodeResponse",
@@ -461,8 +483,14 @@ def test_hostile_calls_get_the_right_code_and_the_server_keeps_serving(channel, 
             "INVALID_ARGUMENT",
         ),
         "a TEI method not served": (
-            lambda: channel.unary_unary("/tei.v1.Rerank/Rerank")(b"", metadata=AUTH),
+            lambda: channel.unary_unary("/tei.v1.Predict/Predict")(b"", metadata=AUTH),
             "UNIMPLEMENTED",
+        ),
+        "a TEI rerank on a server without a reranker": (
+            lambda: tei_grpc.RerankStub(channel).Rerank(
+                tei.RerankRequest(query="q", texts=["d"]), metadata=AUTH
+            ),
+            "INVALID_ARGUMENT",
         ),
         "a TEI stream not served": (
             lambda: list(channel.stream_stream("/tei.v1.Embed/EmbedAllStream")(iter([b""]), metadata=AUTH)),
@@ -489,7 +517,11 @@ def test_hostile_calls_get_the_right_code_and_the_server_keeps_serving(channel, 
         assert error.details(), name
         ok = stub.Embed(v1.EmbedRequest(inputs=["hello"]), metadata=AUTH, timeout=10)
         assert ok.count == 1, f"the server stopped serving after: {name}"
-    assert "Rerank" in status_of(cases["a TEI method not served"][0]).details()
+    assert "Predict" in status_of(cases["a TEI method not served"][0]).details()
+    assert (
+        "no reranker is served"
+        in status_of(cases["a TEI rerank on a server without a reranker"][0]).details()
+    )
     assert "stream message 1" in status_of(cases["a bad message mid-stream"][0]).details()
     assert "stream message 1" in status_of(cases["an empty request mid-stream"][0]).details()
     answered = tiny_server.request("GET", "/metrics", headers={"authorization": f"Bearer {KEY}"})[2].decode()

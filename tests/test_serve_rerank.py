@@ -166,3 +166,96 @@ def test_concurrent_rerank_requests_share_engine_calls(server, local):
     for i in (0, 59):
         expected = local.rerank(f"query {i}", DOCUMENTS[:5])
         assert [r["index"] for r in answers[i]] == list(np.argsort(-expected, kind="stable"))
+
+
+# -- gRPC ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def grpc_server(reranker_dir, encoder_module_dir):
+    from serving import free_port
+
+    port = free_port()
+    args = [
+        *model_arg("tiny", encoder_module_dir),
+        *model_arg("ranker", reranker_dir),
+        "--grpc-port",
+        str(port),
+    ]
+    with Server(args) as running:
+        running.grpc_port = port
+        yield running
+
+
+@pytest.fixture()
+def channel(grpc_server):
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_server.grpc_port}") as open_channel:
+        yield open_channel
+
+
+def test_grpc_rerank_ours_and_teis(channel, local):
+    from fastembed_native.serve.grpc import fastembed_pb2 as v1
+    from fastembed_native.serve.grpc import fastembed_pb2_grpc as v1_grpc
+    from fastembed_native.serve.grpc import tei_pb2 as tei
+    from fastembed_native.serve.grpc import tei_pb2_grpc as tei_grpc
+
+    query = QUERIES[0]
+    expected = local.rerank(query, DOCUMENTS)
+    best = list(np.argsort(-expected, kind="stable"))
+    ours = v1_grpc.EmbedderStub(channel).Rerank(
+        v1.RerankRequest(query=query, documents=DOCUMENTS, model="ranker", top_n=4, return_documents=True),
+        timeout=60,
+    )
+    assert ours.model == "ranker" and [r.index for r in ours.results] == best[:4]
+    assert all(r.document == DOCUMENTS[r.index] for r in ours.results) and ours.usage.prompt_tokens > 0
+    for r in ours.results:
+        assert abs(r.score - float(expected[r.index])) <= SCORE_TOLERANCE
+    # TEI's Rerank uses the first reranker served (tiny, an embedding model, is the default model).
+    theirs = tei_grpc.RerankStub(channel).Rerank(tei.RerankRequest(query=query, texts=DOCUMENTS), timeout=60)
+    assert [r.index for r in theirs.ranks] == best
+    assert not theirs.ranks[0].HasField("text") and theirs.metadata.compute_tokens > 0
+    stream = tei_grpc.RerankStub(channel).RerankStream(
+        iter(
+            [
+                tei.RerankStreamRequest(query=query, text=d, raw_scores=True, return_text=True)
+                for d in DOCUMENTS
+            ]
+        ),
+        timeout=60,
+    )
+    logits = local.rerank(query, DOCUMENTS, raw_scores=True)
+    assert [r.index for r in stream.ranks] == list(np.argsort(-logits, kind="stable"))
+    for r in stream.ranks:
+        assert r.text == DOCUMENTS[r.index] and abs(r.score - float(logits[r.index])) <= SCORE_TOLERANCE
+
+
+def test_grpc_rerank_errors_name_the_problem(channel):
+    import grpc
+
+    from fastembed_native.serve.grpc import fastembed_pb2 as v1
+    from fastembed_native.serve.grpc import fastembed_pb2_grpc as v1_grpc
+    from fastembed_native.serve.grpc import tei_pb2 as tei
+    from fastembed_native.serve.grpc import tei_pb2_grpc as tei_grpc
+
+    stub = v1_grpc.EmbedderStub(channel)
+    cases = [
+        (lambda: stub.Rerank(v1.RerankRequest(query="q", model="ranker")), "documents must not be empty"),
+        (
+            lambda: stub.Rerank(v1.RerankRequest(query="q", documents=["d"], model="tiny")),
+            "is an embedding model",
+        ),
+        (lambda: stub.Embed(v1.EmbedRequest(inputs=["d"], model="ranker")), "is a reranker"),
+        (lambda: stub.Rerank(v1.RerankRequest(query="q", documents=["d"], model="ranker", top_n=0)), "top_n"),
+        (lambda: tei_grpc.RerankStub(channel).RerankStream(iter([])), "sent no message"),
+    ]
+    for action, message in cases:
+        with pytest.raises(grpc.RpcError) as info:
+            action()
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+        assert message in info.value.details()
+    models = {m.id: m.kind for m in stub.ListModels(v1.ListModelsRequest()).models}
+    assert models == {"tiny": "embedding", "ranker": "reranker"}
+    left = tei.RerankRequest(query="q", texts=["d"], truncation_direction=tei.TRUNCATION_DIRECTION_LEFT)
+    with pytest.raises(grpc.RpcError) as info:
+        tei_grpc.RerankStub(channel).Rerank(left)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

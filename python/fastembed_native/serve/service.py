@@ -234,6 +234,21 @@ class EmbeddingService:
         return EmbedResult(served.name, vectors, int(tokens.sum()), timings)
 
     # -- reranking -----------------------------------------------------------------------------
+    def default_reranker(self) -> str:
+        """The first reranker served (TEI's Rerank calls name no model).
+
+        Raises:
+            BadRequest: no reranker is served.
+        """
+        name = next((n for n, s in self.models.items() if s.scorer is not None), None)
+        if name is None:
+            raise BadRequest(
+                f"no reranker is served here (models: {', '.join(self.models)}); start the server with "
+                "--model NAME=<a reranker>",
+                code="wrong_model_kind",
+            )
+        return name
+
     async def rerank(self, request: RerankRequest) -> RerankResult:
         """Score ``request``'s documents against its query, batched with every other request to the
         same model (pairs of many requests share engine calls; a long list is split like a large
@@ -252,7 +267,7 @@ class EmbeddingService:
 
     async def _rerank(self, request: RerankRequest) -> RerankResult:
         start = time.perf_counter()
-        served = self.resolve(request.model)
+        served = self.resolve(request.model or self.default_reranker())
         scorer = served.scorer
         if scorer is None:
             raise BadRequest(

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class EmbedderStub:
-    """Embeddings from the models this server serves, batched across every client (gRPC and HTTP).
+    """Embeddings (and reranking) from the models this server serves, batched across every client
+    (gRPC and HTTP).
     """
 
     def __init__(self, channel):
@@ -45,6 +46,11 @@ class EmbedderStub:
                 request_serializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.EmbedRequest.SerializeToString,
                 response_deserializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.EmbedResponse.FromString,
                 _registered_method=True)
+        self.Rerank = channel.unary_unary(
+                '/fastembed_native.v1.Embedder/Rerank',
+                request_serializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.RerankRequest.SerializeToString,
+                response_deserializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.RerankResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/fastembed_native.v1.Embedder/ListModels',
                 request_serializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.ListModelsRequest.SerializeToString,
@@ -58,7 +64,8 @@ class EmbedderStub:
 
 
 class EmbedderServicer:
-    """Embeddings from the models this server serves, batched across every client (gRPC and HTTP).
+    """Embeddings (and reranking) from the models this server serves, batched across every client
+    (gRPC and HTTP).
     """
 
     def Embed(self, request, context):
@@ -74,6 +81,13 @@ class EmbedderServicer:
         --max-inputs) and stops reading while they are in flight, so HTTP/2 flow control holds a fast
         sender back. A request that fails ends the stream with its status; the message names which
         stream message (0-based) it was. A full queue makes the stream wait, not fail.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rerank(self, request, context):
+        """Scores documents against a query with a reranker (a model whose kind is "reranker"), best first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -106,6 +120,11 @@ def add_EmbedderServicer_to_server(servicer, server):
                     request_deserializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.EmbedRequest.FromString,
                     response_serializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.EmbedResponse.SerializeToString,
             ),
+            'Rerank': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rerank,
+                    request_deserializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.RerankRequest.FromString,
+                    response_serializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.RerankResponse.SerializeToString,
+            ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
                     request_deserializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.ListModelsRequest.FromString,
@@ -125,7 +144,8 @@ def add_EmbedderServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Embedder:
-    """Embeddings from the models this server serves, batched across every client (gRPC and HTTP).
+    """Embeddings (and reranking) from the models this server serves, batched across every client
+    (gRPC and HTTP).
     """
 
     @staticmethod
@@ -172,6 +192,33 @@ class Embedder:
             '/fastembed_native.v1.Embedder/EmbedStream',
             fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.EmbedRequest.SerializeToString,
             fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rerank(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fastembed_native.v1.Embedder/Rerank',
+            fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.RerankRequest.SerializeToString,
+            fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.RerankResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -32,6 +32,8 @@ Res = TypeVar("Res", bound=Message)
 Unary = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Message]]
 #: A streaming behaviour: (request messages, context) -> response messages.
 Streaming = Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], AsyncIterator[Message]]
+#: A client-streaming behaviour: request messages in, one response (TEI's RerankStream).
+Gathering = Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], Awaitable[Message]]
 
 
 def parse(message_type: type[Req], data: bytes, where: str = "the request") -> Req:
@@ -141,14 +143,46 @@ def stream_handler(method: str, request_type: type[Message], behavior: Streaming
     return grpc.stream_stream_rpc_method_handler(handle)
 
 
+def gather_handler(method: str, request_type: type[Message], behavior: Gathering, metrics: Metrics) -> Any:
+    """A stream-unary handler: request messages parsed (a bad one names its position), one
+    response, errors as status codes. The behaviour bounds what it gathers."""
+
+    async def handle(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+        call = _Call(metrics, method)
+
+        async def parsed() -> AsyncIterator[Message]:
+            index = 0
+            async for data in requests:
+                yield parse(request_type, data, f"stream message {index}")
+                index += 1
+
+        try:
+            try:
+                return (await behavior(parsed(), context)).SerializeToString()
+            except ApiError as exc:
+                error = call.failed(exc)
+            except asyncio.CancelledError:
+                call.code = "CANCELLED"
+                raise
+            except Exception as exc:
+                error = call.unexpected(exc)
+            await abort(context, error)
+            raise AssertionError("context.abort returned")
+        finally:
+            call.done()
+
+    return grpc.stream_unary_rpc_method_handler(handle)
+
+
 def service_handler(
     service: ServiceDescriptor,
-    behaviors: Mapping[str, Unary | Streaming],
+    behaviors: Mapping[str, Unary | Streaming | Gathering],
     metrics: Metrics,
     budget: RequestBudget | None = None,
 ) -> grpc.GenericRpcHandler:
-    """Handlers for every method of ``service`` (unary or bidirectional streaming); unary calls are
-    charged to ``budget`` (streams charge theirs message by message, see :class:`Window`).
+    """Handlers for every method of ``service`` (unary, bidirectional or client streaming); unary
+    calls are charged to ``budget`` (streams charge theirs message by message, see :class:`Window`,
+    or as they gather).
 
     Raises:
         ValueError: a method of the proto has no behaviour, or a behaviour names no method.
@@ -166,8 +200,10 @@ def service_handler(
             handlers[name] = stream_handler(path, request_type, behaviors[name], metrics)  # type: ignore[arg-type]
         elif not descriptor.client_streaming and not descriptor.server_streaming:
             handlers[name] = unary_handler(path, request_type, behaviors[name], metrics, budget)  # type: ignore[arg-type]
+        elif descriptor.client_streaming:
+            handlers[name] = gather_handler(path, request_type, behaviors[name], metrics)  # type: ignore[arg-type]
         else:
-            raise ValueError(f"{path}: only unary and bidirectional-streaming methods are served")
+            raise ValueError(f"{path}: server-streaming methods are not served")
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 

@@ -12,11 +12,13 @@ from typing import Any
 
 import grpc
 
-from ..errors import BadRequest, Overloaded
+from ..errors import BadRequest, Overloaded, PayloadTooLarge
+from ..limits import charged
+from ..rerank import RerankRequest, RerankResult
 from ..service import EmbeddingService, EmbedRequest, EmbedResult
 from . import fastembed_pb2 as v1
 from . import tei_pb2 as tei
-from .rpc import Streaming, Unary, Window, ordered
+from .rpc import Gathering, Streaming, Unary, Window, ordered
 
 Context = grpc.aio.ServicerContext
 
@@ -63,6 +65,7 @@ class EmbedderServicer:
         return {
             "Embed": self.embed,
             "EmbedStream": self.embed_stream,
+            "Rerank": self.rerank,
             "ListModels": self.list_models,
             "Info": self.info,
         }
@@ -109,10 +112,42 @@ class EmbedderServicer:
         async for response in ordered(messages, work, _v1_size, stream_window(self.service)):
             yield response
 
+    async def rerank(self, message: v1.RerankRequest, context: Context) -> v1.RerankResponse:
+        request = RerankRequest(
+            query=message.query,
+            documents=list(message.documents),
+            model=message.model or None,
+            top_n=message.top_n if message.HasField("top_n") else None,
+            raw_scores=message.raw_scores,
+            return_documents=message.return_documents,
+            instruction=message.instruction if message.HasField("instruction") else None,
+        )
+        result = await self.service.rerank(request)
+        t = result.timings
+        return v1.RerankResponse(
+            model=result.model,
+            results=[
+                v1.RankedDocument(
+                    index=int(i),
+                    score=float(result.scores[i]),
+                    document=result.documents[i] if message.return_documents else None,
+                )
+                for i in result.order
+            ],
+            usage=v1.Usage(prompt_tokens=result.tokens, total_tokens=result.tokens),
+            timings=v1.Timings(
+                total_ns=_ns(t.total),
+                tokenization_ns=_ns(t.tokenize),
+                queue_ns=_ns(t.queue),
+                inference_ns=_ns(t.inference),
+            ),
+        )
+
     def _models(self) -> list[v1.ModelInfo]:
         return [
             v1.ModelInfo(
                 id=name,
+                kind=served.kind,
                 dimensions=served.embedder.dim,
                 max_length=served.embedder.max_length,
                 pooling=served.embedder.pooling,
@@ -145,11 +180,12 @@ class TEIServicers:
     def __init__(self, service: EmbeddingService) -> None:
         self.service = service
 
-    def behaviors(self) -> dict[str, dict[str, Unary | Streaming]]:
+    def behaviors(self) -> dict[str, dict[str, Unary | Streaming | Gathering]]:
         """Per service name (as in the proto), its methods."""
         return {
             "Info": {"Info": self.info},
             "Embed": {"Embed": self.embed, "EmbedStream": self.embed_stream},
+            "Rerank": {"Rerank": self.rerank, "RerankStream": self.rerank_stream},
             "Tokenize": {"Tokenize": self.tokenize, "TokenizeStream": self.tokenize_stream},
         }
 
@@ -210,6 +246,39 @@ class TEIServicers:
         async for response in ordered(messages, work, _tei_size, stream_window(self.service)):
             yield response
 
+    async def rerank(self, message: tei.RerankRequest, context: Context) -> tei.RerankResponse:
+        _check_direction(message.truncation_direction)
+        request = RerankRequest(message.query, list(message.texts), raw_scores=message.raw_scores)
+        return _ranks(await self.service.rerank(request), message.return_text, len(message.query))
+
+    async def rerank_stream(
+        self, messages: AsyncIterator[tei.RerankStreamRequest], context: Context
+    ) -> tei.RerankResponse:
+        """The texts of the whole stream against the first message's query: at most --max-inputs
+        texts and --grpc-max-message-bytes in all (what one Rerank message may carry), charged to
+        the server's budget of requests in flight while they are scored."""
+        config = self.service.config
+        first: tei.RerankStreamRequest | None = None
+        texts: list[str] = []
+        size = 0
+        async for message in messages:
+            _check_direction(message.truncation_direction)
+            first = first or message
+            texts.append(message.text)
+            size += message.ByteSize()
+            if len(texts) > config.max_inputs or size > config.grpc_max_message_bytes:
+                raise PayloadTooLarge(
+                    f"the stream carries more than {config.max_inputs} texts or {config.grpc_max_message_bytes} "
+                    "bytes (--max-inputs, --grpc-max-message-bytes); send several streams",
+                    param="text",
+                    code="too_many_inputs",
+                )
+        if first is None:
+            raise BadRequest("the stream sent no message; send one text per message", param="text")
+        with charged(self.service.budget, size):
+            request = RerankRequest(first.query, texts, raw_scores=first.raw_scores)
+            return _ranks(await self.service.rerank(request), first.return_text, len(first.query))
+
     async def _encode(self, message: tei.EncodeRequest) -> tei.EncodeResponse:
         prompt = message.prompt_name if message.HasField("prompt_name") else None
         tokens = (await self.service.tokenize([message.inputs], None, message.add_special_tokens, prompt))[0]
@@ -223,6 +292,34 @@ class TEIServicers:
     ) -> AsyncIterator[tei.EncodeResponse]:
         async for response in ordered(messages, self._encode, _tei_size, stream_window(self.service)):
             yield response
+
+
+def _check_direction(direction: int) -> None:
+    if direction != tei.TRUNCATION_DIRECTION_RIGHT:
+        raise BadRequest(
+            "truncation_direction LEFT is not supported; pairs are cut longest-first on the right",
+            param="truncation_direction",
+        )
+
+
+def _ranks(result: RerankResult, return_text: bool, query_chars: int) -> tei.RerankResponse:
+    t = result.timings
+    return tei.RerankResponse(
+        ranks=[
+            tei.Rank(
+                index=int(i), score=float(result.scores[i]), text=result.documents[i] if return_text else None
+            )
+            for i in result.order
+        ],
+        metadata=tei.Metadata(
+            compute_chars=query_chars * len(result.documents) + sum(len(d) for d in result.documents),
+            compute_tokens=result.tokens,
+            total_time_ns=_ns(t.total),
+            tokenization_time_ns=_ns(t.tokenize),
+            queue_time_ns=_ns(t.queue),
+            inference_time_ns=_ns(t.inference),
+        ),
+    )
 
 
 def _simple_token(token: dict[str, Any]) -> tei.SimpleToken:

@@ -214,6 +214,125 @@ class Embed:
             _registered_method=True)
 
 
+class RerankStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Rerank = channel.unary_unary(
+                '/tei.v1.Rerank/Rerank',
+                request_serializer=fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.RerankRequest.SerializeToString,
+                response_deserializer=fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.RerankResponse.FromString,
+                _registered_method=True)
+        self.RerankStream = channel.stream_unary(
+                '/tei.v1.Rerank/RerankStream',
+                request_serializer=fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.RerankStreamRequest.SerializeToString,
+                response_deserializer=fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.RerankResponse.FromString,
+                _registered_method=True)
+
+
+class RerankServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Rerank(self, request, context):
+        """The query against every text; ranks best first. Pairs are cut longest-first to the model's max
+        length (truncate is accepted as TEI's, never needed); batched with every other request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RerankStream(self, request_iterator, context):
+        """One text per message, the query (and raw_scores, return_text) taken from the first; one answer
+        when the stream ends. At most --max-inputs texts and --grpc-max-message-bytes in all.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_RerankServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Rerank': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rerank,
+                    request_deserializer=fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.RerankRequest.FromString,
+                    response_serializer=fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.RerankResponse.SerializeToString,
+            ),
+            'RerankStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.RerankStream,
+                    request_deserializer=fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.RerankStreamRequest.FromString,
+                    response_serializer=fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.RerankResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tei.v1.Rerank', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tei.v1.Rerank', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Rerank:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Rerank(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tei.v1.Rerank/Rerank',
+            fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.RerankRequest.SerializeToString,
+            fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.RerankResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RerankStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/tei.v1.Rerank/RerankStream',
+            fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.RerankStreamRequest.SerializeToString,
+            fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.RerankResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class TokenizeStub:
     """Missing associated documentation comment in .proto file."""
 
