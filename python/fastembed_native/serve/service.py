@@ -120,12 +120,11 @@ class EmbeddingService:
         for spec in config.models:
             if spec.name in embedders:
                 raise ValueError(f"two models are served as {spec.name!r}; name them with NAME=SOURCE")
-            model_dir = resolve_model(spec.source)
-            if is_score_model(model_dir):
-                scorer = TextCrossEncoder(model_dir, threads=config.threads)
+            if is_score_model(resolve_model(spec.source)):
+                scorer = TextCrossEncoder(spec.source, threads=config.threads)
                 scorers[spec.name], embedders[spec.name] = scorer, scorer.engine
-            else:
-                embedders[spec.name] = TextEmbedding(model_dir, threads=config.threads)
+            else:  # by its source, not its directory: the registry adds what only it knows (prompts)
+                embedders[spec.name] = TextEmbedding(spec.source, threads=config.threads)
         return cls(embedders, config, scorers=scorers)
 
     # -- models ------------------------------------------------------------------------------------
