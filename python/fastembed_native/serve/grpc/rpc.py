@@ -109,6 +109,14 @@ def unary_handler(
     return grpc.unary_unary_rpc_method_handler(handle)
 
 
+async def _parsed(requests: AsyncIterator[bytes], request_type: type[Message]) -> AsyncIterator[Message]:
+    """A stream's messages parsed; a bad one names its 0-based position."""
+    index = 0
+    async for data in requests:
+        yield parse(request_type, data, f"stream message {index}")
+        index += 1
+
+
 def stream_handler(method: str, request_type: type[Message], behavior: Streaming, metrics: Metrics) -> Any:
     """A stream-stream handler: each request message parsed (a bad one names its 0-based position),
     each response serialized, and the first error ends the stream with its status code."""
@@ -118,15 +126,9 @@ def stream_handler(method: str, request_type: type[Message], behavior: Streaming
     ) -> AsyncIterator[bytes]:
         call = _Call(metrics, method)
 
-        async def parsed() -> AsyncIterator[Message]:
-            index = 0
-            async for data in requests:
-                yield parse(request_type, data, f"stream message {index}")
-                index += 1
-
         try:
             try:
-                async for response in behavior(parsed(), context):
+                async for response in behavior(_parsed(requests, request_type), context):
                     yield response.SerializeToString()
                 return
             except ApiError as exc:
@@ -150,15 +152,9 @@ def gather_handler(method: str, request_type: type[Message], behavior: Gathering
     async def handle(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
         call = _Call(metrics, method)
 
-        async def parsed() -> AsyncIterator[Message]:
-            index = 0
-            async for data in requests:
-                yield parse(request_type, data, f"stream message {index}")
-                index += 1
-
         try:
             try:
-                return (await behavior(parsed(), context)).SerializeToString()
+                return (await behavior(_parsed(requests, request_type), context)).SerializeToString()
             except ApiError as exc:
                 error = call.failed(exc)
             except asyncio.CancelledError:
