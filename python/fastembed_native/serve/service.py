@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -28,6 +28,8 @@ from .limits import ANSWER_BYTES_PER_DIMENSION, TOKENIZE_BYTES_PER_TOKEN, Reques
 from .metrics import Metrics
 from .rerank import RERANK_BYTES_PER_RESULT, RerankRequest, RerankResult, check_rerank, encode_pairs, ranked
 from .tokenize import Tokenization
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -156,13 +158,7 @@ class EmbeddingService:
                 a full queue (Overloaded) or a draining server (Draining, also for work that the
                 drain's deadline cut off).
         """
-        if self.draining:
-            raise Draining("the server is shutting down and takes no new requests")
-        self.in_flight += 1
-        try:
-            return await self._embed(request)
-        finally:
-            self.in_flight -= 1
+        return await self._admitted(lambda: self._embed(request))
 
     async def _embed(self, request: EmbedRequest) -> EmbedResult:
         start = time.perf_counter()
@@ -256,11 +252,15 @@ class EmbeddingService:
         Raises:
             ApiError: as :meth:`embed` does; BadRequest for an embedding model.
         """
+        return await self._admitted(lambda: self._rerank(request))
+
+    async def _admitted(self, work: Callable[[], Awaitable[T]]) -> T:
+        """``work()`` counted in :attr:`in_flight` (what a drain waits for); refused while draining."""
         if self.draining:
             raise Draining("the server is shutting down and takes no new requests")
         self.in_flight += 1
         try:
-            return await self._rerank(request)
+            return await work()
         finally:
             self.in_flight -= 1
 
