@@ -24,22 +24,35 @@ def peak_rss_mb(
 
     The corpus reaches the child as a JSON file: gathering it imports much of the standard
     library, which would dominate the child's peak."""
+    code = (
+        "from pathlib import Path; from fastembed_native.bench import contenders as b, measure as m\n"
+        f"d = Path({str(model_dir)!r})\n"
+        f"e = b.FACTORIES[{contender!r}](d, m.find_onnx(d), {threads}, 256); e(payload, {batch_size})\n"
+    )
+    return child_peak_rss_mb(contender, code, corpus, timeout=900)
+
+
+def child_peak_rss_mb(label: str, code: str, payload: object, timeout: float) -> float | None:
+    """Peak RSS of a fresh interpreter running ``code`` with ``payload`` (anything JSON) bound to the
+    name ``payload``; None, with the child's error on stderr, when it fails. The payload travels as a
+    JSON file, so building it (a corpus gathered from the standard library) does not count."""
     import tempfile
 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump(corpus, handle)
-    code = (
-        "import json; from pathlib import Path; from fastembed_native.bench import contenders as b, measure as m\n"
-        f"d = Path({str(model_dir)!r}); c = json.load(open({handle.name!r}))\n"
-        f"e = b.FACTORIES[{contender!r}](d, m.find_onnx(d), {threads}, 256); e(c, {batch_size})\n"
-        "print(m.own_peak_rss_mb())\n"
-    )
+        json.dump(payload, handle)
+    preamble = f"import json\npayload = json.load(open({handle.name!r}))\n"
+    epilogue = "from fastembed_native.bench import measure as _m\nprint(_m.own_peak_rss_mb())\n"
     try:
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+        result = subprocess.run(
+            [sys.executable, "-c", preamble + code + epilogue],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     finally:
         os.unlink(handle.name)
     if result.returncode != 0:
-        print(f"peak RSS of {contender} not measured: {result.stderr.strip()[-500:]}", file=sys.stderr)
+        print(f"peak RSS of {label} not measured: {result.stderr.strip()[-500:]}", file=sys.stderr)
         return None
     return float(result.stdout.strip().splitlines()[-1])
 

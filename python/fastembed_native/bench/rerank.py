@@ -25,15 +25,14 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import measure
 from .corpus import gather_corpus
 from .rerank_contenders import BATCH_SIZES, CONTENDERS, FACTORIES, Rerank
 from .rerank_models import SHAPES, RerankerModel, ensure_model
@@ -199,24 +198,14 @@ def peak_rss_mb(
 
     The workload reaches the child as a JSON file: gathering the corpus imports much of the standard
     library, which would dominate the child's peak."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump(workload, handle)
     code = (
-        "import json; from pathlib import Path\n"
-        "from fastembed_native.bench import measure, rerank_contenders as c, rerank_models as m\n"
+        "from pathlib import Path\n"
+        "from fastembed_native.bench import rerank_contenders as c, rerank_models as m\n"
         f"model = m.built_model({model.name!r}, Path({str(args.models_dir)!r}))\n"
         f"rerank = c.FACTORIES[{name!r}](model, {args.threads}, {max_length})\n"
-        f"for query, docs in json.load(open({handle.name!r})): rerank(query, docs)\n"
-        "print(measure.own_peak_rss_mb())\n"
+        "for query, docs in payload: rerank(query, docs)\n"
     )
-    try:
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
-    finally:
-        os.unlink(handle.name)
-    if result.returncode != 0:
-        print(f"peak RSS of {name} not measured: {result.stderr.strip()[-500:]}", file=sys.stderr)
-        return None
-    return float(result.stdout.strip().splitlines()[-1])
+    return measure.child_peak_rss_mb(name, code, workload, timeout=1800)
 
 
 def markdown(results: dict[str, Any]) -> str:
