@@ -4,12 +4,15 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <limits>
 #include <optional>
 #include <string>
 
+#include "multivector.h"
 #include "ort_runtime.h"
 #include "pooling.h"
 #include "session.h"
+#include "sparse.h"
 
 namespace py = pybind11;
 using fastembed::InvalidArgument;
@@ -103,6 +106,34 @@ BatchArgs check_batch(const py::handle& input_ids, const py::handle& attention_m
           result.shape(0)};
 }
 
+// A numpy array that owns `values` (moved to the heap, freed with the array): no copy.
+template <typename T>
+py::array_t<T> adopt(std::vector<T>&& values) {
+  auto* owned = new std::vector<T>(std::move(values));
+  py::capsule owner(owned, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  return py::array_t<T>({static_cast<py::ssize_t>(owned->size())}, owned->data(), owner);
+}
+
+// An output of Session::run as a numpy array over ORT's own buffer: the array owns the OrtValue.
+py::array wrap_output(fastembed::OrtPtr<OrtValue> value, const std::string& name) {
+  const fastembed::TensorShape shape = fastembed::tensor_shape(value.get());
+  py::dtype dtype;
+  if (shape.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+    dtype = py::dtype::of<float>();
+  else if (shape.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64)
+    dtype = py::dtype::of<int64_t>();
+  else
+    throw py::type_error("output '" + name + "' is neither float32 nor int64 (ONNX element type " +
+                         std::to_string(static_cast<int>(shape.type)) + ")");
+  void* data = const_cast<void*>(fastembed::tensor_data(value.get()));
+  py::capsule owner(value.release(), [](void* p) { fastembed::ort_api().ReleaseValue(static_cast<OrtValue*>(p)); });
+  return py::array(dtype, shape.dims, data, owner);
+}
+
+py::tuple sparse_rows(fastembed::sparse::Rows&& rows) {
+  return py::make_tuple(adopt(std::move(rows.offsets)), adopt(std::move(rows.indices)), adopt(std::move(rows.values)));
+}
+
 fastembed::KeyValues to_key_values(const py::dict& d) {
   fastembed::KeyValues kv;
   for (auto item : d) kv.emplace_back(py::str(item.first), py::str(item.second));
@@ -180,6 +211,138 @@ PYBIND11_MODULE(_core, m) {
       "skip_prefix real tokens of each row (a prompt) are left out.");
 
   m.def(
+      "splade",
+      [](const py::handle& logits_obj, const py::handle& mask_obj, const std::string& pooling_name,
+         const std::string& activation_name, int64_t max_active_dims, const std::optional<std::string>& isa_name) {
+        namespace sparse = fastembed::sparse;
+        sparse::Pool pool;
+        if (pooling_name == "max")
+          pool = sparse::Pool::Max;
+        else if (pooling_name == "sum")
+          pool = sparse::Pool::Sum;
+        else
+          throw py::value_error("unknown sparse pooling '" + pooling_name + "'; expected 'max' or 'sum'");
+        sparse::Activation activation;
+        if (activation_name == "relu")
+          activation = sparse::Activation::Relu;
+        else if (activation_name == "log1p_relu")
+          activation = sparse::Activation::Log1pRelu;
+        else
+          throw py::value_error("unknown activation '" + activation_name + "'; expected 'relu' or 'log1p_relu'");
+        if (max_active_dims < 0) throw py::value_error("max_active_dims must be >= 0 (0: all)");
+        py::array logits = checked<float>(logits_obj, "logits", 3);
+        py::array mask = checked<int64_t>(mask_obj, "mask", 2);
+        if (mask.shape(0) != logits.shape(0) || mask.shape(1) != logits.shape(1)) {
+          throw py::value_error("mask has shape " + shape_of(mask) + " but logits has shape " + shape_of(logits));
+        }
+        if (logits.shape(2) > std::numeric_limits<int32_t>::max()) throw py::value_error("vocabulary too large");
+        const pooling::Isa isa = parse_isa(isa_name);
+        const auto* l = static_cast<const float*>(logits.data());
+        const auto* k = static_cast<const int64_t*>(mask.data());
+        sparse::Rows rows;
+        {
+          py::gil_scoped_release release;
+          sparse::splade(l, k, logits.shape(0), logits.shape(1), logits.shape(2), pool, activation, max_active_dims,
+                         isa, rows);
+        }
+        return sparse_rows(std::move(rows));
+      },
+      py::arg("logits"), py::arg("mask"), py::arg("pooling") = "max", py::arg("activation") = "log1p_relu",
+      py::arg("max_active_dims") = 0, py::arg("isa") = py::none(),
+      "SPLADE pooling of float32 logits [batch, seq, vocab] under an int64 mask [batch, seq]: one sparse row\n"
+      "per text as (offsets int64 [batch + 1], indices int32, values float32), indices ascending.");
+
+  m.def(
+      "token_weights",
+      [](const py::handle& weights_obj, const py::handle& ids_obj, const py::handle& mask_obj,
+         const std::vector<int64_t>& dropped) {
+        py::array weights = checked<float>(weights_obj, "weights", 2);
+        py::array ids = checked<int64_t>(ids_obj, "input_ids", 2);
+        py::array mask = checked<int64_t>(mask_obj, "mask", 2);
+        for (const py::array* a : {&ids, &mask}) {
+          if (a->shape(0) != weights.shape(0) || a->shape(1) != weights.shape(1)) {
+            throw py::value_error("weights has shape " + shape_of(weights) + " but input_ids / mask have " +
+                                  shape_of(*a));
+          }
+        }
+        const auto* w = static_cast<const float*>(weights.data());
+        const auto* i = static_cast<const int64_t*>(ids.data());
+        const auto* k = static_cast<const int64_t*>(mask.data());
+        fastembed::sparse::Rows rows;
+        {
+          py::gil_scoped_release release;
+          fastembed::sparse::token_weights(w, i, k, weights.shape(0), weights.shape(1), dropped, rows);
+        }
+        return sparse_rows(std::move(rows));
+      },
+      py::arg("weights"), py::arg("input_ids"), py::arg("mask"), py::arg("dropped") = std::vector<int64_t>{},
+      "One weight per token (float32 [batch, seq]) into one sparse row per text: each id's largest weight,\n"
+      "ids in `dropped` and weights <= 0 left out; (offsets, indices int32, values float32).");
+
+  m.def(
+      "pack_tokens",
+      [](const py::handle& states_obj, const py::handle& keep_obj, bool normalize,
+         const std::optional<std::string>& isa_name) {
+        py::array states = checked<float>(states_obj, "states", 3);
+        py::array keep = checked<bool>(keep_obj, "keep", 2);
+        if (keep.shape(0) != states.shape(0) || keep.shape(1) != states.shape(1)) {
+          throw py::value_error("keep has shape " + shape_of(keep) + " but states has shape " + shape_of(states));
+        }
+        const pooling::Isa isa = parse_isa(isa_name);
+        const int64_t batch = states.shape(0), seq_len = states.shape(1), dim = states.shape(2);
+        const auto* s = static_cast<const float*>(states.data());
+        const auto* k = static_cast<const uint8_t*>(keep.data());
+        py::array_t<int64_t> offsets(batch + 1);
+        fastembed::multivector::count_kept(k, batch, seq_len, offsets.mutable_data());
+        py::array_t<float> vectors({offsets.at(batch), dim});
+        float* out = vectors.mutable_data();
+        {
+          py::gil_scoped_release release;
+          fastembed::multivector::pack(s, k, batch, seq_len, dim, normalize, isa, out);
+        }
+        return py::make_tuple(vectors, offsets);
+      },
+      py::arg("states"), py::arg("keep"), py::arg("normalize") = true, py::arg("isa") = py::none(),
+      "The float32 states [batch, seq, dim] where the bool mask keep [batch, seq] is set, packed into one\n"
+      "(n, dim) array (each row L2-normalised when normalize) and offsets [batch + 1] into it.");
+
+  m.def(
+      "maxsim",
+      [](const py::handle& query_obj, const py::handle& documents_obj, const py::handle& offsets_obj,
+         const std::optional<std::string>& isa_name) {
+        py::array query = checked<float>(query_obj, "query", 2);
+        py::array documents = checked<float>(documents_obj, "documents", 2);
+        py::array offsets = checked<int64_t>(offsets_obj, "offsets", 1);
+        if (documents.shape(1) != query.shape(1)) {
+          throw py::value_error("documents have shape " + shape_of(documents) + " but the query has shape " +
+                                shape_of(query) + ": the vector widths differ");
+        }
+        if (offsets.shape(0) < 1) throw py::value_error("offsets must have at least one entry (0)");
+        const auto* o = static_cast<const int64_t*>(offsets.data());
+        const int64_t count = offsets.shape(0) - 1;
+        if (o[0] != 0 || o[count] != documents.shape(0)) {
+          throw py::value_error("offsets must start at 0 and end at the number of document rows (" +
+                                std::to_string(documents.shape(0)) + ")");
+        }
+        for (int64_t d = 0; d < count; ++d) {
+          if (o[d + 1] < o[d]) throw py::value_error("offsets must not decrease (at " + std::to_string(d) + ")");
+        }
+        const pooling::Isa isa = parse_isa(isa_name);
+        py::array_t<float> scores(count);
+        const auto* q = static_cast<const float*>(query.data());
+        const auto* x = static_cast<const float*>(documents.data());
+        float* out = scores.mutable_data();
+        {
+          py::gil_scoped_release release;
+          fastembed::multivector::maxsim(q, query.shape(0), x, o, count, query.shape(1), isa, out);
+        }
+        return scores;
+      },
+      py::arg("query"), py::arg("documents"), py::arg("offsets"), py::arg("isa") = py::none(),
+      "MaxSim of a query's vectors (float32 [q, dim]) against each document of a packed array\n"
+      "(documents [n, dim], offsets [count + 1]): float32 [count].");
+
+  m.def(
       "tensor_data_address",
       [](const py::handle& obj) {
         py::array a = checked<int64_t>(obj, "array", 2);
@@ -240,6 +403,41 @@ PYBIND11_MODULE(_core, m) {
                                if (s.io().dim < 0) return std::nullopt;
                                return s.io().dim;
                              })
+      .def(
+          "run",
+          [](const fastembed::Session& self, const py::handle& input_ids, const py::handle& attention_mask,
+             const py::handle& token_type_ids, const std::vector<std::string>& outputs, int64_t vocab_size) {
+            py::array ids = checked<int64_t>(input_ids, "input_ids", 2);
+            py::array mask = checked<int64_t>(attention_mask, "attention_mask", 2);
+            if (mask.shape(0) != ids.shape(0) || mask.shape(1) != ids.shape(1)) {
+              throw py::value_error("attention_mask has shape " + shape_of(mask) + " but input_ids has shape " +
+                                    shape_of(ids));
+            }
+            int64_t* types_ptr = nullptr;
+            if (!token_type_ids.is_none()) {
+              py::array types = checked<int64_t>(token_type_ids, "token_type_ids", 2);
+              if (types.shape(0) != ids.shape(0) || types.shape(1) != ids.shape(1)) {
+                throw py::value_error("token_type_ids has shape " + shape_of(types) + " but input_ids has shape " +
+                                      shape_of(ids));
+              }
+              types_ptr = static_cast<int64_t*>(types.mutable_data());
+            }
+            const fastembed::TokenBatch tokens{static_cast<int64_t*>(ids.mutable_data()),
+                                               static_cast<int64_t*>(mask.mutable_data()), types_ptr, ids.shape(0),
+                                               ids.shape(1)};
+            std::vector<fastembed::OrtPtr<OrtValue>> values;
+            {
+              py::gil_scoped_release release;
+              values = self.run(tokens, outputs, vocab_size);
+            }
+            py::list arrays;
+            for (size_t i = 0; i < values.size(); ++i) arrays.append(wrap_output(std::move(values[i]), outputs[i]));
+            return arrays;
+          },
+          py::arg("input_ids"), py::arg("attention_mask"), py::arg("token_type_ids"), py::arg("outputs"),
+          py::arg("vocab_size") = 0,
+          "Run one padded batch and return the named outputs as numpy arrays over ONNX Runtime's buffers\n"
+          "(no copy), for the heads that do not pool into one vector.")
       .def(
           "embed",
           [](const fastembed::Session& self, const py::handle& input_ids, const py::handle& attention_mask,

@@ -1,146 +1,9 @@
 #include "pooling.h"
 
-#include <algorithm>
-#include <cmath>
 #include <cstring>
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define FASTEMBED_X86 1
-#include <immintrin.h>
-#elif defined(__aarch64__)
-#define FASTEMBED_NEON 1
-#include <arm_neon.h>
-#endif
 
 namespace fastembed::pooling {
 namespace {
-
-// The three vector primitives every mode is built from. Each ISA supplies its own.
-struct Kernels {
-  void (*add)(float* acc, const float* x, int64_t n);  // acc += x
-  void (*scale)(float* v, float s, int64_t n);         // v *= s
-  float (*sum_squares)(const float* v, int64_t n);     // sum(v * v)
-};
-
-void add_scalar(float* acc, const float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) acc[i] += x[i];
-}
-void scale_scalar(float* v, float s, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) v[i] *= s;
-}
-float sum_squares_scalar(const float* v, int64_t n) {
-  double total = 0.0;  // double: the scalar path is also the reference the SIMD paths are tested against
-  for (int64_t i = 0; i < n; ++i) total += static_cast<double>(v[i]) * v[i];
-  return static_cast<float>(total);
-}
-
-#if FASTEMBED_X86
-// Compiled for AVX2/AVX-512 through target attributes, so the rest of the file (and the module)
-// still runs on any x86-64; best_isa() only selects these when the CPU reports the feature.
-__attribute__((target("avx2,fma"))) void add_avx2(float* acc, const float* x, int64_t n) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    _mm256_storeu_ps(acc + i, _mm256_add_ps(_mm256_loadu_ps(acc + i), _mm256_loadu_ps(x + i)));
-  }
-  for (; i < n; ++i) acc[i] += x[i];
-}
-__attribute__((target("avx2,fma"))) void scale_avx2(float* v, float s, int64_t n) {
-  const __m256 factor = _mm256_set1_ps(s);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(v + i, _mm256_mul_ps(_mm256_loadu_ps(v + i), factor));
-  for (; i < n; ++i) v[i] *= s;
-}
-__attribute__((target("avx2,fma"))) float sum_squares_avx2(const float* v, int64_t n) {
-  __m256 total = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 x = _mm256_loadu_ps(v + i);
-    total = _mm256_fmadd_ps(x, x, total);
-  }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, total);
-  float sum = 0.0f;
-  for (float lane : lanes) sum += lane;
-  for (; i < n; ++i) sum += v[i] * v[i];
-  return sum;
-}
-
-__attribute__((target("avx512f"))) void add_avx512(float* acc, const float* x, int64_t n) {
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    _mm512_storeu_ps(acc + i, _mm512_add_ps(_mm512_loadu_ps(acc + i), _mm512_loadu_ps(x + i)));
-  }
-  if (i < n) {  // the tail in one masked operation instead of a scalar loop
-    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1u);
-    _mm512_mask_storeu_ps(acc + i, m,
-                          _mm512_add_ps(_mm512_maskz_loadu_ps(m, acc + i), _mm512_maskz_loadu_ps(m, x + i)));
-  }
-}
-__attribute__((target("avx512f"))) void scale_avx512(float* v, float s, int64_t n) {
-  const __m512 factor = _mm512_set1_ps(s);
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(v + i, _mm512_mul_ps(_mm512_loadu_ps(v + i), factor));
-  if (i < n) {
-    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1u);
-    _mm512_mask_storeu_ps(v + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, v + i), factor));
-  }
-}
-__attribute__((target("avx512f"))) float sum_squares_avx512(const float* v, int64_t n) {
-  __m512 total = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m512 x = _mm512_loadu_ps(v + i);
-    total = _mm512_fmadd_ps(x, x, total);
-  }
-  if (i < n) {
-    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1u);
-    const __m512 x = _mm512_maskz_loadu_ps(m, v + i);
-    total = _mm512_fmadd_ps(x, x, total);
-  }
-  return _mm512_reduce_add_ps(total);
-}
-#endif  // FASTEMBED_X86
-
-#if FASTEMBED_NEON
-void add_neon(float* acc, const float* x, int64_t n) {
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) vst1q_f32(acc + i, vaddq_f32(vld1q_f32(acc + i), vld1q_f32(x + i)));
-  for (; i < n; ++i) acc[i] += x[i];
-}
-void scale_neon(float* v, float s, int64_t n) {
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) vst1q_f32(v + i, vmulq_n_f32(vld1q_f32(v + i), s));
-  for (; i < n; ++i) v[i] *= s;
-}
-float sum_squares_neon(const float* v, int64_t n) {
-  float32x4_t total = vdupq_n_f32(0.0f);
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    const float32x4_t x = vld1q_f32(v + i);
-    total = vfmaq_f32(total, x, x);
-  }
-  float sum = vaddvq_f32(total);
-  for (; i < n; ++i) sum += v[i] * v[i];
-  return sum;
-}
-#endif  // FASTEMBED_NEON
-
-Kernels kernels_for(Isa isa) {
-  switch (isa) {
-#if FASTEMBED_X86
-    case Isa::Avx2:
-      return {add_avx2, scale_avx2, sum_squares_avx2};
-    case Isa::Avx512:
-      return {add_avx512, scale_avx512, sum_squares_avx512};
-#endif
-#if FASTEMBED_NEON
-    case Isa::Neon:
-      return {add_neon, scale_neon, sum_squares_neon};
-#endif
-    default:
-      return {add_scalar, scale_scalar, sum_squares_scalar};
-  }
-}
 
 // Index of the last non-zero mask entry, or -1 when the row has none.
 int64_t last_real_token(const int64_t* mask_row, int64_t seq_len) {
@@ -160,39 +23,9 @@ int64_t real_token_after(const int64_t* mask_row, int64_t seq_len, int64_t n) {
 
 }  // namespace
 
-const char* isa_name(Isa isa) noexcept {
-  switch (isa) {
-    case Isa::Avx2:
-      return "avx2";
-    case Isa::Avx512:
-      return "avx512";
-    case Isa::Neon:
-      return "neon";
-    default:
-      return "scalar";
-  }
-}
-
-std::vector<Isa> supported_isas() {
-  std::vector<Isa> isas{Isa::Scalar};
-#if FASTEMBED_X86
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isas.push_back(Isa::Avx2);
-  if (__builtin_cpu_supports("avx512f")) isas.push_back(Isa::Avx512);
-#elif FASTEMBED_NEON
-  isas.push_back(Isa::Neon);  // Advanced SIMD is part of every AArch64 CPU
-#endif
-  return isas;
-}
-
-Isa best_isa() {
-  static const Isa best = supported_isas().back();
-  return best;
-}
-
 void pool(Mode mode, const float* states, const int64_t* mask, int64_t batch, int64_t seq_len, int64_t dim,
           bool normalize, Destination dest, Isa isa, int64_t skip_prefix) {
-  const Kernels k = kernels_for(isa);
+  const simd::Kernels k = simd::kernels_for(isa);
   for (int64_t b = 0; b < batch; ++b) {
     float* out = dest.out + (dest.rows != nullptr ? dest.rows[b] : b) * dest.out_stride;
     const int64_t* mask_row = mask + b * seq_len;
@@ -233,10 +66,7 @@ void pool(Mode mode, const float* states, const int64_t* mask, int64_t batch, in
         break;
     }
 
-    if (normalize) {
-      const float norm = std::sqrt(k.sum_squares(out, dim));
-      k.scale(out, 1.0f / std::max(norm, 1e-12f), dim);
-    }
+    if (normalize) simd::l2_normalize(k, out, dim);
   }
 }
 

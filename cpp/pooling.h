@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels.h"
+
 namespace fastembed::pooling {
 
 enum class Mode {
@@ -14,12 +16,11 @@ enum class Mode {
   Pooled,     // the model already pooled: copy its [batch, dim] output
 };
 
-// Instruction sets with a kernel here; the best one the CPU has is picked at run time.
-enum class Isa { Scalar, Avx2, Avx512, Neon };
-
-const char* isa_name(Isa isa) noexcept;
-std::vector<Isa> supported_isas();  // every ISA this CPU runs, Scalar first
-Isa best_isa();
+// The instruction sets of the kernels (kernels.h), by the names the bindings and tests use.
+using simd::best_isa;
+using simd::Isa;
+using simd::isa_name;
+using simd::supported_isas;
 
 // Where pooled rows go: batch row i is written to out + rows[i] * out_stride (rows[i] = i when
 // rows is null), so a sorted batch lands straight in its caller's input order.

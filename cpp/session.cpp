@@ -257,19 +257,35 @@ const void* tensor_data(OrtValue* value) {
   return data;
 }
 
-void Session::embed(const TokenBatch& tokens, pooling::Mode mode, bool normalize, int64_t vocab_size,
-                    pooling::Destination dest, int64_t dest_rows, int64_t skip_prefix) const {
+TensorShape tensor_shape(const OrtValue* value) {
+  const OrtApi& api = ort_api();
+  OrtTensorTypeAndShapeInfo* raw_info = nullptr;
+  check(api.GetTensorTypeAndShape(value, &raw_info));
+  OrtPtr<OrtTensorTypeAndShapeInfo> info(raw_info);
+  TensorShape shape;
+  check(api.GetTensorElementType(info.get(), &shape.type));
+  size_t rank = 0;
+  check(api.GetDimensionsCount(info.get(), &rank));
+  shape.dims.resize(rank);
+  check(api.GetDimensions(info.get(), shape.dims.data(), rank));
+  return shape;
+}
+
+std::vector<OrtPtr<OrtValue>> Session::run(const TokenBatch& tokens, const std::vector<std::string>& output_names,
+                                           int64_t vocab_size) const {
   const OrtApi& api = ort_api();
   const int64_t batch = tokens.batch;
   const int64_t seq_len = tokens.seq_len;
   const size_t count = static_cast<size_t>(batch * seq_len);
-  if (skip_prefix < 0) throw InvalidArgument("skip_prefix must be >= 0, got " + std::to_string(skip_prefix));
-  if (skip_prefix > 0 && io_.output_is_pooled) {
-    throw InvalidArgument("output '" + io_.output_name +
-                          "' is already pooled inside the graph, so prompt tokens cannot be left out of it");
+  if (batch <= 0 || seq_len <= 0) {
+    throw InvalidArgument("a batch needs at least one row and one column, got [" + std::to_string(batch) + ", " +
+                          std::to_string(seq_len) + "]");
   }
-  if (batch == 0) return;
-
+  for (const std::string& name : output_names) {
+    if (std::find(io_.all_output_names.begin(), io_.all_output_names.end(), name) == io_.all_output_names.end()) {
+      throw InvalidArgument("the model has no output '" + name + "' (outputs: " + join(io_.all_output_names) + ")");
+    }
+  }
   if (vocab_size > 0) {
     for (size_t i = 0; i < count; ++i) {
       const int64_t id = tokens.input_ids[i];
@@ -279,16 +295,6 @@ void Session::embed(const TokenBatch& tokens, pooling::Mode mode, bool normalize
                               "); the tokenizer does not match the model");
       }
     }
-  }
-  if (dest.rows != nullptr) {
-    for (int64_t b = 0; b < batch; ++b) {
-      if (dest.rows[b] < 0 || dest.rows[b] >= dest_rows) {
-        throw InvalidArgument("destination row " + std::to_string(dest.rows[b]) + " is outside [0, " +
-                              std::to_string(dest_rows) + ")");
-      }
-    }
-  } else if (batch > dest_rows) {
-    throw InvalidArgument("output has " + std::to_string(dest_rows) + " rows for a batch of " + std::to_string(batch));
   }
 
   // Inputs the caller did not provide are derived here: zeros for token types, positions from the mask.
@@ -345,25 +351,47 @@ void Session::embed(const TokenBatch& tokens, pooling::Mode mode, bool normalize
     names.push_back(input.name.c_str());
   }
 
-  const char* output_name = io_.output_name.c_str();
-  OrtValue* raw_output = nullptr;
-  using Clock = std::chrono::steady_clock;
-  const auto run_start = Clock::now();
-  check(api.Run(session_.get(), nullptr, names.data(), value_ptrs.data(), value_ptrs.size(), &output_name, 1,
-                &raw_output));
-  OrtPtr<OrtValue> output(raw_output);
-  const auto run_end = Clock::now();
+  std::vector<const char*> outputs;
+  for (const std::string& name : output_names) outputs.push_back(name.c_str());
+  std::vector<OrtValue*> raw_outputs(outputs.size(), nullptr);
+  const auto start = std::chrono::steady_clock::now();
+  OrtStatus* failed = api.Run(session_.get(), nullptr, names.data(), value_ptrs.data(), value_ptrs.size(),
+                              outputs.data(), outputs.size(), raw_outputs.data());
+  std::vector<OrtPtr<OrtValue>> results;
+  for (OrtValue* raw : raw_outputs) results.emplace_back(raw);  // owned before any throw
+  check(failed);
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start);
+  count_run(tokens, ns.count(), 0);
+  return results;
+}
 
-  OrtTensorTypeAndShapeInfo* raw_info = nullptr;
-  check(api.GetTensorTypeAndShape(output.get(), &raw_info));
-  OrtPtr<OrtTensorTypeAndShapeInfo> info(raw_info);
-  size_t rank = 0;
-  check(api.GetDimensionsCount(info.get(), &rank));
-  std::vector<int64_t> dims(rank);
-  check(api.GetDimensions(info.get(), dims.data(), rank));
+void Session::embed(const TokenBatch& tokens, pooling::Mode mode, bool normalize, int64_t vocab_size,
+                    pooling::Destination dest, int64_t dest_rows, int64_t skip_prefix) const {
+  const int64_t batch = tokens.batch;
+  const int64_t seq_len = tokens.seq_len;
+  if (skip_prefix < 0) throw InvalidArgument("skip_prefix must be >= 0, got " + std::to_string(skip_prefix));
+  if (skip_prefix > 0 && io_.output_is_pooled) {
+    throw InvalidArgument("output '" + io_.output_name +
+                          "' is already pooled inside the graph, so prompt tokens cannot be left out of it");
+  }
+  if (batch == 0) return;
+  if (dest.rows != nullptr) {
+    for (int64_t b = 0; b < batch; ++b) {
+      if (dest.rows[b] < 0 || dest.rows[b] >= dest_rows) {
+        throw InvalidArgument("destination row " + std::to_string(dest.rows[b]) + " is outside [0, " +
+                              std::to_string(dest_rows) + ")");
+      }
+    }
+  } else if (batch > dest_rows) {
+    throw InvalidArgument("output has " + std::to_string(dest_rows) + " rows for a batch of " + std::to_string(batch));
+  }
+
+  std::vector<OrtPtr<OrtValue>> outputs = run(tokens, {io_.output_name}, vocab_size);
+  const auto pool_start = std::chrono::steady_clock::now();
+  const std::vector<int64_t> dims = tensor_shape(outputs[0].get()).dims;
   const size_t expected_rank = io_.output_is_pooled ? 2 : 3;
-  const bool shape_ok = rank == expected_rank && dims[0] == batch && (io_.output_is_pooled || dims[1] == seq_len) &&
-                        dims.back() == dest.out_stride;
+  const bool shape_ok = dims.size() == expected_rank && dims[0] == batch &&
+                        (io_.output_is_pooled || dims[1] == seq_len) && dims.back() == dest.out_stride;
   if (!shape_ok) {
     std::string got;
     for (int64_t d : dims) got += (got.empty() ? "" : ", ") + std::to_string(d);
@@ -371,21 +399,22 @@ void Session::embed(const TokenBatch& tokens, pooling::Mode mode, bool normalize
                           std::to_string(batch) + (io_.output_is_pooled ? "" : ", " + std::to_string(seq_len)) + ", " +
                           std::to_string(dest.out_stride) + "]");
   }
-  void* output_data = nullptr;
-  check(api.GetTensorMutableData(output.get(), &output_data));
-  const auto* states = static_cast<const float*>(output_data);
+  const auto* states = static_cast<const float*>(tensor_data(outputs[0].get()));
   pooling::pool(io_.output_is_pooled ? pooling::Mode::Pooled : mode, states, tokens.attention_mask, batch, seq_len,
                 dest.out_stride, normalize, dest, pooling::best_isa(), skip_prefix);
-  const auto pool_end = Clock::now();
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - pool_start);
+  pool_ns_.fetch_add(ns.count(), std::memory_order_relaxed);
+}
 
+void Session::count_run(const TokenBatch& tokens, int64_t run_ns, int64_t pool_ns) const noexcept {
+  const int64_t count = tokens.batch * tokens.seq_len;
   const int64_t real =
       std::count_if(tokens.attention_mask, tokens.attention_mask + count, [](int64_t m) { return m != 0; });
-  const auto ns = [](auto d) { return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count(); };
   runs_.fetch_add(1, std::memory_order_relaxed);
-  run_ns_.fetch_add(ns(run_end - run_start), std::memory_order_relaxed);
-  pool_ns_.fetch_add(ns(pool_end - run_end), std::memory_order_relaxed);
+  run_ns_.fetch_add(run_ns, std::memory_order_relaxed);
+  pool_ns_.fetch_add(pool_ns, std::memory_order_relaxed);
   real_tokens_.fetch_add(real, std::memory_order_relaxed);
-  computed_tokens_.fetch_add(static_cast<int64_t>(count), std::memory_order_relaxed);
+  computed_tokens_.fetch_add(count, std::memory_order_relaxed);
 }
 
 SessionStats Session::stats() const noexcept {

@@ -88,7 +88,17 @@ class Session {
   void embed(const TokenBatch& tokens, pooling::Mode mode, bool normalize, int64_t vocab_size,
              pooling::Destination dest, int64_t dest_rows, int64_t skip_prefix = 0) const;
 
+  // Runs the model on `tokens` (inputs made as embed() makes them, ids checked against
+  // `vocab_size` when > 0) and returns the outputs named in `output_names`, in that order, as ORT
+  // allocated them: the heads that do not pool into one vector (sparse weights, per-token vectors,
+  // several outputs at once) read these. Thread-safe, like embed().
+  std::vector<OrtPtr<OrtValue>> run(const TokenBatch& tokens, const std::vector<std::string>& output_names,
+                                    int64_t vocab_size) const;
+
  private:
+  // Counts one Run of `tokens` that took `run_ns` (and `pool_ns` of pooling) in the stats.
+  void count_run(const TokenBatch& tokens, int64_t run_ns, int64_t pool_ns) const noexcept;
+
   OrtPtr<OrtSession> session_;
   OrtPtr<OrtMemoryInfo> cpu_memory_;
   ModelIO io_;
@@ -101,5 +111,12 @@ class Session {
 // can show that ORT reads the caller's memory in place.
 OrtPtr<OrtValue> tensor_over(int64_t* data, const std::vector<int64_t>& shape);
 const void* tensor_data(OrtValue* value);
+
+// The element type and dimensions of a tensor value (an output of run()).
+struct TensorShape {
+  ONNXTensorElementDataType type;
+  std::vector<int64_t> dims;
+};
+TensorShape tensor_shape(const OrtValue* value);
 
 }  // namespace fastembed

@@ -35,6 +35,44 @@ def pool(
     """Pool float32 states [batch, seq, dim] under an int64 mask [batch, seq] into [batch, dim]; the first
     skip_prefix real tokens of each row (a prompt) are left out."""
 
+def splade(
+    logits: npt.NDArray[np.float32],
+    mask: npt.NDArray[np.int64],
+    pooling: str = "max",
+    activation: str = "log1p_relu",
+    max_active_dims: int = 0,
+    isa: str | None = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    """SPLADE pooling of float32 logits [batch, seq, vocab] under an int64 mask [batch, seq]: one sparse row
+    per text as (offsets int64 [batch + 1], indices int32, values float32), indices ascending."""
+
+def token_weights(
+    weights: npt.NDArray[np.float32],
+    input_ids: npt.NDArray[np.int64],
+    mask: npt.NDArray[np.int64],
+    dropped: list[int] = [],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    """One weight per token (float32 [batch, seq]) into one sparse row per text: each id's largest weight,
+    ids in `dropped` and weights <= 0 left out; (offsets, indices int32, values float32)."""
+
+def pack_tokens(
+    states: npt.NDArray[np.float32],
+    keep: npt.NDArray[np.bool_],
+    normalize: bool = True,
+    isa: str | None = None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """The float32 states [batch, seq, dim] where the bool mask keep [batch, seq] is set, packed into one
+    (n, dim) array (each row L2-normalised when normalize) and offsets [batch + 1] into it."""
+
+def maxsim(
+    query: npt.NDArray[np.float32],
+    documents: npt.NDArray[np.float32],
+    offsets: npt.NDArray[np.int64],
+    isa: str | None = None,
+) -> npt.NDArray[np.float32]:
+    """MaxSim of a query's vectors (float32 [q, dim]) against each document of a packed array
+    (documents [n, dim], offsets [count + 1]): float32 [count]."""
+
 def tensor_data_address(arg0: npt.NDArray[np.int64], /) -> int:
     """Address of the data of the ORT tensor created over an int64 [rows, cols] array."""
 
@@ -72,6 +110,17 @@ class Session:
     def output_is_pooled(self) -> bool: ...
     @property
     def dim(self) -> int | None: ...
+    def run(
+        self,
+        input_ids: npt.NDArray[np.int64],
+        attention_mask: npt.NDArray[np.int64],
+        token_type_ids: npt.NDArray[np.int64] | None,
+        outputs: list[str],
+        vocab_size: int = 0,
+    ) -> list[npt.NDArray[Any]]:
+        """Run one padded batch and return the named outputs as numpy arrays over ONNX Runtime's buffers
+        (no copy), for the heads that do not pool into one vector."""
+
     def embed(
         self,
         input_ids: npt.NDArray[np.int64],

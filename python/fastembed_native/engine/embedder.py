@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -341,21 +341,54 @@ class Embedder:
         leaves each text's first tokens out of the pooling: :meth:`prompt_tokens` of its prompt.
         """
         normalize = self.config.normalize if normalize is None else normalize
+
+        def pool_into_out(session: _core.Session, rows: np.ndarray) -> None:
+            ids, mask, types = self.pad(encodings, rows)
+            session.embed(
+                ids,
+                mask,
+                types,
+                out,
+                rows,
+                pooling=self.config.pooling,
+                normalize=normalize,
+                vocab_size=self.config.vocab_size or 0,
+                skip_prefix=skip_prefix,
+            )
+
+        self.run_batches(encodings, batch_size, pool_into_out, parallel_runs=parallel_runs)
+
+    def run_batches(
+        self,
+        encodings: Sequence[Encoding],
+        batch_size: int,
+        work: Callable[[_core.Session, np.ndarray], None],
+        *,
+        parallel_runs: int | None = None,
+        token_budget: int | None = None,
+    ) -> None:
+        """The engine's batching, for every head: ``work(session, rows)`` once per batch, where
+        ``rows`` indexes ``encodings`` (texts of similar length, longest batch first) and
+        ``session`` is the one to run it on (the head pads the rows with :meth:`pad`, runs the
+        session and turns its output into the head's answer).
+
+        Batches hold at most ``batch_size`` texts and ``token_budget`` tokens (texts x longest
+        text; default :meth:`token_budget`). Calls with several batches run them ``parallel_runs``
+        at a time on the bulk session (1: one after another on the all-threads session; default
+        the model's ``parallel_runs``); ``work`` must then be safe to call from several threads.
+        """
         lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
         # Longest first: similar lengths share a batch, and a batch too big for memory fails early.
         order = np.argsort(-lengths, kind="stable")
-        budget = self.token_budget(batch_size)
+        budget = token_budget or self.token_budget(batch_size)
         batches = [order[b] for b in token_batches(lengths[order], batch_size, budget)]
         runs = self.parallel_runs if parallel_runs is None else parallel_runs
         if len(batches) < 2 or runs < 2:
             for rows in batches:
-                self._run(self._session, encodings, lengths, rows, out, normalize, skip_prefix)
+                work(self._session, rows)
             return
         session, pool = self._bulk()
-        futures = [
-            pool.submit(self._run, session, encodings, lengths, rows, out, normalize, skip_prefix)
-            for rows in batches
-        ]
+        futures = [pool.submit(work, session, rows) for rows in batches]
         try:
             for future in futures:
                 future.result()
@@ -363,6 +396,16 @@ class Embedder:
             for future in futures:
                 future.cancel()
             raise
+
+    def pad(
+        self, encodings: Sequence[Encoding], rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``input_ids``, ``attention_mask`` and (when the model takes them) ``token_type_ids`` of
+        the encodings at ``rows``, padded to the longest: int64 ``(len(rows), longest)``."""
+        self._session  # noqa: B018 - a lazy model's session tells whether it takes token types
+        picked = [encodings[i] for i in rows]
+        lengths = np.fromiter((len(e) for e in picked), dtype=np.int64, count=len(picked))
+        return self._tokens.pad(picked, lengths, self._takes_token_types)
 
     def prompt_tokens(self, prompt: str) -> int:
         """How many leading tokens of ``prompt + text`` to leave out of the pooling: the prompt's
@@ -384,32 +427,6 @@ class Embedder:
             f"parallel={parallel}: this model runs {self.parallel_runs} concurrent ONNX Runtime runs "
             f"in one process, sharing one copy of the weights; for {parallel}, make it with "
             f"{type(self).__name__}(..., parallel_runs={parallel}) (parallel=None, 0 and 1 work on any model)"
-        )
-
-    def _run(
-        self,
-        session: _core.Session,
-        encodings: Sequence[Encoding],
-        lengths: np.ndarray,
-        rows: np.ndarray,
-        out: np.ndarray,
-        normalize: bool,
-        skip_prefix: int,
-    ) -> None:
-        """Embed the encodings at ``rows`` into ``out[rows]``."""
-        ids, mask, types = self._tokens.pad(
-            [encodings[i] for i in rows], lengths[rows], self._takes_token_types
-        )
-        session.embed(
-            ids,
-            mask,
-            types,
-            out,
-            rows,
-            pooling=self.config.pooling,
-            normalize=normalize,
-            vocab_size=self.config.vocab_size or 0,
-            skip_prefix=skip_prefix,
         )
 
     def _bulk(self) -> tuple[_core.Session, ThreadPoolExecutor]:

@@ -1,0 +1,52 @@
+#include "multivector.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace fastembed::multivector {
+
+void count_kept(const uint8_t* keep, int64_t batch, int64_t seq_len, int64_t* offsets) {
+  offsets[0] = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    const uint8_t* row = keep + b * seq_len;
+    offsets[b + 1] = offsets[b] + std::count_if(row, row + seq_len, [](uint8_t k) { return k != 0; });
+  }
+}
+
+void pack(const float* states, const uint8_t* keep, int64_t batch, int64_t seq_len, int64_t dim, bool normalize,
+          simd::Isa isa, float* out) {
+  const simd::Kernels k = simd::kernels_for(isa);
+  for (int64_t i = 0; i < batch * seq_len; ++i) {
+    if (keep[i] == 0) continue;
+    std::memcpy(out, states + i * dim, static_cast<size_t>(dim) * sizeof(float));
+    if (normalize) simd::l2_normalize(k, out, dim);
+    out += dim;
+  }
+}
+
+void maxsim(const float* query, int64_t query_rows, const float* documents, const int64_t* offsets,
+            int64_t document_count, int64_t dim, simd::Isa isa, float* scores) {
+  const simd::Kernels k = simd::kernels_for(isa);
+  std::vector<float> best(static_cast<size_t>(query_rows));
+  for (int64_t d = 0; d < document_count; ++d) {
+    const int64_t first = offsets[d], last = offsets[d + 1];
+    if (first == last) {
+      scores[d] = 0.0f;
+      continue;
+    }
+    std::fill(best.begin(), best.end(), -std::numeric_limits<float>::infinity());
+    // Document rows outside, query rows inside: each document vector is read once and the query
+    // (a few KB) stays in cache.
+    for (int64_t x = first; x < last; ++x) {
+      const float* row = documents + x * dim;
+      for (int64_t q = 0; q < query_rows; ++q) best[q] = std::max(best[q], k.dot(query + q * dim, row, dim));
+    }
+    float total = 0.0f;
+    for (float value : best) total += value;
+    scores[d] = total;
+  }
+}
+
+}  // namespace fastembed::multivector
