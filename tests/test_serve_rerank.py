@@ -259,3 +259,157 @@ def test_grpc_rerank_errors_name_the_problem(channel):
     with pytest.raises(grpc.RpcError) as info:
         tei_grpc.RerankStub(channel).Rerank(left)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# -- truncate: false (TEI's refusal of an over-long pair) ------------------------------------------
+LONG_DOCUMENT = "word " * 500  # far past the tiny reranker's 64 tokens
+
+
+def _pair_tokens(model_dir: Path, query: str, document: str) -> int:
+    """The pair's token count by the model's own tokenizer.json, untruncated (the reference)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return len(tokenizer.encode(query, document))
+
+
+def test_tei_truncate_false_refuses_an_over_long_pair_with_422_naming_it(server, local, reranker_dir):
+    texts = ["short", "also short", LONG_DOCUMENT]
+    body = {"model": "ranker", "query": "q", "texts": texts, "truncate": False}
+    status, answer = server.json("POST", "/rerank", body)
+    assert status == 422, answer
+    tokens = _pair_tokens(reranker_dir, "q", LONG_DOCUMENT)
+    assert tokens > local.max_length
+    error = answer["error"]
+    assert error["message"] == (
+        f"documents[2] and the query make {tokens} tokens, more than the model's max length of "
+        f"{local.max_length}; shorten it or send truncate=true"
+    )
+    assert error["code"] == "input_too_long" and error["param"] == "documents"
+    assert error["type"] == "invalid_request_error"
+    # truncate true, or unset on a server that auto-truncates (the default): the pair is cut.
+    for extra in ({"truncate": True}, {}):
+        status, ranks = server.json(
+            "POST", "/rerank", {"model": "ranker", "query": "q", "texts": texts, **extra}
+        )
+        assert status == 200 and len(ranks) == 3
+    assert server.json("GET", "/health")[0] == 200
+
+
+def test_tei_truncate_false_takes_pairs_up_to_the_max_length(server, local, reranker_dir):
+    status, ranks = server.json(
+        "POST", "/rerank", {"model": "ranker", "query": "q", "texts": DOCUMENTS[:4], "truncate": False}
+    )
+    assert status == 200
+    expected = local.rerank("q", DOCUMENTS[:4])
+    for r in ranks:
+        assert abs(r["score"] - float(expected[r["index"]])) <= SCORE_TOLERANCE
+    # A pair of exactly max_length tokens is not over it (TEI refuses only longer ones).
+    exact = next(
+        (d for k in range(1, 200) if _pair_tokens(reranker_dir, "q", d := "word " * k) == local.max_length),
+        None,
+    )
+    assert exact is not None
+    status, _ = server.json(
+        "POST", "/rerank", {"model": "ranker", "query": "q", "texts": [exact], "truncate": False}
+    )
+    assert status == 200
+    status, _ = server.json(
+        "POST", "/rerank", {"model": "ranker", "query": "q", "texts": [exact + " word"], "truncate": False}
+    )
+    assert status == 422
+
+
+def test_a_huge_over_long_document_is_counted_as_a_lower_bound(server, local):
+    huge = "word " * 20_000  # past the tokenizer's count window (max_length x 64 characters)
+    assert len(huge) > local.engine.tokenizer.count_chars
+    status, answer = server.json(
+        "POST", "/rerank", {"model": "ranker", "query": "q", "texts": [huge], "truncate": False}, timeout=120
+    )
+    assert status == 422
+    assert "documents[0] and the query make " in answer["error"]["message"]
+    assert "+ tokens, more than the model's max length" in answer["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def strict_server(reranker_dir):
+    """A server started with --no-auto-truncate, answering HTTP and gRPC."""
+    from serving import free_port
+
+    port = free_port()
+    with Server(
+        [*model_arg("ranker", reranker_dir), "--no-auto-truncate", "--grpc-port", str(port)]
+    ) as running:
+        running.grpc_port = port
+        yield running
+
+
+def test_no_auto_truncate_refuses_over_long_pairs_on_tei_routes_only(strict_server):
+    texts = ["short", LONG_DOCUMENT]
+    status, answer = strict_server.json("POST", "/rerank", {"query": "q", "texts": texts})
+    assert status == 422 and "documents[1] and the query make" in answer["error"]["message"]
+    status, ranks = strict_server.json("POST", "/rerank", {"query": "q", "texts": texts, "truncate": True})
+    assert status == 200 and len(ranks) == 2
+    # Cohere's API has no truncate field and always cuts.
+    status, body = strict_server.json("POST", "/v1/rerank", {"query": "q", "documents": texts})
+    assert status == 200 and len(body["results"]) == 2
+
+
+def test_grpc_tei_rerank_truncate_false_is_invalid_argument_naming_the_text(strict_server):
+    import grpc
+
+    from fastembed_native.serve.grpc import fastembed_pb2 as v1
+    from fastembed_native.serve.grpc import fastembed_pb2_grpc as v1_grpc
+    from fastembed_native.serve.grpc import tei_pb2 as tei
+    from fastembed_native.serve.grpc import tei_pb2_grpc as tei_grpc
+
+    texts = ["short", LONG_DOCUMENT]
+    with grpc.insecure_channel(f"127.0.0.1:{strict_server.grpc_port}") as channel:
+        stub = tei_grpc.RerankStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Rerank(tei.RerankRequest(query="q", texts=texts), timeout=60)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "documents[1] and the query make" in info.value.details()
+        assert "more than the model's max length of" in info.value.details()
+        with pytest.raises(grpc.RpcError) as info:
+            stub.RerankStream(iter([tei.RerankStreamRequest(query="q", text=t) for t in texts]), timeout=60)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "documents[1] and the query make" in info.value.details()
+        # truncate=true cuts; so does our own Rerank call (no truncate field: it always cuts).
+        assert (
+            len(stub.Rerank(tei.RerankRequest(query="q", texts=texts, truncate=True), timeout=60).ranks) == 2
+        )
+        stream = stub.RerankStream(
+            iter([tei.RerankStreamRequest(query="q", text=t, truncate=True) for t in texts]), timeout=60
+        )
+        assert len(stream.ranks) == 2
+        ours = v1_grpc.EmbedderStub(channel).Rerank(v1.RerankRequest(query="q", documents=texts), timeout=60)
+        assert len(ours.results) == 2
+
+
+def test_an_llm_reranker_counts_its_framed_prompt(tmp_path):
+    """truncate=false on an LLM reranker: the count is the framed prompt's (frame tokens included)."""
+    from test_cross_encoder import _qwen3_reranker
+
+    from fastembed_native.models import export_model
+    from fastembed_native.serve.errors import Unprocessable
+    from fastembed_native.serve.rerank import encode_pairs
+
+    model_dir = export_model(_qwen3_reranker(tmp_path), tmp_path / "exported").model_dir
+    scorer = TextCrossEncoder(model_dir)
+    limit = scorer.max_length
+    short = encode_pairs(scorer, "q", ["a short document"], None, truncate=False)
+    assert len(short) == 1 and len(short[0]) < limit
+    with pytest.raises(Unprocessable, match=r"documents\[1\] and the query make (\d+) tokens") as info:
+        encode_pairs(scorer, "q", ["short", LONG_DOCUMENT], None, truncate=False)
+    prefix, suffix = scorer._frame
+    (text,) = scorer._prompts([("q", LONG_DOCUMENT)], None)
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tokenizer.no_truncation()
+    expected = len(prefix) + len(tokenizer.encode(text, add_special_tokens=False)) + len(suffix)
+    assert f"make {expected} tokens, more than the model's max length of {limit}" in str(info.value)
+    assert len(encode_pairs(scorer, "q", [LONG_DOCUMENT], None, truncate=True)[0]) == limit

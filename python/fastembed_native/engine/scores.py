@@ -222,6 +222,19 @@ class Scorer:
             self._prompts(pairs, instruction), *self._frame, offset=offset
         )
 
+    def pair_tokens(self, query: str, document: str, instruction: str | None = None) -> tuple[int, bool]:
+        """Tokens the pair has before it is cut to :attr:`max_length` (the framed prompt's, for an
+        LLM reranker), and whether that count is exact: a side past ``count_chars`` characters is
+        counted only that far, a lower bound (for messages that state how far over a pair is)."""
+        tokenizer = self.engine.tokenizer
+        exact = max(len(query), len(document)) <= tokenizer.count_chars
+        if self._frame is None:
+            return tokenizer.count_pair(query, document), exact
+        prefix, suffix = self._frame
+        (text,) = self._prompts([(query, document)], instruction)
+        exact = len(text) <= tokenizer.count_chars
+        return len(prefix) + tokenizer.count(text, special=False) + len(suffix), exact
+
     def _prompts(self, pairs: list[tuple[str, str]], instruction: str | None) -> list[str]:
         """An LLM reranker's prompt text per pair (its frame's prefix and suffix come as token ids)."""
         assert self.prompt is not None

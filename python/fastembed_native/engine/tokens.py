@@ -258,11 +258,17 @@ class TextTokenizer:
             clipped = clip_text(self._probe, cut, max(self.max_length, other_tokens + 1))
         return (clipped, document) if cut_query else (query, clipped)
 
-    def count(self, text: str) -> int:
-        """Tokens ``text`` has before truncation, special tokens included (for messages that state
-        how far over ``max_length`` a text is). Only the first :attr:`count_chars` characters are
-        counted, so a 10 MB text costs no more than that: for a longer text this is a lower bound."""
-        return len(self._probe.encode(text[: self.count_chars]))
+    def count(self, text: str, *, special: bool = True) -> int:
+        """Tokens ``text`` has before truncation, special tokens included unless ``special=False``
+        (for messages that state how far over ``max_length`` a text is). Only the first
+        :attr:`count_chars` characters are counted, so a 10 MB text costs no more than that: for a
+        longer text this is a lower bound."""
+        return len(self._probe.encode(text[: self.count_chars], add_special_tokens=special))
+
+    def count_pair(self, first: str, second: str) -> int:
+        """Tokens the pair has before truncation, special tokens included, as :meth:`count` counts
+        (each side's first :attr:`count_chars` characters: a lower bound past them)."""
+        return len(self._probe.encode(first[: self.count_chars], second[: self.count_chars]))
 
     @property
     def count_chars(self) -> int:

@@ -101,6 +101,15 @@ class PayloadTooLarge(ApiError):
     grpc_code = "INVALID_ARGUMENT"
 
 
+class Unprocessable(ApiError):
+    """422: well-formed input the model cannot take as asked: a rerank pair over the model's max
+    length with truncation off (what text-embeddings-inference answers; INVALID_ARGUMENT over gRPC,
+    as TEI's gRPC answers)."""
+
+    status = 422
+    grpc_code = "INVALID_ARGUMENT"
+
+
 class Overloaded(ApiError):
     """429: the model's queue is full; the client should retry after ``retry-after-ms``."""
 

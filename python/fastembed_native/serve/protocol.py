@@ -80,7 +80,8 @@ class TEITokenizeRequest(_Request):
 
 class TEIRerankRequest(_Request):
     """``POST /rerank`` as TEI defines it (``model`` and ``instruction`` are our extensions). Pairs
-    are always cut longest-first to the model's max length: ``truncate`` is accepted for TEI clients."""
+    over the model's max length are cut longest-first; with ``"truncate": false`` they are refused
+    with 422, as TEI refuses them (unset: the server's ``--no-auto-truncate``, cut by default)."""
 
     query: Any
     texts: Any
@@ -93,7 +94,12 @@ class TEIRerankRequest(_Request):
 
     def to_service(self) -> RerankRequest:
         return RerankRequest(
-            self.query, self.texts, self.model, raw_scores=self.raw_scores, instruction=self.instruction
+            self.query,
+            self.texts,
+            self.model,
+            raw_scores=self.raw_scores,
+            instruction=self.instruction,
+            truncate=self.truncate,
         )
 
 

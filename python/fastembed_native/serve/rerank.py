@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..engine.scores import Scorer
-from .errors import BadRequest, PayloadTooLarge, quote_input
+from .errors import BadRequest, PayloadTooLarge, Unprocessable, quote_input
 from .inputs import TokenIds, json_type
 from .tokenize import MAX_TOKENIZE_CHARS
 
@@ -36,6 +36,9 @@ class RerankRequest:
     raw_scores: bool = False  # the logits instead of the activation (TEI's raw_scores)
     return_documents: bool = False
     instruction: Any = None  # an LLM reranker's task instruction (our extension)
+    # Cut an over-long pair (True), refuse it with 422 (False: TEI's "truncate": false), or follow
+    # the server's --no-auto-truncate (None: TEI's default). Cohere's route always cuts.
+    truncate: bool | None = True
 
 
 @dataclass
@@ -104,16 +107,43 @@ def _check_length(text: str, name: str) -> None:
 
 
 def encode_pairs(
-    scorer: Scorer, query: str, documents: Sequence[str], instruction: str | None
+    scorer: Scorer, query: str, documents: Sequence[str], instruction: str | None, truncate: bool = True
 ) -> list[TokenIds]:
     """The work of tokenizing a rerank request, on a tokenizing executor thread: each (query,
-    document) pair as the model takes it (cut longest-first, never refused), kept as ids only."""
+    document) pair as the model takes it (cut longest-first), kept as ids only.
+
+    Raises:
+        BadRequest: a text is not valid UTF-8 (names the document).
+        Unprocessable: not ``truncate`` and a pair is over the model's max length (names the first
+            such document, its pair's token count and the limit, as TEI refuses it).
+    """
     try:
         encodings = scorer.encode([(query, d) for d in documents], instruction)
     except ValueError as exc:  # a lone surrogate: name the document, not the engine's pair index
         message = str(exc).replace("pairs[", "documents[")
         raise BadRequest(message.replace(" document cannot", " cannot"), param="documents") from None
+    if not truncate:
+        _refuse_cut_pairs(scorer, query, documents, instruction, encodings)
     return [TokenIds(list(e.ids), list(e.type_ids)) for e in encodings]
+
+
+def _refuse_cut_pairs(
+    scorer: Scorer, query: str, documents: Sequence[str], instruction: str | None, encodings: list[Any]
+) -> None:
+    """Unprocessable for the first pair the tokenizer cut. A cut pair comes out exactly
+    ``max_length`` tokens long, so only those are counted again, whole."""
+    limit = scorer.max_length
+    for i, encoding in enumerate(encodings):
+        if len(encoding) < limit:
+            continue
+        tokens, exact = scorer.pair_tokens(query, documents[i], instruction)
+        if tokens > limit:
+            raise Unprocessable(
+                f"documents[{i}] and the query make {tokens}{'' if exact else '+'} tokens, more than "
+                f"the model's max length of {limit}; shorten it or send truncate=true",
+                param="documents",
+                code="input_too_long",
+            )
 
 
 def ranked(scores: np.ndarray, top_n: int | None) -> np.ndarray:

@@ -284,8 +284,9 @@ class EmbeddingService:
         timings = Timings()
         texts = [query, *documents]
         tokenize_start = time.perf_counter()
+        truncate = self.config.auto_truncate if request.truncate is None else bool(request.truncate)
         encodings = await self.tokenization.run(
-            texts, lambda small: encode_pairs(scorer, query, documents, instruction)
+            texts, lambda small: encode_pairs(scorer, query, documents, instruction, truncate)
         )
         timings.tokenize = time.perf_counter() - tokenize_start
         logits = np.empty((len(encodings), served.embedder.dim), dtype=np.float32)

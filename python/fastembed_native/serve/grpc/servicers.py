@@ -248,7 +248,9 @@ class TEIServicers:
 
     async def rerank(self, message: tei.RerankRequest, context: Context) -> tei.RerankResponse:
         _check_direction(message.truncation_direction)
-        request = RerankRequest(message.query, list(message.texts), raw_scores=message.raw_scores)
+        request = RerankRequest(
+            message.query, list(message.texts), raw_scores=message.raw_scores, truncate=_truncate(message)
+        )
         return _ranks(await self.service.rerank(request), message.return_text, len(message.query))
 
     async def rerank_stream(
@@ -276,7 +278,9 @@ class TEIServicers:
         if first is None:
             raise BadRequest("the stream sent no message; send one text per message", param="text")
         with charged(self.service.budget, size):
-            request = RerankRequest(first.query, texts, raw_scores=first.raw_scores)
+            request = RerankRequest(
+                first.query, texts, raw_scores=first.raw_scores, truncate=_truncate(first)
+            )
             return _ranks(await self.service.rerank(request), first.return_text, len(first.query))
 
     async def _encode(self, message: tei.EncodeRequest) -> tei.EncodeResponse:
@@ -300,6 +304,12 @@ def _check_direction(direction: int) -> None:
             "truncation_direction LEFT is not supported; pairs are cut longest-first on the right",
             param="truncation_direction",
         )
+
+
+def _truncate(message: tei.RerankRequest | tei.RerankStreamRequest) -> bool | None:
+    """A TEI rerank message's ``truncate``: true cuts over-long pairs; false, which proto3 cannot
+    tell from unset, follows the server's setting (cut unless --no-auto-truncate), as for Embed."""
+    return True if message.truncate else None
 
 
 def _ranks(result: RerankResult, return_text: bool, query_chars: int) -> tei.RerankResponse:

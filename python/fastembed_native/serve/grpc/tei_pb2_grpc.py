@@ -239,8 +239,8 @@ class RerankServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Rerank(self, request, context):
-        """The query against every text; ranks best first. Pairs are cut longest-first to the model's max
-        length (truncate is accepted as TEI's, never needed); batched with every other request.
+        """The query against every text; ranks best first. Pairs over the model's max length are cut
+        longest-first (see RerankRequest.truncate); batched with every other request.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
