@@ -223,12 +223,13 @@ PYBIND11_MODULE(_core, m) {
         else
           throw py::value_error("unknown sparse pooling '" + pooling_name + "'; expected 'max' or 'sum'");
         sparse::Activation activation;
-        if (activation_name == "relu")
-          activation = sparse::Activation::Relu;
-        else if (activation_name == "log1p_relu")
+        if (activation_name == "log1p_relu")
           activation = sparse::Activation::Log1pRelu;
+        else if (activation_name == "log1p_log1p_relu")
+          activation = sparse::Activation::Log1pLog1pRelu;
         else
-          throw py::value_error("unknown activation '" + activation_name + "'; expected 'relu' or 'log1p_relu'");
+          throw py::value_error("unknown activation '" + activation_name +
+                                "'; expected 'log1p_relu' or 'log1p_log1p_relu'");
         if (max_active_dims < 0) throw py::value_error("max_active_dims must be >= 0 (0: all)");
         py::array logits = checked<float>(logits_obj, "logits", 3);
         py::array mask = checked<int64_t>(mask_obj, "mask", 2);

@@ -9,8 +9,8 @@ namespace fastembed::sparse {
 namespace {
 
 float activate(float x, Activation activation) {
-  const float relu = std::max(x, 0.0f);
-  return activation == Activation::Log1pRelu ? std::log1p(relu) : relu;
+  const float once = std::log1p(std::max(x, 0.0f));
+  return activation == Activation::Log1pLog1pRelu ? std::log1p(once) : once;
 }
 
 // Appends the positive entries of the dense row `pooled` to `out` (ascending indices), keeping only

@@ -10,8 +10,10 @@
 
 namespace fastembed::sparse {
 
-enum class Pool { Max, Sum };               // over a text's real tokens (sentence-transformers' SpladePooling)
-enum class Activation { Relu, Log1pRelu };  // log1p(relu(x)): SPLADE's log saturation
+enum class Pool { Max, Sum };  // over a text's real tokens (sentence-transformers' SpladePooling)
+// log1p(relu(x)) is SPLADE's log saturation (sentence-transformers calls it "relu"); its "log1p_relu" applies
+// log1p once more.
+enum class Activation { Log1pRelu, Log1pLog1pRelu };
 
 // Rows in compressed sparse row form: row b is indices/values[offsets[b] .. offsets[b + 1]).
 struct Rows {

@@ -25,6 +25,9 @@ LAYERS = {
     "models": 2,
     "text_embedding": 3,
     "cross_encoder": 3,
+    "sparse_text_embedding": 3,
+    "late_interaction": 3,
+    "bge_m3": 3,
     "__init__": 3,
 }
 TOP = 4

@@ -26,6 +26,7 @@ from .errors import (
     ProviderNotAvailableError,
     RuntimeLoadError,
 )
+from .sparse_text_embedding import SparseEmbedding, SparseTextEmbedding
 from .text_embedding import TextEmbedding
 
 __version__ = "0.1.0"
@@ -36,6 +37,8 @@ __all__ = [
     "OrtError",
     "ProviderNotAvailableError",
     "RuntimeLoadError",
+    "SparseEmbedding",
+    "SparseTextEmbedding",
     "TextCrossEncoder",
     "TextEmbedding",
     "__version__",

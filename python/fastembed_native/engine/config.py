@@ -182,6 +182,8 @@ def read_modules(model_dir: str | Path) -> ModulesInfo:
             problems += pooling_problems
         elif name == "Normalize":
             normalize = True
+        elif name in _HEAD_CLASSES:
+            problems.append(f"{where} is a sparse model's module: load it with {_HEAD_CLASSES[name]}")
         elif name not in _INERT_MODULES:
             after = "after pooling " if fmt != "none" else ""
             problems.append(
@@ -200,7 +202,18 @@ def read_modules(model_dir: str | Path) -> ModulesInfo:
 
 #: What the Transformer module computes (sentence_bert_config.json's ``transformer_task``), and the
 #: output name sentence-transformers gives it: token vectors for embeddings, logits for cross-encoders.
-TASK_OUTPUTS = {"feature-extraction": "token_embeddings", "sequence-classification": "scores"}
+TASK_OUTPUTS = {
+    "feature-extraction": "token_embeddings",
+    "sequence-classification": "scores",
+    "fill-mask": "token_embeddings",  # a SPLADE model: sentence-transformers names the MLM logits so
+}
+
+#: Tasks whose head reads its own modules (SpladePooling, a ColBERT projection, BGE-M3's linear heads):
+#: the generic reader's list of modules it cannot honour does not apply to them.
+HEAD_TASKS = ("fill-mask", "multi-vector")
+
+#: Which class loads a model whose modules.json names these modules.
+_HEAD_CLASSES = {"SpladePooling": "SparseTextEmbedding", "MLMTransformer": "SparseTextEmbedding"}
 
 
 def transformer_problems(
@@ -208,10 +221,16 @@ def transformer_problems(
 ) -> list[str]:
     """What in ``sentence_bert_config.json`` (the Transformer module's config) this package cannot
     honour for a model used for ``task``."""
-    problems = []
+    problems: list[str] = []
+    if task == "multi-vector":  # a ColBERT or BGE-M3 encoder: token vectors, read by the head
+        task = "feature-extraction"
     found = st_config.get("transformer_task", task)
     if found != task:
-        use = {"feature-extraction": "TextEmbedding", "sequence-classification": "TextCrossEncoder"}
+        use = {
+            "feature-extraction": "TextEmbedding",
+            "sequence-classification": "TextCrossEncoder",
+            "fill-mask": "SparseTextEmbedding",
+        }
         hint = f" (a {found} model: load it with {use[found]})" if found in use else ""
         problems.append(f"{where} sets transformer_task {found!r}; {task!r} was expected{hint}")
         return problems
@@ -256,7 +275,8 @@ def read_model_dir(
     task: str = "feature-extraction",
 ) -> ModelConfig:
     """Read a model directory; explicit arguments override what its files say. ``task`` is what the
-    caller computes with it: "feature-extraction" (embeddings) or "sequence-classification" (scores).
+    caller computes with it: "feature-extraction" (embeddings), "sequence-classification" (scores),
+    "fill-mask" (SPLADE's vocabulary logits) or "multi-vector" (token vectors kept per token).
 
     Raises:
         FileNotFoundError: the directory, its ONNX file or its tokenizer.json is missing.
@@ -275,7 +295,8 @@ def read_model_dir(
     tokenizer_config = _optional_json(model_dir / "tokenizer_config.json")
     st_config = _optional_json(model_dir / "sentence_bert_config.json")
     modules = read_modules(model_dir)
-    problems = list(modules.unsupported)
+    # A head task's own modules are the head's to read and check (engine/sparse.py, multivector.py).
+    problems = [] if task in HEAD_TASKS else list(modules.unsupported)
     problems += transformer_problems(st_config, model_dir / "sentence_bert_config.json", task)
     if problems:  # never drop a module silently: its embeddings would be wrong without a word
         raise ValueError("; ".join(problems))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import ModelLoadError
 from .llm_reranker import export_llm_reranker, is_llm_reranker
-from .parity import SCORE_TOLERANCE, parity_check, score_parity
+from .parity import SCORE_TOLERANCE, SPARSE_TOLERANCE, parity_check, score_parity, sparse_parity
 
 #: Files copied from the source checkout next to onnx/model.onnx (those that exist).
 _CONFIG_FILES = (
@@ -45,7 +45,8 @@ DTYPES = ("fp32", "fp16")
 @dataclass(frozen=True)
 class ExportReport:
     """Where the model went and how closely it matches the source: the cosine per parity text
-    (embeddings), or the largest |score difference| over the parity pairs (cross-encoders)."""
+    (embeddings), or the largest |score difference| over the parity pairs (cross-encoders), or the
+    largest relative difference of a sparse vector (SPLADE), in ``max_score_difference``."""
 
     model_dir: Path
     min_cosine: float
@@ -113,6 +114,7 @@ def export_model(
     if output.exists():
         raise FileExistsError(f"{output} exists already")
     scores = is_cross_encoder(source)
+    sparse = is_sparse_encoder(source)
     if is_llm_reranker(source):  # a yes/no LLM reranker: its own graph (see llm_reranker.py)
         worst = export_llm_reranker(source, output)
         return ExportReport(output, float("nan"), (), worst)
@@ -125,7 +127,7 @@ def export_model(
             main_export(
                 str(source),
                 raw,
-                task="text-classification" if scores else "feature-extraction",
+                task="text-classification" if scores else "fill-mask" if sparse else "feature-extraction",
                 library_name="transformers",
                 local_files_only=True,
                 do_validation=False,
@@ -140,8 +142,18 @@ def export_model(
             found = source / name if (source / name).is_file() else raw / name
             if found.is_file():
                 shutil.copy2(found, model / name)
-        for pooling_dir in source.glob("*_Pooling"):
+        for pooling_dir in [*source.glob("*_Pooling"), *source.glob("*_SpladePooling")]:
             shutil.copytree(pooling_dir, model / pooling_dir.name)
+
+        if sparse:  # a SPLADE model: its sparse vectors against sentence-transformers' SparseEncoder
+            worst = sparse_parity(model, source)
+            if worst > SPARSE_TOLERANCE:
+                raise ModelLoadError(
+                    f"exported sparse model disagrees with {source}: relative difference {worst:.2e} "
+                    f"> {SPARSE_TOLERANCE}"
+                )
+            model.rename(output)
+            return ExportReport(output, float("nan"), (), worst)
 
         if scores:  # a cross-encoder: its logits against sentence-transformers' CrossEncoder
             differences = score_parity(model, source).max(axis=1)
@@ -171,6 +183,19 @@ def export_model(
         raise ModelLoadError(f"exporting {source} failed: {exc}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def is_sparse_encoder(checkpoint: Path) -> bool:
+    """Whether ``checkpoint`` is a SPLADE model: sentence-transformers' SpladePooling in its modules,
+    or a bare ``*ForMaskedLM`` checkpoint."""
+    import json
+
+    modules = checkpoint / "modules.json"
+    if modules.is_file():
+        entries = json.loads(modules.read_text(encoding="utf-8"))
+        return any(str(e.get("type", "")).endswith("SpladePooling") for e in entries)
+    config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+    return any(str(a).endswith("ForMaskedLM") for a in config.get("architectures") or ())
 
 
 def is_cross_encoder(checkpoint: Path) -> bool:

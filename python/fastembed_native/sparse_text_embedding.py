@@ -1,0 +1,43 @@
+"""SparseTextEmbedding, the public SPLADE encoder: a model id, a directory or a short name in, one
+sparse vector per text out (fastembed's ``SparseTextEmbedding`` shape).
+
+It resolves the model through the model store, as :class:`~fastembed_native.TextEmbedding` does, and
+encodes on the engine's sparse head (:class:`~fastembed_native.engine.sparse.SparseEmbedder`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .engine.sparse import SparseEmbedder, SparseEmbedding
+from .models import resolve_model
+
+__all__ = ["SparseEmbedding", "SparseTextEmbedding"]
+
+
+class SparseTextEmbedding(SparseEmbedder):
+    """A SPLADE model exported to ONNX (``naver/splade-v3``, ``prithivida/Splade_PP_en_v1``, ...):
+    ``embed`` gives one :class:`SparseEmbedding` (int32 ``indices`` ascending, float32 ``values``)
+    per text, equal to sentence-transformers' ``SparseEncoder.encode``.
+
+    Args:
+        model: a model directory, a model id, or None for ``model_name``.
+        model_name: the same as ``model`` (fastembed's name).
+        cache_dir: the model cache to look in (default ``$FASTEMBED_NATIVE_CACHE``).
+        **options: ``max_active_dims``, ``logits_budget_bytes`` and the engine's options (providers,
+            max_length, batch_size, threads, parallel_runs, onnx_file, lazy_load, ...).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        model_name: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        **options: Any,
+    ) -> None:
+        if (model is None) == (model_name is None):
+            raise TypeError("give the model as model= or model_name= (one of the two)")
+        source = model if model is not None else model_name
+        super().__init__(resolve_model(source, cache=cache_dir), **options)

@@ -1,0 +1,153 @@
+"""SPLADE on the engine's sparse head, against sentence-transformers' SparseEncoder (5.7).
+
+Tiny random ``BertForMaskedLM`` models saved by the installed sentence-transformers as a
+``SparseEncoder`` (Transformer + SpladePooling), exported with ``export_model``, then encoded by both
+on texts past max length, several scripts and empty texts: the same non-zero indices, values within
+1e-4 of the row's largest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from families import MAX_SEQ_LENGTH, MIXED_TEXTS, _tokenizer
+
+from fastembed_native import SparseEmbedding, SparseTextEmbedding, TextEmbedding
+from fastembed_native.models.parity import SPARSE_TOLERANCE, sparse_difference
+
+#: (pooling, activation, first module): sentence-transformers 5.7's Transformer(fill-mask) and the
+#: MLMTransformer that 5.0-5.6 saved (the layout of the SPLADE models on the hub).
+CONFIGS = [("max", "relu", "Transformer"), ("sum", "log1p_relu", "MLMTransformer")]
+
+
+def _splade(root: Path, pooling: str, activation: str, first_module: str) -> Path:
+    """A tiny random fill-mask checkpoint saved by sentence-transformers' SparseEncoder."""
+    import warnings
+
+    import torch
+    import transformers as tf
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.base.modules.transformer import Transformer
+    from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
+
+    tok, specials = _tokenizer("wordpiece", "bert")
+    hf_tokenizer = tf.PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=MAX_SEQ_LENGTH, **specials)
+    config = tf.BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(2)
+    model = tf.BertForMaskedLM(config)
+    with torch.no_grad():  # a random MLM head activates every word; shift it so most stay at zero
+        model.cls.predictions.bias.sub_(0.6)
+    checkpoint = root / ".hf"
+    model.save_pretrained(checkpoint)
+    hf_tokenizer.save_pretrained(checkpoint)
+    if first_module == "Transformer":
+        transformer = Transformer(str(checkpoint), transformer_task="fill-mask")
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            transformer = MLMTransformer(str(checkpoint))
+    pooling_module = SpladePooling(pooling, activation_function=activation)
+    encoder = SparseEncoder(modules=[transformer, pooling_module], device="cpu")
+    out = root / "st"
+    encoder.save(str(out))
+    return out
+
+
+@pytest.fixture(scope="module", params=CONFIGS, ids=["-".join(c) for c in CONFIGS])
+def exported(request, tmp_path_factory) -> tuple[Path, Path]:
+    from fastembed_native.models import export_model
+
+    root = tmp_path_factory.mktemp("splade")
+    source = _splade(root, *request.param)
+    report = export_model(source, root / "onnx-model")
+    assert report.max_score_difference is not None and report.max_score_difference <= SPARSE_TOLERANCE
+    return source, report.model_dir
+
+
+def _reference(source: Path, texts, **kwargs) -> np.ndarray:
+    from sentence_transformers import SparseEncoder
+
+    encoded = SparseEncoder(str(source), device="cpu").encode(list(texts), convert_to_tensor=True, **kwargs)
+    return encoded.to_dense().numpy()
+
+
+def _dense(embeddings: list[SparseEmbedding], size: int) -> np.ndarray:
+    return np.stack([e.to_dense(size) for e in embeddings])
+
+
+def test_sparse_vectors_equal_sentence_transformers(exported):
+    source, model_dir = exported
+    model = SparseTextEmbedding(model_dir)
+    ours = model.embed(list(MIXED_TEXTS))
+    reference = _reference(source, MIXED_TEXTS)
+    assert len(ours) == len(MIXED_TEXTS)
+    for e in ours:
+        assert e.indices.dtype == np.int32 and e.values.dtype == np.float32
+        assert np.all(np.diff(e.indices) > 0) and np.all(e.values > 0)
+    assert sparse_difference(_dense(ours, model.vocab_size), reference) <= SPARSE_TOLERANCE
+    # Some words are off in every text: the vectors are really sparse, not a dense row in disguise.
+    assert max(len(e) for e in ours) < model.vocab_size
+
+
+def test_max_active_dims_keeps_the_largest_values(exported):
+    source, model_dir = exported
+    model = SparseTextEmbedding(model_dir)
+    ours = model.embed(list(MIXED_TEXTS), max_active_dims=7)
+    assert all(len(e) <= 7 for e in ours)
+    reference = _reference(source, MIXED_TEXTS, max_active_dims=7)
+    assert sparse_difference(_dense(ours, model.vocab_size), reference) <= SPARSE_TOLERANCE
+
+
+def test_logits_budget_cuts_batches_not_results(exported):
+    """With room for 40 tokens of logits per Run, every batch is small, and the vectors are the same."""
+    _, model_dir = exported
+    whole = SparseTextEmbedding(model_dir)
+    vocab = whole.vocab_size
+    small = SparseTextEmbedding(model_dir, logits_budget_bytes=40 * vocab * 4, parallel_runs=1)
+    texts = list(MIXED_TEXTS) * 3
+    expected = _dense(whole.embed(texts), vocab)
+    small.engine.stats(reset=True)
+    got = _dense(small.embed(texts), vocab)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    stats = small.engine.stats()
+    # A batch is one text at least; every text here has at most MAX_SEQ_LENGTH tokens.
+    assert stats["computed_tokens"] <= stats["runs"] * max(40, MAX_SEQ_LENGTH)
+    assert stats["runs"] >= stats["real_tokens"] / max(40, MAX_SEQ_LENGTH)
+
+
+def test_fastembed_shapes_and_names(exported):
+    _, model_dir = exported
+    model = SparseTextEmbedding(model_name=str(model_dir))
+    (one,) = model.embed("hello world")
+    assert isinstance(one, SparseEmbedding)
+    assert one.as_dict() == dict(zip(one.indices.tolist(), one.values.tolist(), strict=True))
+    assert set(one.as_object()) == {"indices", "values"}
+    queries = model.query_embed(["hello world"])
+    passages = model.passage_embed(["hello world"])
+    np.testing.assert_array_equal(queries[0].indices, one.indices)
+    np.testing.assert_array_equal(passages[0].values, one.values)
+    assert model.embed([]) == []
+    empty = model.embed([""])[0]  # [CLS] [SEP] alone still activate words, as in sentence-transformers
+    assert empty.indices.dtype == np.int32
+
+
+def test_bad_input_names_the_problem(exported):
+    _, model_dir = exported
+    model = SparseTextEmbedding(model_dir)
+    with pytest.raises(TypeError, match=r"texts\[1\] must be str, not int"):
+        model.embed(["ok", 3])
+    with pytest.raises(ValueError, match="max_active_dims must be a positive int"):
+        model.embed(["ok"], max_active_dims=0)
+    with pytest.raises(TypeError, match="no 'pooling' option"):
+        SparseTextEmbedding(model_dir, pooling="mean")
+    with pytest.raises(ValueError, match="load it with SparseTextEmbedding"):
+        TextEmbedding(model_dir)
