@@ -33,7 +33,9 @@ def _splade(root: Path, pooling: str, activation: str, first_module: str) -> Pat
     from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
 
     tok, specials = _tokenizer("wordpiece", "bert")
-    hf_tokenizer = tf.PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=MAX_SEQ_LENGTH, **specials)
+    hf_tokenizer = tf.PreTrainedTokenizerFast(
+        tokenizer_object=tok, model_max_length=MAX_SEQ_LENGTH, **specials
+    )
     config = tf.BertConfig(
         vocab_size=tok.get_vocab_size(),
         hidden_size=32,

@@ -129,7 +129,9 @@ class SparseEmbedder:
     ):
         for name in ("pooling", "normalize", "include_prompt", "task"):
             if name in options:
-                raise TypeError(f"{type(self).__name__}() has no {name!r} option: SPLADE pools by its own rule")
+                raise TypeError(
+                    f"{type(self).__name__}() has no {name!r} option: SPLADE pools by its own rule"
+                )
         self.splade = read_splade_config(model_dir)
         st_config = _optional_json(Path(model_dir) / "config_sentence_transformers.json")
         self.max_active_dims = _check_active_dims(
@@ -191,7 +193,9 @@ class SparseEmbedder:
         out: list[SparseEmbedding | None] = [None] * len(items)
         for start in range(0, len(items), TOKENIZE_WINDOW):
             encodings = self.engine.tokenizer.encode(items[start : start + TOKENIZE_WINDOW], start)
-            self.embed_encodings(encodings, out, size, start=start, max_active_dims=active, parallel_runs=runs)
+            self.embed_encodings(
+                encodings, out, size, start=start, max_active_dims=active, parallel_runs=runs
+            )
         return out  # type: ignore[return-value]  # every row is filled
 
     def embed_query(self, texts: str | Sequence[str], batch_size: int | None = None, **kwargs: Any):
@@ -234,7 +238,9 @@ class SparseEmbedder:
 
         tokens_per_run = max(1, self.logits_budget_bytes // (4 * self.vocab_size))
         budget = min(engine.token_budget(batch_size), tokens_per_run)
-        engine.run_batches(encodings, batch_size, pool_batch, parallel_runs=parallel_runs, token_budget=budget)
+        engine.run_batches(
+            encodings, batch_size, pool_batch, parallel_runs=parallel_runs, token_budget=budget
+        )
 
 
 def _check_active_dims(value: Any) -> int | None:
