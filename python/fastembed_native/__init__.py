@@ -26,6 +26,7 @@ from .errors import (
     ProviderNotAvailableError,
     RuntimeLoadError,
 )
+from .late_interaction import LateInteractionTextEmbedding
 from .sparse_text_embedding import SparseEmbedding, SparseTextEmbedding
 from .text_embedding import TextEmbedding
 
@@ -33,6 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FastembedNativeError",
+    "LateInteractionTextEmbedding",
     "ModelLoadError",
     "OrtError",
     "ProviderNotAvailableError",

@@ -208,6 +208,9 @@ TASK_OUTPUTS = {
     "fill-mask": "token_embeddings",  # a SPLADE model: sentence-transformers names the MLM logits so
 }
 
+#: Which class loads a model whose config_sentence_transformers.json names this model_type.
+_MODEL_TYPE_CLASSES = {"ColBERT": "LateInteractionTextEmbedding", "SparseEncoder": "SparseTextEmbedding"}
+
 #: Tasks whose head reads its own modules (SpladePooling, a ColBERT projection, BGE-M3's linear heads):
 #: the generic reader's list of modules it cannot honour does not apply to them.
 HEAD_TASKS = ("fill-mask", "multi-vector")
@@ -297,6 +300,12 @@ def read_model_dir(
     modules = read_modules(model_dir)
     # A head task's own modules are the head's to read and check (engine/sparse.py, multivector.py).
     problems = [] if task in HEAD_TASKS else list(modules.unsupported)
+    model_type = _optional_json(model_dir / "config_sentence_transformers.json").get("model_type")
+    if task == "feature-extraction" and model_type in _MODEL_TYPE_CLASSES:
+        problems.append(
+            f"{model_dir} is a {model_type} model (config_sentence_transformers.json): load it with "
+            f"{_MODEL_TYPE_CLASSES[model_type]}"
+        )
     problems += transformer_problems(st_config, model_dir / "sentence_bert_config.json", task)
     if problems:  # never drop a module silently: its embeddings would be wrong without a word
         raise ValueError("; ".join(problems))

@@ -12,6 +12,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..engine.multivector import is_colbert
 from ..errors import ModelLoadError
 from .llm_reranker import export_llm_reranker, is_llm_reranker
 from .parity import SCORE_TOLERANCE, SPARSE_TOLERANCE, parity_check, score_parity, sparse_parity
@@ -32,6 +33,10 @@ EXPORT_EXTRA_HINT = "pip install 'fastembed-native[export]'  (install torch firs
 
 #: Where external weights go, beside onnx/model.onnx (optimum's name for them, too).
 EXTERNAL_DATA_FILE = "model.onnx_data"
+
+#: Largest |difference| of an exported ColBERT model's unit token vectors against the checkpoint's
+#: own computation (transformers + the Dense weights) on the same tokens: pylate's bar is 1e-5.
+COLBERT_TOLERANCE = 1e-5
 
 #: Parity bar of an fp16 export against the float32 source. Half precision keeps ~3 significant
 #: digits per value and the error grows through the layers. On a CPU, ONNX Runtime runs most fp16
@@ -115,6 +120,7 @@ def export_model(
         raise FileExistsError(f"{output} exists already")
     scores = is_cross_encoder(source)
     sparse = is_sparse_encoder(source)
+    colbert = is_colbert(source)
     if is_llm_reranker(source):  # a yes/no LLM reranker: its own graph (see llm_reranker.py)
         worst = export_llm_reranker(source, output)
         return ExportReport(output, float("nan"), (), worst)
@@ -144,6 +150,19 @@ def export_model(
                 shutil.copy2(found, model / name)
         for pooling_dir in [*source.glob("*_Pooling"), *source.glob("*_SpladePooling")]:
             shutil.copytree(pooling_dir, model / pooling_dir.name)
+
+        if colbert:  # pylate's Dense folded into the graph: one projected vector per token
+            from .colbert import append_projection, colbert_parity
+
+            append_projection(source, model)
+            worst = colbert_parity(model, source)
+            if worst > COLBERT_TOLERANCE:
+                raise ModelLoadError(
+                    f"exported ColBERT model disagrees with {source}: vector difference {worst:.2e} "
+                    f"> {COLBERT_TOLERANCE}"
+                )
+            model.rename(output)
+            return ExportReport(output, float("nan"), (), worst)
 
         if sparse:  # a SPLADE model: its sparse vectors against sentence-transformers' SparseEncoder
             worst = sparse_parity(model, source)

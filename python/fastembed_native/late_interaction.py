@@ -1,0 +1,42 @@
+"""LateInteractionTextEmbedding, the public ColBERT encoder: a model id, a directory or a short name
+in, one float32 ``(tokens, dim)`` array of unit vectors per text out, and MaxSim scores (fastembed's
+``LateInteractionTextEmbedding`` shape).
+
+It resolves the model through the model store, as :class:`~fastembed_native.TextEmbedding` does, and
+encodes on the engine's multi-vector head (:class:`~fastembed_native.engine.multivector.MultiVectorEmbedder`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .engine.multivector import MultiVectorEmbedder
+from .models import resolve_model
+
+
+class LateInteractionTextEmbedding(MultiVectorEmbedder):
+    """A ColBERT model exported to ONNX (``colbert-ir/colbertv2.0``,
+    ``answerdotai/answerai-colbert-small-v1``, any pylate checkpoint): ``embed`` gives documents'
+    token vectors (skiplist and padding dropped), ``query_embed`` queries' ([MASK]-expanded to the
+    query length), ``score`` MaxSim; equal to pylate 1.6.
+
+    Args:
+        model: a model directory, a model id, or None for ``model_name``.
+        model_name: the same as ``model`` (fastembed's name).
+        cache_dir: the model cache to look in (default ``$FASTEMBED_NATIVE_CACHE``).
+        **options: the engine's options (providers, batch_size, threads, parallel_runs, onnx_file, ...).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        model_name: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        **options: Any,
+    ) -> None:
+        if (model is None) == (model_name is None):
+            raise TypeError("give the model as model= or model_name= (one of the two)")
+        source = model if model is not None else model_name
+        super().__init__(resolve_model(source, cache=cache_dir), **options)
