@@ -17,6 +17,7 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
         "`pip install --no-build-isolation -e .` (see README)."
     ) from exc
 
+from .bge_m3 import BGEM3
 from .cross_encoder import TextCrossEncoder
 from .engine import runtime_info
 from .errors import (
@@ -33,6 +34,7 @@ from .text_embedding import TextEmbedding
 __version__ = "0.1.0"
 
 __all__ = [
+    "BGEM3",
     "FastembedNativeError",
     "LateInteractionTextEmbedding",
     "ModelLoadError",

@@ -12,6 +12,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..engine.m3 import is_m3_model
 from ..engine.multivector import is_colbert
 from ..errors import ModelLoadError
 from .llm_reranker import export_llm_reranker, is_llm_reranker
@@ -121,6 +122,7 @@ def export_model(
     scores = is_cross_encoder(source)
     sparse = is_sparse_encoder(source)
     colbert = is_colbert(source)
+    m3 = is_m3_model(source)
     if is_llm_reranker(source):  # a yes/no LLM reranker: its own graph (see llm_reranker.py)
         worst = export_llm_reranker(source, output)
         return ExportReport(output, float("nan"), (), worst)
@@ -150,6 +152,18 @@ def export_model(
                 shutil.copy2(found, model / name)
         for pooling_dir in [*source.glob("*_Pooling"), *source.glob("*_SpladePooling")]:
             shutil.copytree(pooling_dir, model / pooling_dir.name)
+
+        if m3:  # BGE-M3's sparse and ColBERT heads appended to the graph: three outputs per Run
+            from .bge_m3 import append_heads, m3_parity
+
+            append_heads(source, model)
+            worst = m3_parity(model, source)
+            if worst > COLBERT_TOLERANCE:
+                raise ModelLoadError(
+                    f"exported BGE-M3 model disagrees with {source}: difference {worst:.2e} > {COLBERT_TOLERANCE}"
+                )
+            model.rename(output)
+            return ExportReport(output, float("nan"), (), worst)
 
         if colbert:  # pylate's Dense folded into the graph: one projected vector per token
             from .colbert import append_projection, colbert_parity
