@@ -338,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="benchmark against onnxruntime, fastembed and sentence-transformers (bench --help); "
         "`bench corpus`: streaming's peak memory and speed (bench corpus --help); "
         "`bench ray`: Ray Data against in-process, and the break-even (bench ray --help); "
-        "`bench serve`: embedding servers side by side, or --soak for memory (bench serve --help); "
+        "`bench serve`: embedding servers side by side, or --soak for memory, --rerank for rerankers "
+        "(bench serve --help); "
         "`bench rerank`: rerankers side by side (bench rerank --help)",
     )
     return parser

@@ -2,7 +2,8 @@
 ``fastembed-native bench``. It owns the corpus (:mod:`.corpus`), the contenders (:mod:`.contenders`),
 the measurements (:mod:`.measure`), the report (:mod:`.report`) and the driver (:mod:`.run`).
 ``bench rerank`` (:mod:`.rerank`) does the same for rerankers, with its own contenders
-(:mod:`.rerank_contenders`) and random-weight models at real rerankers' shapes (:mod:`.rerank_models`).
+(:mod:`.rerank_contenders`) and random-weight models at real rerankers' shapes (:mod:`.rerank_models`);
+``bench serve --rerank`` (:mod:`.serve_rerank`) serves such a model under concurrent clients.
 
 It sits at the top beside the command line: it may import every layer below (the engine, the model
 store, the public API), and nothing imports it but the command line.

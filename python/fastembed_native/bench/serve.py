@@ -10,7 +10,12 @@ turn; each run stops after its request count or its time limit, whichever comes 
 ``--soak N`` instead sends N requests of random lengths and batch sizes to this server alone and
 records its RSS along the way (the memory-flatness check).
 
-Writes ``serve.json`` / ``serve.md`` (or ``soak.json`` / ``soak.md`` / ``soak.png``) to ``--out``.
+``--rerank``: the same for rerankers (bench/serve_rerank.py): this server's ``/rerank`` under
+``--clients`` concurrent clients against in-process ``TextCrossEncoder.rerank``, interleaved, on
+``bench rerank``'s model and workload; with ``--soak N``, a long varied rerank run with RSS sampled.
+
+Writes ``serve.json`` / ``serve.md`` (or ``soak.json`` / ``soak.png``; with ``--rerank``
+``serve_rerank.{json,md}`` or ``soak_rerank.{json,md,png}``) to ``--out``.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import numpy as np
 from .corpus import gather_corpus
 from .load import run_grpc_load, run_load
 from .measure import cosine_min
-from .servers import GRPC_PORT, make_peers
+from .servers import GRPC_PORT, engine_split, make_peers
 from .soak import soak, soak_chart
 
 QUERY = "how do I reset my password"
@@ -127,7 +132,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 else:
                     work = run_load(peer, batches, load.clients, args.limit_seconds)
                 outcome = uvloop.run(work)
-                outcome.update(_engine_split(before, peer.metrics()))
+                outcome.update(engine_split(before, peer.metrics()))
                 vectors = outcome.pop("vectors")
                 if load.clients > 1 and vectors:
                     got = np.vstack([vectors[i] for i in sorted(vectors)])
@@ -143,28 +148,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for peer in peers:
             peer.stop()
     return results
-
-
-def _engine_split(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """What our server's metrics say about one run: engine calls, inputs per call, and mean
-    tokenize / queue / inference time per request (ms)."""
-    if "fastembed_batch_texts_count" not in after:
-        return {}
-
-    def delta(name: str) -> float:
-        return after.get(name, 0.0) - before.get(name, 0.0)
-
-    calls = delta("fastembed_batch_texts_count")
-    requests = delta("fastembed_tokenize_seconds_count")
-    return {
-        "engine_calls": calls,
-        "inputs_per_call": delta("fastembed_batch_texts_sum") / calls if calls else 0.0,
-        "requests_per_call": delta("fastembed_batch_requests_sum") / calls if calls else 0.0,
-        "tokenize_ms_per_request": 1000 * delta("fastembed_tokenize_seconds_sum") / requests
-        if requests
-        else 0.0,
-        "queue_ms_per_request": 1000 * delta("fastembed_queue_seconds_sum") / requests if requests else 0.0,
-    }
 
 
 def _reference(model_dir: Path, corpus: list[str]) -> np.ndarray:
@@ -234,16 +217,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--infinity-view", help="where infinity's view of the model goes (default: beside the venv)"
     )
-    parser.add_argument("--limit-seconds", type=float, default=30, help="time limit of one load run")
+    parser.add_argument(
+        "--limit-seconds", type=float, help="time limit of one load run (default 30; 300 with --rerank)"
+    )
     parser.add_argument("--settle", type=float, default=1.0, help="pause before each run (s)")
     parser.add_argument(
         "--scale", type=float, default=1.0, help="multiply every load's request count (tests: 0.02)"
     )
     parser.add_argument("--ready-timeout", type=float, default=300)
     parser.add_argument("--soak", type=int, help="instead: N random requests to this server, RSS recorded")
+    parser.add_argument(
+        "--soak-clients", type=int, help="concurrent clients of --soak (32; 16 with --rerank)"
+    )
+    parser.add_argument("--soak-warmup", type=int, default=200, help="requests before the first RSS sample")
+    parser.add_argument("--soak-seconds", type=float, help="stop --soak after this long (after a whole step)")
+    rerank = parser.add_argument_group("rerankers (--rerank)")
+    rerank.add_argument("--rerank", action="store_true", help="instead: the reranker loads (or --soak)")
+    rerank.add_argument("--reranker", default="minilm-l6", help="bench rerank's model (default minilm-l6)")
+    rerank.add_argument(
+        "--models-dir", type=Path, help="bench rerank's models (default <cache>/bench-rerank)"
+    )
+    rerank.add_argument(
+        "--clients",
+        type=lambda s: [int(c) for c in s.split(",") if c],
+        default=[64],
+        help="comma-separated concurrent client counts, one load each (default 64)",
+    )
+    rerank.add_argument("--docs", type=int, default=100, help="documents per request")
+    rerank.add_argument("--queries", type=int, default=100, help="distinct (query, documents) items")
+    rerank.add_argument("--requests", type=int, default=128, help="server requests per round")
+    rerank.add_argument("--in-process", type=int, default=16, help="in-process reranks per round")
+    rerank.add_argument("--rounds", type=int, default=3, help="interleaved rounds per load")
+    rerank.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/serve"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.rerank:
+        return _rerank_main(args)
+    args.limit_seconds = args.limit_seconds or 30
     if args.soak:
         results = soak(args)
         (args.out / "soak.json").write_text(json.dumps(results, indent=2))
@@ -254,5 +265,25 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "serve.json").write_text(json.dumps(results, indent=2, default=float))
     table = markdown(results)
     (args.out / "serve.md").write_text(table)
+    print(table)
+    return 0
+
+
+def _rerank_main(args: argparse.Namespace) -> int:
+    from .serve_rerank import markdown as rerank_markdown
+    from .serve_rerank import rerank_soak, run_rerank, soak_markdown
+
+    if args.soak:
+        results = rerank_soak(args)
+        (args.out / "soak_rerank.json").write_text(json.dumps(results, indent=2))
+        soak_chart(results, args.out / "soak_rerank.png", "varied rerank requests")
+        table = soak_markdown(results)
+        (args.out / "soak_rerank.md").write_text(table)
+        print(table)
+        return 0
+    results = run_rerank(args)
+    (args.out / "serve_rerank.json").write_text(json.dumps(results, indent=2, default=float))
+    table = rerank_markdown(results)
+    (args.out / "serve_rerank.md").write_text(table)
     print(table)
     return 0

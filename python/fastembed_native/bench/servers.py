@@ -125,3 +125,25 @@ def make_peers(args: argparse.Namespace, model_dir: Path) -> list[Peer]:
         command = ["taskset", "-c", f"0-{args.threads - 1}", *command]
         peers.append(Peer("infinity", command, 18403, model=view.name))
     return [p for p in peers if p.name in args.contenders.split(",")]
+
+
+def engine_split(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What our server's metrics say about one run: engine calls, inputs per call, and mean
+    tokenize / queue / inference time per request (ms)."""
+    if "fastembed_batch_texts_count" not in after:
+        return {}
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    calls = delta("fastembed_batch_texts_count")
+    requests = delta("fastembed_tokenize_seconds_count")
+    return {
+        "engine_calls": calls,
+        "inputs_per_call": delta("fastembed_batch_texts_sum") / calls if calls else 0.0,
+        "requests_per_call": delta("fastembed_batch_requests_sum") / calls if calls else 0.0,
+        "tokenize_ms_per_request": 1000 * delta("fastembed_tokenize_seconds_sum") / requests
+        if requests
+        else 0.0,
+        "queue_ms_per_request": 1000 * delta("fastembed_queue_seconds_sum") / requests if requests else 0.0,
+    }
