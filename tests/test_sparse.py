@@ -153,3 +153,47 @@ def test_bad_input_names_the_problem(exported):
         SparseTextEmbedding(model_dir, pooling="mean")
     with pytest.raises(ValueError, match="load it with SparseTextEmbedding"):
         TextEmbedding(model_dir)
+
+
+def test_inference_free_queries_run_no_model(tmp_path):
+    """An inference-free model (sentence-transformers' Router: SparseStaticEmbedding for queries,
+    SPLADE for documents): queries are a lookup of static weights, equal to ``encode_query``, and
+    documents equal ``encode_document``."""
+    import torch
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.base.modules import Router
+    from sentence_transformers.base.modules.transformer import Transformer
+    from sentence_transformers.sparse_encoder.modules import SparseStaticEmbedding, SpladePooling
+    from transformers import AutoTokenizer
+
+    from fastembed_native.models import export_model
+
+    splade = _splade(tmp_path, "max", "relu", "Transformer")
+    tokenizer = AutoTokenizer.from_pretrained(str(splade))
+    torch.manual_seed(3)
+    weights = torch.rand(tokenizer.vocab_size) * (
+        torch.rand(tokenizer.vocab_size) > 0.3
+    )  # some words weigh 0
+    query = SparseStaticEmbedding(tokenizer=tokenizer, weight=weights, frozen=True)
+    document = [Transformer(str(splade), transformer_task="fill-mask"), SpladePooling("max")]
+    source = tmp_path / "inference-free"
+    router = Router.for_query_document(query_modules=[query], document_modules=document)
+    SparseEncoder(modules=[router], device="cpu").save(str(source))
+
+    report = export_model(source, tmp_path / "exported")
+    assert report.max_score_difference is not None and report.max_score_difference <= SPARSE_TOLERANCE
+    model = SparseTextEmbedding(report.model_dir, parallel_runs=1)
+    assert model.static_query is not None
+    reference = SparseEncoder(str(source), device="cpu")
+    model.engine.stats(reset=True)
+    queries = model.query_embed(list(MIXED_TEXTS))
+    assert model.engine.stats()["runs"] == 0
+    expected = reference.encode_query(list(MIXED_TEXTS), convert_to_tensor=True).to_dense().numpy()
+    assert sparse_difference(_dense(queries, model.vocab_size), expected) <= SPARSE_TOLERANCE
+    documents = model.passage_embed(list(MIXED_TEXTS))
+    expected = reference.encode_document(list(MIXED_TEXTS), convert_to_tensor=True).to_dense().numpy()
+    assert sparse_difference(_dense(documents, model.vocab_size), expected) <= SPARSE_TOLERANCE
+    top = model.query_embed(["hello world, what is the capital of France?"], max_active_dims=2)[0]
+    assert len(top) == 2
+    with pytest.raises(ValueError, match=r"texts\[1\] cannot be encoded as UTF-8"):
+        model.query_embed(["fine", "\ud800"])

@@ -30,7 +30,7 @@ from tokenizers import Tokenizer
 from .. import _core
 from .config import _optional_json
 from .embedder import TOKENIZE_WINDOW, Embedder, check_positive, check_texts
-from .tokens import FramedTokens
+from .tokens import FramedTokens, check_utf8
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,8 @@ def read_colbert_config(model_dir: str | os.PathLike[str]) -> ColbertConfig:
             raise ValueError(f"{model_dir}: {key} must be an int >= 3 ([CLS], marker, [SEP]), got {value!r}")
         lengths[key] = value
     return ColbertConfig(
-        query_prefix=str(config.get("query_prefix", "[unused0]")),
-        document_prefix=str(config.get("document_prefix", "[unused1]")),
+        query_prefix=str(config.get("query_prefix", "[Q] ")),
+        document_prefix=str(config.get("document_prefix", "[D] ")),
         query_length=lengths["query_length"],
         document_length=lengths["document_length"],
         attend_to_expansion_tokens=bool(config.get("attend_to_expansion_tokens", False)),
@@ -199,7 +199,7 @@ class MultiVectorEmbedder:
         try:
             encodings = tokenizer.encode_batch_fast(texts)
         except Exception:  # tokenizers raises a bare TypeError for unencodable strings
-            self.engine.tokenizer.encode(texts, offset)  # names the text
+            check_utf8(texts, offset)
             raise
         return [FramedTokens([e.ids[0], prefix, *e.ids[1:]]) for e in encodings]
 

@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from .. import _core
 from .config import _optional_json, read_modules
 from .embedder import TOKENIZE_WINDOW, Embedder, check_positive, check_texts
+from .tokens import check_utf8
 
 #: Most bytes of logits one Run may produce (batch x longest text x vocabulary x 4): 32 texts of 256
 #: tokens over BERT's 30,522 words would be 1 GB; this allows about 2,200 tokens per batch there.
@@ -141,6 +143,9 @@ class SparseEmbedder:
         self.logits_budget_bytes = logits_budget_bytes
         self.engine = Embedder(model_dir, normalize=False, task="fill-mask", **options)
         self.prompts = self.engine.prompts
+        static = find_static_query(Path(model_dir))
+        #: The inference-free query side, when the model has one (queries then run no model).
+        self.static_query = StaticQueryEncoder(static) if static is not None else None
 
     @property
     def vocab_size(self) -> int:
@@ -198,9 +203,25 @@ class SparseEmbedder:
             )
         return out  # type: ignore[return-value]  # every row is filled
 
-    def embed_query(self, texts: str | Sequence[str], batch_size: int | None = None, **kwargs: Any):
-        """:meth:`embed` with the model's query prompt, if it has one."""
-        return self.embed(texts, batch_size, prompt=self.prompts.get("query", ""), **kwargs)
+    def embed_query(
+        self,
+        texts: str | Sequence[str],
+        batch_size: int | None = None,
+        *,
+        max_active_dims: int | None = None,
+        parallel: int | None = None,
+    ) -> list[SparseEmbedding]:
+        """Queries' sparse vectors: with the model's query prompt, or, for an inference-free model,
+        its static query weights (no model run; sentence-transformers' ``encode_query``)."""
+        prompt = self.prompts.get("query", "")
+        if self.static_query is None:
+            return self.embed(
+                texts, batch_size, max_active_dims=max_active_dims, prompt=prompt, parallel=parallel
+            )
+        items = check_texts(texts)
+        active = _check_active_dims(max_active_dims) or self.max_active_dims or 0
+        check_utf8(items)  # names an unencodable text by its index
+        return self.static_query.embed([prompt + text for text in items], active)
 
     def embed_passage(self, texts: str | Sequence[str], batch_size: int | None = None, **kwargs: Any):
         """:meth:`embed` with the model's document prompt, if it has one."""
@@ -241,6 +262,75 @@ class SparseEmbedder:
         engine.run_batches(
             encodings, batch_size, pool_batch, parallel_runs=parallel_runs, token_budget=budget
         )
+
+
+#: An inference-free model's routes (sentence-transformers' Router, kept by ``export``): which module
+#: encodes queries. Only a SparseStaticEmbedding query side is read; documents run the SPLADE graph.
+ROUTER_FILE = "router_config.json"
+
+
+class StaticQueryEncoder:
+    """The query side of an inference-free sparse model (sentence-transformers'
+    ``SparseStaticEmbedding``, fastembed's IfSplade): no model run, each distinct token of the query
+    (its own tokenizer, no special tokens, cut at its ``model_max_length``) weighs its static
+    weight (an IDF). Read with numpy alone."""
+
+    def __init__(self, module_dir: Path) -> None:
+        self.module_dir = module_dir
+        self.weight = read_safetensors(module_dir / "model.safetensors")["weight"].astype(np.float32)
+        self.tokenizer = Tokenizer.from_file(str(module_dir / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        limit = _optional_json(module_dir / "tokenizer_config.json").get("model_max_length")
+        if isinstance(limit, int) and 0 < limit < 1_000_000:  # HF's "no limit" sentinel is ~1e30
+            self.tokenizer.enable_truncation(limit)
+        else:
+            self.tokenizer.no_truncation()
+
+    def embed(self, texts: list[str], max_active_dims: int = 0) -> list[SparseEmbedding]:
+        out = []
+        for encoding in self.tokenizer.encode_batch_fast(texts, add_special_tokens=False):
+            ids = np.unique(np.asarray(encoding.ids, dtype=np.int64))
+            ids = ids[ids < len(self.weight)]
+            values = self.weight[ids]
+            nonzero = values != 0
+            ids, values = ids[nonzero], values[nonzero]
+            if 0 < max_active_dims < len(ids):  # the largest |value|s, back in index order
+                top = np.sort(np.argsort(-np.abs(values), kind="stable")[:max_active_dims])
+                ids, values = ids[top], values[top]
+            out.append(SparseEmbedding(ids.astype(np.int32), values))
+        return out
+
+
+def find_static_query(model_dir: Path) -> Path | None:
+    """The SparseStaticEmbedding module directory of an inference-free model's query route, if any."""
+    router = _optional_json(model_dir / ROUTER_FILE)
+    query = (router.get("structure") or {}).get("query") or []
+    types = router.get("types") or {}
+    if len(query) == 1 and str(types.get(query[0], "")).endswith("SparseStaticEmbedding"):
+        return model_dir / query[0]
+    return None
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file as numpy arrays (the format is an 8-byte header length, a JSON
+    header of dtypes, shapes and byte offsets, then the raw little-endian data)."""
+    import json
+
+    dtypes = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I64": "<i8", "I32": "<i4", "BF16": None}
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = dtypes.get(info["dtype"])
+        if dtype is None:
+            raise ValueError(f"{path}: tensor {name!r} has dtype {info['dtype']}, which is not read here")
+        begin, end = info["data_offsets"]
+        raw = data[8 + size + begin : 8 + size + end]
+        tensors[name] = np.frombuffer(raw, dtype=dtype).reshape(info["shape"]).copy()
+    return tensors
 
 
 def _check_active_dims(value: Any) -> int | None:

@@ -177,15 +177,9 @@ class TextTokenizer:
                 return [self._tokenizer.encode(text) for text in texts]
             # _fast: no character offsets, which nothing here uses (same ids, ~10% less time).
             return self._tokenizer.encode_batch_fast(texts)
-        except Exception as exc:  # tokenizers raises a bare TypeError for unencodable strings
-            for i, text in enumerate(texts):
-                try:
-                    text.encode("utf-8")
-                except UnicodeEncodeError as bad:
-                    raise ValueError(
-                        f"texts[{offset + i}] cannot be encoded as UTF-8 ({bad.reason} at position {bad.start})"
-                    ) from None
-            raise exc
+        except Exception:  # tokenizers raises a bare TypeError for unencodable strings
+            check_utf8(texts, offset)
+            raise
 
     def encode_pairs(self, pairs: list[tuple[str, str]], offset: int = 0) -> list[Encoding]:
         """Tokenize (query, document) pairs as the model's tokenizer tokenizes pairs (BERT's token
@@ -324,6 +318,18 @@ class TextTokenizer:
                 chain.from_iterable(e.type_ids for e in encodings), dtype=np.int64, count=total
             )
         return ids, real.astype(np.int64), types
+
+
+def check_utf8(texts: list[str], offset: int = 0) -> None:
+    """Raise ValueError naming the first text (numbered from ``offset``) that UTF-8 cannot encode (a
+    lone surrogate): what the tokenizers library only reports as a bare TypeError."""
+    for i, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as bad:
+            raise ValueError(
+                f"texts[{offset + i}] cannot be encoded as UTF-8 ({bad.reason} at position {bad.start})"
+            ) from None
 
 
 def _lowercases(tokenizer: Tokenizer) -> bool:

@@ -14,9 +14,17 @@ from pathlib import Path
 
 from ..engine.m3 import is_m3_model
 from ..engine.multivector import is_colbert
+from ..engine.sparse import ROUTER_FILE, find_static_query
 from ..errors import ModelLoadError
 from .llm_reranker import export_llm_reranker, is_llm_reranker
-from .parity import SCORE_TOLERANCE, SPARSE_TOLERANCE, parity_check, score_parity, sparse_parity
+from .parity import (
+    SCORE_TOLERANCE,
+    SPARSE_TOLERANCE,
+    inference_free_parity,
+    parity_check,
+    score_parity,
+    sparse_parity,
+)
 
 #: Files copied from the source checkout next to onnx/model.onnx (those that exist).
 _CONFIG_FILES = (
@@ -115,6 +123,8 @@ def export_model(
 
     source = Path(source)
     output = Path(output)
+    if find_static_query(source) is not None:  # an inference-free sparse model (a Router)
+        return _export_inference_free(source, output)
     if not (source / "config.json").is_file():
         raise FileNotFoundError(f"{source} is not a Hugging Face checkpoint directory (no config.json)")
     if output.exists():
@@ -263,3 +273,49 @@ def _rewrite_graph(path: Path, external_data: bool | None, dtype: str) -> None:
         location=EXTERNAL_DATA_FILE,
         size_threshold=0,  # every initializer, so a forced small export shows the layout of a big one
     )
+
+
+def _export_inference_free(source: Path, output: Path) -> ExportReport:
+    """Export an inference-free sparse model (sentence-transformers' Router: SparseStaticEmbedding
+    for queries, a SPLADE Transformer + SpladePooling for documents): the document side as a SPLADE
+    model, the query module and the routes copied beside it, and both sides checked against
+    ``SparseEncoder.encode_query`` / ``encode_document``."""
+    import json
+
+    router = json.loads((source / ROUTER_FILE).read_text(encoding="utf-8"))
+    document = router["structure"].get("document") or []
+    types = router["types"]
+    if len(document) != 2 or not str(types[document[1]]).endswith("SpladePooling"):
+        raise ModelLoadError(
+            f"{source}: the document route {document} is not a Transformer and a SpladePooling"
+        )
+    if output.exists():
+        raise FileExistsError(f"{output} exists already")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        flat = staging / "checkpoint"  # the document side laid out as a plain SPLADE checkpoint
+        shutil.copytree(source / document[0], flat)
+        shutil.copytree(source / document[1], flat / "1_SpladePooling")
+        modules = [
+            {"idx": 0, "name": "0", "path": "", "type": types[document[0]]},
+            {"idx": 1, "name": "1", "path": "1_SpladePooling", "type": types[document[1]]},
+        ]
+        (flat / "modules.json").write_text(json.dumps(modules, indent=2), encoding="utf-8")
+        shutil.copy2(source / "config_sentence_transformers.json", flat)
+        model = staging / "model"
+        export_model(flat, model)
+        query = find_static_query(source)
+        assert query is not None
+        shutil.copytree(query, model / query.name)
+        shutil.copy2(source / ROUTER_FILE, model / ROUTER_FILE)
+        worst = inference_free_parity(model, source)
+        if worst > SPARSE_TOLERANCE:
+            raise ModelLoadError(
+                f"exported inference-free model disagrees with {source}: relative difference {worst:.2e} "
+                f"> {SPARSE_TOLERANCE}"
+            )
+        model.rename(output)
+        return ExportReport(output, float("nan"), (), worst)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

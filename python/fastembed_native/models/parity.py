@@ -113,3 +113,22 @@ def sparse_parity(model_dir: Path, source_dir: Path, texts: tuple[str, ...] = PA
     embedder = SparseEmbedder(model_dir)
     ours = np.stack([e.to_dense(embedder.vocab_size) for e in embedder.embed(list(texts))])
     return sparse_difference(ours, reference)
+
+
+def inference_free_parity(model_dir: Path, source_dir: Path, texts: tuple[str, ...] = PARITY_TEXTS) -> float:
+    """:func:`sparse_difference` of both sides of an inference-free model: queries (static weights)
+    and documents (SPLADE) against ``SparseEncoder.encode_query`` / ``encode_document``."""
+    from sentence_transformers import SparseEncoder
+
+    from ..engine.sparse import SparseEmbedder
+
+    reference = SparseEncoder(str(source_dir), device="cpu")
+    embedder = SparseEmbedder(model_dir)
+    worst = 0.0
+    for ours, theirs in (
+        (embedder.embed_query(list(texts)), reference.encode_query(list(texts), convert_to_tensor=True)),
+        (embedder.embed_passage(list(texts)), reference.encode_document(list(texts), convert_to_tensor=True)),
+    ):
+        dense = np.stack([e.to_dense(embedder.vocab_size) for e in ours])
+        worst = max(worst, sparse_difference(dense, theirs.to_dense().numpy()))
+    return worst
