@@ -113,3 +113,22 @@ def test_bad_input_names_the_problem(exported):
     assert model.embed([]) == []
     with pytest.raises(ValueError, match="ColBERT model .* load it with LateInteractionTextEmbedding"):
         TextEmbedding(exported)  # never mean-pooled into one vector without a word
+
+
+def test_a_skiplist_word_outside_the_vocabulary_skips_unknown_tokens(exported, reference, tmp_path):
+    """pylate looks skiplist words up in the vocabulary: a missing one is [UNK], so [UNK] tokens are
+    then dropped from documents."""
+    import shutil
+
+    info, _, _ = reference
+    model_dir = tmp_path / "model"
+    shutil.copytree(exported, model_dir)
+    config_path = model_dir / "config_sentence_transformers.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["skiplist_words"] = ["§"]
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    model = LateInteractionTextEmbedding(model_dir)
+    assert model.skiplist_ids.tolist() == [info["unk_token_id"]]
+    (tokens,) = model.encode(["東京 tokyo"], is_query=False)
+    (vectors,) = model.embed(["東京 tokyo"])
+    assert len(vectors) == len(tokens) - list(tokens.ids).count(info["unk_token_id"])

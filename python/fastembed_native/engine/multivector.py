@@ -109,11 +109,13 @@ class MultiVectorEmbedder:
         if isinstance(mask_token, dict):
             mask_token = mask_token.get("content", "[MASK]")
         self.mask_id = _token_id(tokenizer, str(mask_token), "the mask token")
-        # pylate's skiplist: each word's id as a single token (words that are not one token are skipped).
-        self.skiplist_ids = np.array(
-            sorted({i for w in self.colbert.skiplist_words if (i := tokenizer.token_to_id(w)) is not None}),
-            dtype=np.int64,
-        )
+        # pylate's skiplist: each word looked up in the vocabulary, a word that is not in it as [UNK]
+        # (so then [UNK] tokens are dropped from documents too, as pylate drops them).
+        unk = _unknown_id(tokenizer)
+        found = {tokenizer.token_to_id(w) for w in self.colbert.skiplist_words}
+        if None in found and unk is not None:
+            found.add(unk)
+        self.skiplist_ids = np.array(sorted(i for i in found if i is not None), dtype=np.int64)
         # One tokenizer per side, each cutting the text one token short of its length (the marker).
         self._sides = {
             True: _truncating(tokenizer, self.colbert.query_length - 1),
@@ -197,7 +199,8 @@ class MultiVectorEmbedder:
         tokenizer = self._sides[is_query]
         prefix = self.query_prefix_id if is_query else self.document_prefix_id
         try:
-            encodings = tokenizer.encode_batch_fast(texts)
+            # Stripped first, as sentence-transformers 5.3 (pylate's) strips every text.
+            encodings = tokenizer.encode_batch_fast([text.strip() for text in texts])
         except Exception:  # tokenizers raises a bare TypeError for unencodable strings
             check_utf8(texts, offset)
             raise
@@ -249,6 +252,14 @@ def _token_id(tokenizer: Tokenizer, token: str, what: str) -> int:
             raise ValueError(f"{what} {token!r} is not one token of this tokenizer (it encodes to {ids})")
         found = ids[0]
     return found
+
+
+def _unknown_id(tokenizer: Tokenizer) -> int | None:
+    """The id of the tokenizer model's unknown token, if it has one."""
+    import json
+
+    unk = json.loads(tokenizer.to_str()).get("model", {}).get("unk_token")
+    return tokenizer.token_to_id(unk) if isinstance(unk, str) else None
 
 
 def _truncating(tokenizer: Tokenizer, max_length: int) -> Tokenizer:
