@@ -197,3 +197,16 @@ def test_inference_free_queries_run_no_model(tmp_path):
     assert len(top) == 2
     with pytest.raises(ValueError, match=r"texts\[1\] cannot be encoded as UTF-8"):
         model.query_embed(["fine", "\ud800"])
+
+
+def test_the_registry_knows_common_sparse_and_multi_vector_models():
+    from fastembed_native import LateInteractionTextEmbedding
+    from fastembed_native.models import canonical_model_name
+
+    sparse = {m["model"]: m for m in SparseTextEmbedding.list_supported_models()}
+    assert sparse["naver/splade-v3"]["vocab_size"] == 30522
+    assert sparse["opensearch-project/opensearch-neural-sparse-encoding-doc-v3-distill"]["inference_free"]
+    late = {m["model"]: m for m in LateInteractionTextEmbedding.list_supported_models()}
+    assert late["colbert-ir/colbertv2.0"]["dim"] == 128
+    assert canonical_model_name("SPLADE-v3") == "naver/splade-v3"
+    assert canonical_model_name("answerai-colbert-small-v1") == "answerdotai/answerai-colbert-small-v1"

@@ -9,10 +9,11 @@ encodes on the engine's multi-vector head (:class:`~fastembed_native.engine.mult
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from typing import Any
 
 from .engine.multivector import MultiVectorEmbedder
-from .models import resolve_model
+from .models import SUPPORTED_LATE_INTERACTION_MODELS, resolve_model
 
 
 class LateInteractionTextEmbedding(MultiVectorEmbedder):
@@ -40,3 +41,9 @@ class LateInteractionTextEmbedding(MultiVectorEmbedder):
             raise TypeError("give the model as model= or model_name= (one of the two)")
         source = model if model is not None else model_name
         super().__init__(resolve_model(source, cache=cache_dir), **options)
+
+    @staticmethod
+    def list_supported_models() -> list[dict[str, Any]]:
+        """The multi-vector (ColBERT) models this package knows, with their facts, as dicts like fastembed's. Any other
+        checkpoint of the same kind works too once exported."""
+        return [asdict(info) for info in SUPPORTED_LATE_INTERACTION_MODELS]

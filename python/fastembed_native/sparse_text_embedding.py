@@ -8,10 +8,11 @@ encodes on the engine's sparse head (:class:`~fastembed_native.engine.sparse.Spa
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from typing import Any
 
 from .engine.sparse import SparseEmbedder, SparseEmbedding
-from .models import resolve_model
+from .models import SUPPORTED_SPARSE_MODELS, resolve_model
 
 __all__ = ["SparseEmbedding", "SparseTextEmbedding"]
 
@@ -41,3 +42,9 @@ class SparseTextEmbedding(SparseEmbedder):
             raise TypeError("give the model as model= or model_name= (one of the two)")
         source = model if model is not None else model_name
         super().__init__(resolve_model(source, cache=cache_dir), **options)
+
+    @staticmethod
+    def list_supported_models() -> list[dict[str, Any]]:
+        """The sparse (SPLADE) models this package knows, with their facts, as dicts like fastembed's. Any other
+        checkpoint of the same kind works too once exported."""
+        return [asdict(info) for info in SUPPORTED_SPARSE_MODELS]

@@ -113,12 +113,87 @@ SUPPORTED_RERANKERS: tuple[RerankerInfo, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class SparseModelInfo:
+    """What is known about a sparse (SPLADE) model before opening it."""
+
+    model: str
+    architecture: str  # the checkpoint's transformers class (the document side's, when inference-free)
+    vocab_size: int  # the width of its sparse vectors
+    max_length: int
+    inference_free: bool = False  # queries are a static-weight lookup, no model run
+    description: str = ""
+
+
+SUPPORTED_SPARSE_MODELS: tuple[SparseModelInfo, ...] = (
+    SparseModelInfo(
+        "naver/splade-v3",
+        "BertForMaskedLM",
+        30522,
+        512,
+        description="English SPLADE on BERT base: max pooling of log1p(relu)",
+    ),
+    SparseModelInfo(
+        "prithivida/Splade_PP_en_v1",
+        "BertForMaskedLM",
+        30522,
+        512,
+        description="English SPLADE++ (fastembed's default sparse model)",
+    ),
+    SparseModelInfo(
+        "opensearch-project/opensearch-neural-sparse-encoding-doc-v3-distill",
+        "DistilBertForMaskedLM",
+        30522,
+        512,
+        inference_free=True,
+        description="English; documents by a DistilBERT SPLADE, queries by IDF lookup (no model run)",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class LateInteractionModelInfo:
+    """What is known about a multi-vector (ColBERT) model before opening it."""
+
+    model: str
+    architecture: str
+    dim: int  # width of each token vector (after the projection)
+    description: str = ""
+
+
+SUPPORTED_LATE_INTERACTION_MODELS: tuple[LateInteractionModelInfo, ...] = (
+    LateInteractionModelInfo(
+        "colbert-ir/colbertv2.0", "BertModel", 128, description="English ColBERTv2 on BERT base"
+    ),
+    LateInteractionModelInfo(
+        "answerdotai/answerai-colbert-small-v1",
+        "BertModel",
+        96,
+        description="English ColBERT, small (33M parameters)",
+    ),
+    LateInteractionModelInfo(
+        "BAAI/bge-m3",
+        "XLMRobertaModel",
+        1024,
+        description="Multilingual; dense, sparse and multi-vector from one pass (load with BGEM3)",
+    ),
+)
+
+
 def canonical_model_name(model: str) -> str:
     """The registry's id for ``model``: its full id ("org/name") or, when exactly one entry has it,
     its short name ("all-MiniLM-L6-v2", as model cards and fastembed users write it), matched without
     regard to case. Any other string comes back unchanged."""
     wanted = model.lower()
-    known = [m.model for m in (*SUPPORTED_MODELS, *SUPPORTED_RERANKERS)]
+    known = [
+        m.model
+        for m in (
+            *SUPPORTED_MODELS,
+            *SUPPORTED_RERANKERS,
+            *SUPPORTED_SPARSE_MODELS,
+            *SUPPORTED_LATE_INTERACTION_MODELS,
+        )
+    ]
     full = [name for name in known if name.lower() == wanted]
     short = [name for name in known if name.rsplit("/", 1)[-1].lower() == wanted]
     matches = full or short
