@@ -4,6 +4,8 @@ vector and hybrid searches, offline, on the real MiniLM and a tiny reranker."""
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 from integration_models import CORPUS, QUERIES, no_network, tiny_reranker  # noqa: F401
@@ -107,7 +109,10 @@ def test_reranker_on_vector_and_hybrid_search(table, reranker_dir):
         [row["_relevance_score"] for row in reranked], np.sort(scores)[::-1], atol=1e-6
     )
 
-    table.create_index("text", config=FTS())  # full-text index for the hybrid search
+    if "config" in inspect.signature(table.create_index).parameters:  # full-text index for the hybrid search
+        table.create_index("text", config=FTS())
+    else:  # lancedb < 0.26
+        table.create_fts_index("text")
     hybrid = table.search(query, query_type="hybrid").limit(3).rerank(reranker=reranker).to_list()
     texts = [row["text"] for row in hybrid]
     assert len(texts) == 3 and len(set(texts)) == 3

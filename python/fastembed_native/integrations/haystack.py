@@ -38,8 +38,8 @@ own around each input, after the model's prompt is chosen (the prompt still come
 Needs ``pip install 'fastembed-native[haystack]'`` (``haystack-ai``).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Haystack 2.x reads run()'s annotations as they are, and
+# would see strings ("list[Document]") that do not match other components' sockets.
 import asyncio
 import os
 from dataclasses import replace
@@ -105,7 +105,7 @@ class FastembedNativeTextEmbedder:
         )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FastembedNativeTextEmbedder:
+    def from_dict(cls, data: dict[str, Any]) -> "FastembedNativeTextEmbedder":
         return default_from_dict(cls, data)
 
     @component.output_types(embedding=list[float])
@@ -173,7 +173,7 @@ class FastembedNativeDocumentEmbedder:
         )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FastembedNativeDocumentEmbedder:
+    def from_dict(cls, data: dict[str, Any]) -> "FastembedNativeDocumentEmbedder":
         return default_from_dict(cls, data)
 
     @component.output_types(documents=list[Document])
@@ -250,7 +250,7 @@ class FastembedNativeRanker:
         )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FastembedNativeRanker:
+    def from_dict(cls, data: dict[str, Any]) -> "FastembedNativeRanker":
         return default_from_dict(cls, data)
 
     @component.output_types(documents=list[Document])
