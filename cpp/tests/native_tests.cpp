@@ -9,9 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "../multivector.h"
 #include "../ort_runtime.h"
 #include "../pooling.h"
 #include "../session.h"
+#include "../sparse.h"
 
 namespace {
 
@@ -116,6 +118,55 @@ void test_session(const std::string& model) {
   }));
 }
 
+void test_heads(const std::string& model) {
+  namespace sparse = fastembed::sparse;
+  namespace multivector = fastembed::multivector;
+  // SPLADE over [2, 2, 3] logits: row 0 has one real token, row 1 none.
+  const std::vector<float> logits = {1.0f, -2.0f, 0.5f, 9.0f, 9.0f, 9.0f, 0, 0, 0, 0, 0, 0};
+  const std::vector<int64_t> mask = {1, 0, 0, 0};
+  for (Isa isa : fastembed::pooling::supported_isas()) {
+    sparse::Rows rows;
+    sparse::splade(logits.data(), mask.data(), 2, 2, 3, sparse::Pool::Max, sparse::Activation::Log1pRelu, 0, isa, rows);
+    CHECK(rows.offsets == (std::vector<int64_t>{0, 2, 2}));
+    CHECK(rows.indices == (std::vector<int32_t>{0, 2}));
+    CHECK(std::fabs(rows.values[0] - std::log1p(1.0f)) < 1e-6f && std::fabs(rows.values[1] - std::log1p(0.5f)) < 1e-6f);
+    sparse::Rows top;
+    sparse::splade(logits.data(), mask.data(), 2, 2, 3, sparse::Pool::Sum, sparse::Activation::Log1pRelu, 1, isa, top);
+    CHECK(top.indices == (std::vector<int32_t>{0}));
+  }
+  // Token weights: the largest weight of a repeated id, special ids and weights <= 0 dropped.
+  const std::vector<int64_t> ids = {0, 5, 5, 7, 2};
+  const std::vector<int64_t> all = {1, 1, 1, 1, 1};
+  const std::vector<float> weights = {3.0f, 0.2f, 0.4f, -1.0f, 1.0f};
+  sparse::Rows lexical;
+  sparse::token_weights(weights.data(), ids.data(), all.data(), 1, 5, {0, 2}, lexical);
+  CHECK(lexical.indices == (std::vector<int32_t>{5}) && lexical.values == (std::vector<float>{0.4f}));
+
+  // Packing and MaxSim on the tiny model's real output, through Session::run, many times.
+  fastembed::Session session(model, fastembed::SessionConfig{});
+  std::vector<int64_t> tokens = {2, 4, 5, 3, 2, 6, 3, 0};
+  std::vector<int64_t> attention = {1, 1, 1, 1, 1, 1, 1, 0};
+  for (int repeat = 0; repeat < 20; ++repeat) {
+    auto outputs = session.run({tokens.data(), attention.data(), nullptr, 2, 4}, {"last_hidden_state"}, 16);
+    CHECK(outputs.size() == 1);
+    const fastembed::TensorShape shape = fastembed::tensor_shape(outputs[0].get());
+    const int64_t dim = shape.dims.back();
+    const std::vector<uint8_t> keep = {1, 0, 1, 1, 1, 1, 1, 0};
+    std::vector<int64_t> offsets(3);
+    multivector::count_kept(keep.data(), 2, 4, offsets.data());
+    CHECK(offsets == (std::vector<int64_t>{0, 3, 6}));
+    std::vector<float> packed(static_cast<size_t>(offsets[2] * dim));
+    const auto* states = static_cast<const float*>(fastembed::tensor_data(outputs[0].get()));
+    multivector::pack(states, keep.data(), 2, 4, dim, true, fastembed::pooling::best_isa(), packed.data());
+    std::vector<float> scores(2);
+    multivector::maxsim(packed.data(), 3, packed.data(), offsets.data(), 2, dim, fastembed::pooling::best_isa(),
+                        scores.data());
+    CHECK(std::fabs(scores[0] - 3.0f) < 1e-4f);  // each unit query row finds itself
+  }
+  CHECK(throws<fastembed::InvalidArgument>(
+      [&] { session.run({tokens.data(), attention.data(), nullptr, 2, 4}, {"no_such_output"}, 16); }));
+}
+
 void test_load_errors(const std::string& model) {
   CHECK(throws<fastembed::OrtError>([] { fastembed::Session("/nonexistent/model.onnx", fastembed::SessionConfig{}); }));
   fastembed::SessionConfig missing_provider;
@@ -134,6 +185,7 @@ int main(int argc, char** argv) {
   fastembed::OrtRuntime::load(argv[1]);
   test_pooling();
   test_session(argv[2]);
+  test_heads(argv[2]);
   test_load_errors(argv[2]);
   std::printf("native_tests: %d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;
