@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from .engine.m3 import M3Embedder, M3Output
-from .models import resolve_model
+from .models import resolve_model_argument
 
 __all__ = ["BGEM3", "M3Output"]
 
@@ -32,7 +32,4 @@ class BGEM3(M3Embedder):
         cache_dir: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> None:
-        if (model is None) == (model_name is None):
-            raise TypeError("give the model as model= or model_name= (one of the two)")
-        source = model if model is not None else model_name
-        super().__init__(resolve_model(source, cache=cache_dir), **options)
+        super().__init__(resolve_model_argument(model, model_name, cache_dir), **options)

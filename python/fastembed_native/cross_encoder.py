@@ -15,7 +15,7 @@ import numpy as np
 
 from .engine.embedder import check_texts
 from .engine.scores import Scorer
-from .models import SUPPORTED_RERANKERS, resolve_model
+from .models import SUPPORTED_RERANKERS, resolve_model_argument
 
 
 class TextCrossEncoder(Scorer):
@@ -44,10 +44,7 @@ class TextCrossEncoder(Scorer):
         cache_dir: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> None:
-        if (model is None) == (model_name is None):
-            raise TypeError("give the model as model= or model_name= (one of the two)")
-        source = model if model is not None else model_name
-        super().__init__(resolve_model(source, cache=cache_dir), **options)
+        super().__init__(resolve_model_argument(model, model_name, cache_dir), **options)
 
     def rerank(
         self,

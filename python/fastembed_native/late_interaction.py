@@ -13,7 +13,7 @@ from dataclasses import asdict
 from typing import Any
 
 from .engine.multivector import MultiVectorEmbedder
-from .models import SUPPORTED_LATE_INTERACTION_MODELS, resolve_model
+from .models import SUPPORTED_LATE_INTERACTION_MODELS, resolve_model_argument
 
 
 class LateInteractionTextEmbedding(MultiVectorEmbedder):
@@ -37,10 +37,7 @@ class LateInteractionTextEmbedding(MultiVectorEmbedder):
         cache_dir: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> None:
-        if (model is None) == (model_name is None):
-            raise TypeError("give the model as model= or model_name= (one of the two)")
-        source = model if model is not None else model_name
-        super().__init__(resolve_model(source, cache=cache_dir), **options)
+        super().__init__(resolve_model_argument(model, model_name, cache_dir), **options)
 
     @staticmethod
     def list_supported_models() -> list[dict[str, Any]]:

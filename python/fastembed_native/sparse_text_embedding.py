@@ -12,7 +12,7 @@ from dataclasses import asdict
 from typing import Any
 
 from .engine.sparse import SparseEmbedder, SparseEmbedding
-from .models import SUPPORTED_SPARSE_MODELS, resolve_model
+from .models import SUPPORTED_SPARSE_MODELS, resolve_model_argument
 
 __all__ = ["SparseEmbedding", "SparseTextEmbedding"]
 
@@ -38,10 +38,7 @@ class SparseTextEmbedding(SparseEmbedder):
         cache_dir: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> None:
-        if (model is None) == (model_name is None):
-            raise TypeError("give the model as model= or model_name= (one of the two)")
-        source = model if model is not None else model_name
-        super().__init__(resolve_model(source, cache=cache_dir), **options)
+        super().__init__(resolve_model_argument(model, model_name, cache_dir), **options)
 
     @staticmethod
     def list_supported_models() -> list[dict[str, Any]]:

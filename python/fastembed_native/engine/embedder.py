@@ -295,15 +295,8 @@ class Embedder:
             ValueError: ``batch_size`` is not a positive int, ``dimensions`` is not in 1..dim,
                 ``parallel`` is not one this model runs, or a text cannot be encoded as UTF-8.
         """
-        runs = self._runs_for(parallel)
         check_dimensions(dimensions, self.dim)
-        items = check_texts(texts)
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be str, not {type(prompt).__name__}")
-        if prompt:
-            items = [prompt + text for text in items]
-        size = self.batch_size if batch_size is None else batch_size
-        check_positive(size)
+        items, size, runs = self.call_arguments(texts, batch_size, parallel, prompt)
         out = np.empty((len(items), self.dim), dtype=np.float32)
         # With fewer dimensions, normalise after truncating, not before.
         normalize = None if dimensions is None else False
@@ -321,6 +314,27 @@ class Embedder:
         if dimensions is None:
             return out
         return truncate_dimensions(out, dimensions, self.normalize)
+
+    def call_arguments(
+        self, texts: Any, batch_size: int | None, parallel: Any, prompt: str = ""
+    ) -> tuple[list[str], int, int]:
+        """What every head's call checks first: the texts (a string or a sequence of strings, the
+        ``prompt`` prepended), the batch size (default :attr:`batch_size`) and the concurrent runs
+        for fastembed's ``parallel`` (see :meth:`embed`).
+
+        Raises:
+            TypeError: a text (named by its index) or the prompt is not a string.
+            ValueError: ``batch_size`` or ``parallel`` is not one this model takes.
+        """
+        runs = self._runs_for(parallel)
+        items = check_texts(texts)
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be str, not {type(prompt).__name__}")
+        if prompt:
+            items = [prompt + text for text in items]
+        size = self.batch_size if batch_size is None else batch_size
+        check_positive(size)
+        return items, size, runs
 
     def embed_encodings(
         self,

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
-from .embedder import TOKENIZE_WINDOW, Embedder, check_positive, check_texts
+from .embedder import TOKENIZE_WINDOW, Embedder
 from .sparse import SparseEmbedding
 
 #: The graph's outputs (models/bge_m3.py writes them).
@@ -108,10 +108,7 @@ class M3Embedder:
         """
         if not (dense or sparse or colbert):
             raise ValueError("ask for at least one of dense, sparse, colbert")
-        runs = self.engine._runs_for(parallel)
-        items = check_texts(texts)
-        size = self.engine.batch_size if batch_size is None else batch_size
-        check_positive(size)
+        items, size, runs = self.engine.call_arguments(texts, batch_size, parallel)
         names = [
             n for n, on in ((DENSE_OUTPUT, dense), (SPARSE_OUTPUT, sparse), (COLBERT_OUTPUT, colbert)) if on
         ]

@@ -29,7 +29,7 @@ from tokenizers import Tokenizer
 
 from .. import _core
 from .config import _optional_json
-from .embedder import TOKENIZE_WINDOW, Embedder, check_positive, check_texts
+from .embedder import TOKENIZE_WINDOW, Embedder
 from .tokens import FramedTokens, check_utf8
 
 
@@ -149,10 +149,7 @@ class MultiVectorEmbedder:
             TypeError: ``texts`` or an item is not a string (the message names the index).
             ValueError: a bad ``batch_size`` or ``parallel``, or a text not encodable as UTF-8.
         """
-        runs = self.engine._runs_for(parallel)
-        items = check_texts(texts)
-        size = self.engine.batch_size if batch_size is None else batch_size
-        check_positive(size)
+        items, size, runs = self.engine.call_arguments(texts, batch_size, parallel)
         out: list[np.ndarray | None] = [None] * len(items)
         for start in range(0, len(items), TOKENIZE_WINDOW):
             encodings = self.encode(items[start : start + TOKENIZE_WINDOW], is_query=is_query, offset=start)

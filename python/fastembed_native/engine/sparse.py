@@ -186,14 +186,7 @@ class SparseEmbedder:
             TypeError: ``texts`` or an item is not a string (the message names the index).
             ValueError: a bad ``batch_size``, ``max_active_dims`` or ``parallel``.
         """
-        runs = self.engine._runs_for(parallel)
-        items = check_texts(texts)
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be str, not {type(prompt).__name__}")
-        if prompt:
-            items = [prompt + text for text in items]
-        size = self.engine.batch_size if batch_size is None else batch_size
-        check_positive(size)
+        items, size, runs = self.engine.call_arguments(texts, batch_size, parallel, prompt)
         active = _check_active_dims(max_active_dims) or self.max_active_dims or 0
         out: list[SparseEmbedding | None] = [None] * len(items)
         for start in range(0, len(items), TOKENIZE_WINDOW):

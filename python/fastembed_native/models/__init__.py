@@ -23,6 +23,7 @@ from .cache import (
     hub_cache_dir,
     hub_snapshot,
     resolve_model,
+    resolve_model_argument,
 )
 from .export import EXPORT_EXTRA_HINT, ExportReport, export_model
 from .fuse import fuse_model
@@ -78,4 +79,5 @@ __all__ = [
     "parity_check",
     "quantize_model",
     "resolve_model",
+    "resolve_model_argument",
 ]

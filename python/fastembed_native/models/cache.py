@@ -201,6 +201,22 @@ def _looks_like_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.startswith((".", "~")) and "\\" not in name
 
 
+def resolve_model_argument(
+    model: str | os.PathLike[str] | None,
+    model_name: str | os.PathLike[str] | None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """The directory of a model named as ``model=`` or as fastembed's ``model_name=`` (exactly one of
+    the two), resolved by :func:`resolve_model` in ``cache_dir``: what every model class takes.
+
+    Raises:
+        TypeError: both or neither given. Otherwise as :func:`resolve_model`.
+    """
+    if (model is None) == (model_name is None):
+        raise TypeError("give the model as model= or model_name= (one of the two)")
+    return resolve_model(model if model is not None else model_name, cache=cache_dir)
+
+
 def resolve_model(model: str | os.PathLike[str] | None, cache: str | os.PathLike[str] | None = None) -> Path:
     """A model argument to a model directory, in the order of the module docstring.
 
