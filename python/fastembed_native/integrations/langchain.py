@@ -97,7 +97,7 @@ class FastembedNativeRerank(BaseDocumentCompressor):
         **options: TextCrossEncoder's keywords (cache_dir, activation, threads, batch_size, max_length, ...).
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())  # a model_name field
 
     model_name: str = Field(description="The reranker (a directory, an id or a short name).")
     top_n: int = Field(default=3, gt=0, description="How many documents to return.")

@@ -33,7 +33,7 @@ from typing import Any
 
 try:
     from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-    from llama_index.core.bridge.pydantic import Field, PrivateAttr
+    from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
     from llama_index.core.callbacks import CBEventType, EventPayload
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
     from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
@@ -127,6 +127,8 @@ class FastembedNativeRerank(BaseNodePostprocessor):
         model: an already loaded TextCrossEncoder instead of model_name.
         options / **kwargs: TextCrossEncoder's keywords (activation, threads, batch_size, ...).
     """
+
+    model_config = ConfigDict(protected_namespaces=())  # a model_name field, without pydantic's warning
 
     model_name: str = Field(description="The reranker (a directory, an id or a short name).")
     top_n: int = Field(default=2, gt=0, description="How many nodes to return, sorted by score.")
