@@ -203,6 +203,24 @@ class MultiVectorEmbedder:
             raise
         return [FramedTokens([e.ids[0], prefix, *e.ids[1:]]) for e in encodings]
 
+    def embed_encodings(
+        self,
+        encodings: list[FramedTokens],
+        out: list[np.ndarray | None],
+        batch_size: int,
+        *,
+        start: int = 0,
+        is_query: bool = False,
+        parallel_runs: int | None = None,
+    ) -> None:
+        """Embed texts already framed by :meth:`encode` (the same ``is_query``) into
+        ``out[start + i]``, one batch at a time, in batches of at most :meth:`token_budget` tokens."""
+        self._embed_encodings(encodings, out, batch_size, start, is_query, parallel_runs)
+
+    def token_budget(self, batch_size: int) -> int:
+        """Most tokens one Run takes (the engine's budget)."""
+        return self.engine.token_budget(batch_size)
+
     def _embed_encodings(
         self,
         encodings: list[FramedTokens],
@@ -210,7 +228,7 @@ class MultiVectorEmbedder:
         batch_size: int,
         start: int,
         is_query: bool,
-        parallel_runs: int,
+        parallel_runs: int | None,
     ) -> None:
         engine = self.engine
         name = engine._session.output_name

@@ -108,6 +108,15 @@ def read_splade_config(model_dir: str | os.PathLike[str]) -> SpladeConfig:
     return SpladeConfig(pooling, activation, f"{path}/config.json")
 
 
+def is_sparse_model(model_dir: str | os.PathLike[str]) -> bool:
+    """Whether ``model_dir`` holds a SPLADE model: sentence-transformers' ``SparseEncoder`` in its
+    ``config_sentence_transformers.json``, or a ``SpladePooling`` / ``MLMTransformer`` module."""
+    model_dir = Path(model_dir)
+    if _optional_json(model_dir / "config_sentence_transformers.json").get("model_type") == "SparseEncoder":
+        return True
+    return any(m in ("SpladePooling", "MLMTransformer") for m in read_modules(model_dir).modules)
+
+
 class SparseEmbedder:
     """A SPLADE model on the shared engine: texts in, :class:`SparseEmbedding` per text out.
 
@@ -250,11 +259,19 @@ class SparseEmbedder:
                 a, b = offsets[i], offsets[i + 1]
                 out[start + int(row)] = SparseEmbedding(indices[a:b], values[a:b])
 
-        tokens_per_run = max(1, self.logits_budget_bytes // (4 * self.vocab_size))
-        budget = min(engine.token_budget(batch_size), tokens_per_run)
         engine.run_batches(
-            encodings, batch_size, pool_batch, parallel_runs=parallel_runs, token_budget=budget
+            encodings,
+            batch_size,
+            pool_batch,
+            parallel_runs=parallel_runs,
+            token_budget=self.token_budget(batch_size),
         )
+
+    def token_budget(self, batch_size: int) -> int:
+        """Most tokens one Run takes: the engine's budget, cut further so that the Run's logits
+        (tokens x vocabulary floats) stay within ``logits_budget_bytes``."""
+        tokens_per_run = max(1, self.logits_budget_bytes // (4 * self.vocab_size))
+        return min(self.engine.token_budget(batch_size), tokens_per_run)
 
 
 #: An inference-free model's routes (sentence-transformers' Router, kept by ``export``): which module

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice, pairwise
+from typing import Any
 
 import numpy as np
 from tokenizers import Encoding
@@ -85,7 +86,7 @@ def _windows(
     progress: Progress | None,
 ) -> Iterator[np.ndarray]:
     start = 0
-    with _Drivers(embedder) as drivers:
+    with Drivers(embedder) as drivers:
         while chunk := list(islice(items, window)):
             yield _embed_window(embedder, chunk, batch_size, prompt, dimensions, progress, start, drivers)
             start += len(chunk)
@@ -106,7 +107,7 @@ def embed_window(
     ``first_index`` is the window's position in a longer stream, for error messages. Returns the
     same array ``embedder.embed(texts, batch_size, prompt=prompt, dimensions=dimensions)`` returns.
     """
-    with _Drivers(embedder) as drivers:
+    with Drivers(embedder) as drivers:
         return _embed_window(embedder, texts, batch_size, prompt, dimensions, progress, first_index, drivers)
 
 
@@ -118,7 +119,7 @@ def _embed_window(
     dimensions: int | None,
     progress: Progress | None,
     first_index: int,
-    drivers: _Drivers,
+    drivers: Drivers,
 ) -> np.ndarray:
     for i, item in enumerate(texts):
         if not isinstance(item, str):
@@ -145,19 +146,21 @@ def _embed_window(
     return truncate_dimensions(out, dimensions, embedder.normalize)
 
 
-class _Drivers:
+class Drivers:
     """Two threads that each hand one group of batches at a time to the embedder's own run pool.
 
     Each group is a call to ``embed_encodings`` on texts that are already sorted and start at a
     batch boundary, so it cuts the very batches the whole sub-window would have been cut into,
-    and runs them on the same session; only the moments the progress callback fires differ.
+    and runs them on the same session; only the moments the progress callback fires differ. The
+    sparse and multi-vector heads step the same way (:meth:`run_in_steps`, used by the corpus
+    command), on their engine's sessions and with their own token budget.
     """
 
     def __init__(self, embedder: Embedder) -> None:
         self.embedder = embedder
         self._pool: ThreadPoolExecutor | None = None  # made on first use
 
-    def __enter__(self) -> _Drivers:
+    def __enter__(self) -> Drivers:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -177,18 +180,36 @@ class _Drivers:
         progress: Progress,
     ) -> None:
         embedder = self.embedder
-        lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
-        order = np.argsort(-lengths, kind="stable")
-        batches = list(token_batches(lengths[order], batch_size, embedder.token_budget(batch_size)))
-        groups = _groups(batches, max(2, _BATCHES_PER_STEP_PER_RUN * embedder.parallel_runs))
 
-        def run(group: slice) -> int:
-            rows = order[group]
+        def embed_group(rows: np.ndarray) -> None:
             part = np.empty((len(rows), out.shape[1]), dtype=np.float32)
             embedder.embed_encodings(
                 [encodings[i] for i in rows], part, batch_size, normalize=normalize, skip_prefix=skip_prefix
             )
             out[rows] = part
+
+        self.run_in_steps(encodings, batch_size, embedder.token_budget(batch_size), embed_group, progress)
+
+    def run_in_steps(
+        self,
+        encodings: Sequence[Any],
+        batch_size: int,
+        token_budget: int,
+        embed_group: Callable[[np.ndarray], None],
+        progress: Progress,
+    ) -> None:
+        """Any head's stepping: ``embed_group(rows)`` embeds ``encodings[rows]`` (rows in the sorted
+        order, starting at a batch boundary, so with the head's ``token_budget`` its own batching
+        cuts the very batches of the whole call) and stores the results; ``progress`` after each."""
+        embedder = self.embedder
+        lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
+        order = np.argsort(-lengths, kind="stable")
+        batches = list(token_batches(lengths[order], batch_size, token_budget))
+        groups = _groups(batches, max(2, _BATCHES_PER_STEP_PER_RUN * embedder.parallel_runs))
+
+        def run(group: slice) -> int:
+            rows = order[group]
+            embed_group(rows)
             return len(rows)
 
         if len(groups) < 2 or embedder.parallel_runs < 2:
