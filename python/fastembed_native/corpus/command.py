@@ -26,7 +26,10 @@ def add_embed_parser(sub: Any) -> None:
         help="embed texts from files or stdin into .npy, .jsonl or .parquet, streaming and resumable",
         description="Embed a corpus of any size in constant memory: inputs are read, embedded and "
         "written one window at a time. File outputs grow as <out>.partial and are renamed when complete; "
-        "an interrupted run continues with --resume.",
+        "an interrupted run continues with --resume. The model's files say what it makes: dense vectors "
+        "(an 'embedding' column), sparse vectors of a SPLADE model ('indices' and 'values' list columns) "
+        "or token vectors of a ColBERT model (an 'embedding' column of lists of vectors; no .npy for "
+        "either of these two).",
     )
     embed.add_argument(
         "inputs",
@@ -81,6 +84,13 @@ def add_embed_parser(sub: Any) -> None:
         "--prompt", metavar="NAME", help="prepend the model's named prompt, e.g. 'query' or 'passage'"
     )
     prompts.add_argument("--prompt-text", metavar="TEXT", help="prepend this literal text to every input")
+    prompts.add_argument(
+        "--query",
+        action="store_true",
+        help="encode the texts as search queries, on the model's query side: a ColBERT model's query "
+        "marker and [MASK] expansion, an inference-free sparse model's static weights, else the model's "
+        "'query' prompt if it has one (default: as documents)",
+    )
     embed.add_argument(
         "--no-text",
         dest="with_text",
@@ -130,10 +140,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def _embed(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..models import DEFAULT_MODEL
-    from ..text_embedding import TextEmbedding
+    from ..models import DEFAULT_MODEL, resolve_model
+    from .encoders import Encoder, model_kind
     from .inputs import count_texts
     from .job import plan, run
+    from .outputs import check_kind
 
     if args.commit_seconds < 0:
         raise CorpusUsageError(f"--commit-seconds must be 0 or more, got {args.commit_seconds}")
@@ -152,6 +163,8 @@ def _embed(args: argparse.Namespace) -> int:
             "batch_size": args.batch_size,
             "prompt": args.prompt,
             "prompt_text": args.prompt_text,
+            # Only when set, so that a partial run of a version without --query still resumes.
+            **({"query": True} if args.query else {}),
         },
         resume=args.resume,
         overwrite=args.overwrite,
@@ -161,6 +174,9 @@ def _embed(args: argparse.Namespace) -> int:
             print(note, file=sys.stderr)
     if job.complete:
         return 0
+    # What the model makes, from its files, before it is loaded: .npy holds dense vectors only.
+    kind = model_kind(resolve_model(args.model), args.model)
+    check_kind(args.output, kind)
     options: dict[str, Any] = {
         "providers": [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None,
         "threads": args.threads,
@@ -169,7 +185,19 @@ def _embed(args: argparse.Namespace) -> int:
     }
     if args.batch_size is not None:
         options["batch_size"] = args.batch_size
-    model = TextEmbedding(args.model, **{k: v for k, v in options.items() if v is not None})
+    if kind == "multi-vector":
+        for flag, value in (
+            ("--max-length", args.max_length),
+            ("--prompt or --prompt-text", args.prompt or args.prompt_text),
+        ):
+            if value is not None:
+                raise CorpusUsageError(
+                    f"{args.model} is a multi-vector (ColBERT) model: it takes no {flag}, its query and "
+                    "document lengths and markers come from its config (use --query for the query side)"
+                )
+    model = Encoder.load(
+        args.model, query=args.query, kind=kind, **{k: v for k, v in options.items() if v is not None}
+    )
     prompt = args.prompt_text or ""
     if args.prompt is not None:
         if args.prompt not in model.prompts:
@@ -202,7 +230,7 @@ def _embed(args: argparse.Namespace) -> int:
         )
     if not args.quiet:
         texts = "text" if rows == 1 else "texts"
-        print(f"embedded {rows} {texts} -> {args.output or 'stdout'} ({model.dim} dims)", file=sys.stderr)
+        print(f"embedded {rows} {texts} -> {args.output or 'stdout'} ({model.describe()})", file=sys.stderr)
     return 0
 
 

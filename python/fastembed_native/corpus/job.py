@@ -14,13 +14,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..engine import Embedder
 from ..engine.embedder import TOKENIZE_WINDOW
-from ..engine.stream import STREAM_WINDOW, Progress, embed_window
-from .inputs import STDIN, CorpusError, Input, fingerprint, plan_inputs, read_texts
-from .outputs import WRITERS, check_output, output_format, partial_path
+from ..engine.stream import STREAM_WINDOW, Progress
+from .encoders import Encoder, Model
+from .inputs import STDIN, CorpusError, CorpusUsageError, Input, fingerprint, plan_inputs, read_texts
+from .outputs import WRITERS, check_kind, check_output, output_format, partial_path
 from .resume import clear_state, differences, load_state, save_state, state_path
 
 #: Seconds of work after which a run commits what it has embedded, even in the middle of a window:
@@ -174,56 +172,75 @@ def _check_unchanged(job: Job, state: dict[str, Any]) -> None:
 
 def run(
     job: Job,
-    model: Embedder,
+    model: Model | Encoder,
     *,
     batch_size: int | None = None,
     prompt: str = "",
     progress: Progress | None = None,
     commit_seconds: float = COMMIT_SECONDS,
     clock: Callable[[], float] = time.monotonic,
+    query: bool = False,
 ) -> int:
     """Embed the job's inputs into its output; returns the rows written in all.
 
+    ``model`` is a ``TextEmbedding``, a ``SparseTextEmbedding`` or a ``LateInteractionTextEmbedding``
+    (or an :class:`~.encoders.Encoder` of one); its kind decides the rows' columns (:mod:`.rows`).
+    ``query`` encodes the texts as queries (:mod:`.encoders`).
+
     Texts are embedded a sort window (``TOKENIZE_WINDOW`` texts, or the job's window if smaller)
     at a time, the windows and their sort windows counted from the first row of the input, as
-    one ``embed()`` call over each window would cut them. What is embedded is written and
+    one ``embed()`` call over each window would cut them. Each sort window's rows are written as
+    soon as they are embedded (what is held is one sort window, whatever the window), and
     committed (the output made durable, then the state file rewritten) at the end of each
     window, and at the end of any sort window that finishes ``commit_seconds`` or more after the
     last commit. A resume restarts at a commit, which is always a sort-window boundary of the
-    same grid, so its vectors equal an uninterrupted run's whenever the commits happened; a crash
+    same grid, so its rows equal an uninterrupted run's whenever the commits happened; a crash
     or Ctrl-C loses the work since the last commit. Rows are numbered from 0 across all inputs.
 
     A run that fails or is interrupted before its first commit removes its partial output: there
     is nothing in it a resume could use.
+
+    Raises:
+        CorpusUsageError: the output format cannot hold the model's rows (``.npy`` of a sparse or
+            multi-vector model), or a prompt for a ColBERT model.
+        CorpusError: a resume with a model that makes other rows than the partial output holds.
     """
     if job.complete:
         return job.rows_done
+    encoder = model if isinstance(model, Encoder) else Encoder(model, query=query)
+    check_kind(job.output, encoder.kind)
+    try:
+        encoder.check_prompt(prompt)
+    except ValueError as exc:
+        raise CorpusUsageError(str(exc)) from None
     saved = job.resume_from
-    if saved is not None and saved.get("dim") != model.dim:
+    if saved is not None and (saved.get("kind", "dense"), saved.get("dim")) != (encoder.kind, encoder.dim):
         raise CorpusError(
-            f"cannot resume {job.output}: it holds {saved.get('dim')}-dim vectors, the model makes {model.dim}"
+            f"cannot resume {job.output}: it holds {_rows_of(saved.get('kind', 'dense'), saved.get('dim'))}, "
+            f"the model makes {_rows_of(encoder.kind, encoder.dim)}"
         )
     rows = committed = job.rows_done
     sort_window = min(TOKENIZE_WINDOW, job.window)
-    writer = WRITERS[job.format](job.output, model.dim, job.with_text)
+    writer = WRITERS[job.format](job.output, encoder.dim, job.with_text, encoder.kind)
     writer.open(saved["writer"] if saved else None)
     durable = saved is not None  # whether a state file exists that a resume could continue from
-    texts_done: list[str] = []
-    vectors_done: list[np.ndarray] = []
 
     def commit() -> None:
         nonlocal committed, durable, last_commit
-        vectors = vectors_done[0] if len(vectors_done) == 1 else np.concatenate(vectors_done)
-        writer.write(committed, texts_done, vectors)
         state = writer.commit(rows)
         if job.output is not None:
             save_state(
-                job.output, {"fingerprint": job.fingerprint, "rows": rows, "dim": model.dim, "writer": state}
+                job.output,
+                {
+                    "fingerprint": job.fingerprint,
+                    "rows": rows,
+                    "kind": encoder.kind,
+                    "dim": encoder.dim,
+                    "writer": state,
+                },
             )
             durable = True
         committed = rows
-        texts_done.clear()
-        vectors_done.clear()
         last_commit = clock()
 
     try:
@@ -233,11 +250,11 @@ def run(
             window_end = (rows // job.window + 1) * job.window
             chunk = list(islice(texts, min(sort_window, window_end - rows)))
             if chunk:
-                vectors = embed_window(
-                    model, chunk, batch_size=batch_size, prompt=prompt, progress=progress, first_index=rows
+                embedded = encoder.embed(
+                    chunk, batch_size=batch_size, prompt=prompt, progress=progress, first_index=rows
                 )
-                texts_done.extend(chunk)
-                vectors_done.append(vectors)
+                writer.write(rows, chunk, embedded)
+                del embedded
                 rows += len(chunk)
             if rows > committed and (
                 not chunk or rows == window_end or clock() - last_commit >= commit_seconds
@@ -255,6 +272,14 @@ def run(
         raise
     writer.close()
     return rows
+
+
+def _rows_of(kind: str, dim: Any) -> str:
+    if kind == "sparse":
+        return f"sparse vectors over {dim} words"
+    if kind == "multi-vector":
+        return f"multi-vector rows of {dim}-dim token vectors"
+    return f"{dim}-dim vectors"
 
 
 def _exists(path: str) -> bool:

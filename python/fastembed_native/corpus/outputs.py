@@ -2,22 +2,32 @@
 
 A file output is written to ``<out>.partial`` (a folder of parts for Parquet) and renamed to
 ``<out>`` only when the last row is in, so a partial file is never mistaken for a finished one.
-After each window a writer *commits*: its bytes reach the disk (fsync) and it reports the state
-that a resume needs to cut the partial output back to that point (see :mod:`.resume`).
+Rows are written as they are embedded (a sort window at a time); after each window, and every few
+seconds of work within one, a writer *commits*: its bytes reach the disk (fsync) and it reports the
+state that a resume needs to cut the partial output back to that point (see :mod:`.resume`).
 
-- ``.npy``: float32 ``(rows, dim)``. Rows are appended with plain writes behind a fixed-size header
-  that is rewritten with the row count at every commit, so the partial file is itself a valid
-  ``.npy`` of the committed rows. Not a memory map: mapped pages that were written count in the
-  process's RSS, which would grow with the output instead of staying flat.
-- ``.jsonl``: one ``{"id", "text", "embedding"}`` object per line (``text`` unless ``--no-text``),
-  each float written as the shortest decimal that reads back as the same float32 (orjson), not
-  as the 17 digits of the float64 it would become in Python; serialised a few hundred lines at a
-  time, so no window's worth of text is ever held.
-- ``.parquet``: columns ``id`` (int64), ``text`` (unless ``--no-text``) and ``embedding``
-  (``fixed_size_list<float32>[dim]``), in row groups of about ``ROW_GROUP_BYTES`` of vectors. A
-  Parquet file cannot be appended to nor read before its footer is written, so each commit is
-  also a complete part file in ``<out>.partial/``, which is what a resume continues from (see
-  :class:`ParquetWriter`). Row groups, not windows, bound what Arrow holds while encoding.
+What a row holds depends on the model's kind (:mod:`.rows`): a dense vector, a sparse vector
+(indices and values) or one vector per token (multi-vector). Every format takes dense rows;
+``.jsonl`` and ``.parquet`` take the other kinds too, whose rows differ in length.
+
+- ``.npy``: float32 ``(rows, dim)``, dense rows only (:func:`check_kind`). Rows are appended with
+  plain writes behind a fixed-size header that is rewritten with the row count at every commit, so
+  the partial file is itself a valid ``.npy`` of the committed rows. Not a memory map: mapped pages
+  that were written count in the process's RSS, which would grow with the output instead of
+  staying flat.
+- ``.jsonl``: one ``{"id", "text", "embedding"}`` object per line (``text`` unless ``--no-text``);
+  a sparse row has ``"indices"`` and ``"values"`` instead of ``"embedding"``, and a multi-vector
+  row's ``"embedding"`` is a list of token vectors. Each float is written as the shortest decimal
+  that reads back as the same float32 (orjson), not as the 17 digits of the float64 it would
+  become in Python; serialised a few hundred lines at a time, so no window's worth of text is
+  ever held.
+- ``.parquet``: columns ``id`` (int64), ``text`` (unless ``--no-text``) and the kind's columns:
+  ``embedding`` (``fixed_size_list<float32>[dim]``); ``indices`` (``list<int32>``) and ``values``
+  (``list<float32>``); or ``embedding`` (``list<fixed_size_list<float32>[dim]>``); in row groups
+  of about ``ROW_GROUP_BYTES`` of values (whole rows, 256 at least). A Parquet file cannot be
+  appended to nor read before its footer is written, so each write is also a complete part file
+  in ``<out>.partial/``, and a commit records how many there are, which is what a resume continues
+  from (see :class:`ParquetWriter`). Row groups, not windows, bound what Arrow holds while encoding.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import numpy as np
 import orjson
 
 from .inputs import PYARROW_HINT, CorpusError, CorpusUsageError
+from .rows import KIND_NAMES, Rows, arrow_fields, as_rows, row_groups
 
 #: Output formats by file extension (compared case-insensitively).
 OUTPUT_FORMATS = {".jsonl": "jsonl", ".npy": "npy", ".parquet": "parquet"}
@@ -69,26 +80,50 @@ def check_output(path: str) -> None:
             raise CorpusUsageError(f"writing {path} needs pyarrow: {PYARROW_HINT}") from None
 
 
+def check_kind(path: str | None, kind: str) -> None:
+    """Refuse an output format that cannot hold a kind's rows (``.npy`` holds dense rows only),
+    naming the model's kind and the formats that can.
+
+    Raises:
+        CorpusUsageError: ``path`` is a ``.npy`` file and ``kind`` is not "dense".
+    """
+    if kind == "dense" or output_format(path) != "npy":
+        return
+    assert path is not None
+    what = "active vocabulary entries" if kind == "sparse" else "token vectors"
+    columns = "indices and values columns" if kind == "sparse" else "an embedding column of token vectors"
+    raise CorpusUsageError(
+        f"cannot write {path}: {KIND_NAMES[kind]} gives each text a different number of {what}, "
+        f"which a .npy array cannot hold; write .parquet ({columns}) or .jsonl instead"
+    )
+
+
 def partial_path(path: str | os.PathLike[str]) -> Path:
     """Where an output grows until it is finished."""
     return Path(f"{os.fspath(path)}.partial")
 
 
 class Writer(ABC):
-    """Rows in, a finished file out. Subclasses write one format."""
+    """Rows in, a finished file out. Subclasses write one format.
 
-    def __init__(self, path: str | None, dim: int, with_text: bool) -> None:
+    ``dim`` is the width of a dense vector or of each token vector (a sparse row's vocabulary size
+    is not needed); ``kind`` is "dense", "sparse" or "multi-vector" (:mod:`.rows`).
+    """
+
+    def __init__(self, path: str | None, dim: int, with_text: bool, kind: str = "dense") -> None:
         self.path = path
         self.dim = dim
         self.with_text = with_text
+        self.kind = kind
 
     @abstractmethod
     def open(self, resume: dict[str, Any] | None) -> None:
         """Start a new partial output, or continue one from its last commit's state."""
 
     @abstractmethod
-    def write(self, first_id: int, texts: list[str], vectors: np.ndarray) -> None:
-        """Append one window: ids ``first_id ...``, its texts and its float32 ``(n, dim)`` vectors."""
+    def write(self, first_id: int, texts: list[str], vectors: Rows | np.ndarray) -> None:
+        """Append rows: ids ``first_id ...``, their texts and their :class:`Rows` (a float32
+        ``(n, dim)`` array for dense rows); any number of times between commits."""
 
     @abstractmethod
     def commit(self, rows: int) -> dict[str, Any]:
@@ -110,6 +145,7 @@ class NpyWriter(Writer):
 
     def open(self, resume: dict[str, Any] | None) -> None:
         assert self.path is not None
+        check_kind(self.path, self.kind)
         partial = partial_path(self.path)
         if resume is None:
             self._file: BinaryIO = open(partial, "wb")  # noqa: SIM115 - closed by finish/close
@@ -124,8 +160,11 @@ class NpyWriter(Writer):
         size = self.HEADER_BYTES - 10
         return b"\x93NUMPY\x01\x00" + struct.pack("<H", size) + fields.ljust(size - 1).encode() + b"\n"
 
-    def write(self, first_id: int, texts: list[str], vectors: np.ndarray) -> None:
-        self._file.write(np.ascontiguousarray(vectors, dtype="<f4").data)
+    def write(self, first_id: int, texts: list[str], vectors: Rows | np.ndarray) -> None:
+        rows = as_rows(vectors)
+        if rows.kind != "dense":
+            check_kind(self.path, rows.kind)
+        self._file.write(np.ascontiguousarray(rows.vectors, dtype="<f4").data)  # type: ignore[attr-defined]
 
     def commit(self, rows: int) -> dict[str, Any]:
         end = self._file.tell()
@@ -165,15 +204,15 @@ class JsonlWriter(Writer):
     #: A float32 row goes to orjson as it is (no list of Python floats): shortest round-trip digits.
     _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 
-    def write(self, first_id: int, texts: list[str], vectors: np.ndarray) -> None:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        for start in range(0, len(vectors), self.LINES_PER_WRITE):
+    def write(self, first_id: int, texts: list[str], vectors: Rows | np.ndarray) -> None:
+        rows = as_rows(vectors)
+        for start in range(0, len(rows), self.LINES_PER_WRITE):
             lines = []
-            for i in range(start, min(start + self.LINES_PER_WRITE, len(vectors))):
+            for i in range(start, min(start + self.LINES_PER_WRITE, len(rows))):
                 record: dict[str, Any] = {"id": first_id + i}
                 if self.with_text:
                     record["text"] = texts[i]
-                record["embedding"] = vectors[i]
+                record.update(rows.record(i))
                 lines.append(orjson.dumps(record, option=self._OPTIONS))
             self._file.write(b"".join(lines))
 
@@ -199,14 +238,15 @@ class JsonlWriter(Writer):
 class ParquetWriter(Writer):
     """Parts for resume, and the finished file written alongside them.
 
-    Each commit's rows go to a part file (whole or absent, what a resume continues from) and, as
-    the same row groups, to the output file being written in ``<out>.partial/`` (its footer comes
-    last, so it is only readable once finished). Finishing closes it and renames it: nothing is
+    Each write's rows go to a part file (whole or absent; a commit records how many parts there
+    are, which is what a resume continues from) and, as the same row groups, to the output file
+    being written in ``<out>.partial/`` (its footer comes last, so it is only readable once
+    finished). Finishing closes it and renames it: nothing is
     read back. A resumed run starts that file again from the committed parts, a row group at a
     time, then continues as a fresh run does.
     """
 
-    #: Vector bytes per row group: Arrow's encoding buffers grow with a row group, so this bounds
+    #: Bytes of values per row group: Arrow's encoding buffers grow with a row group, so this bounds
     #: what writing adds to the peak RSS; thousands of rows for the usual few hundred dims.
     ROW_GROUP_BYTES = 4 * 2**20
 
@@ -219,7 +259,7 @@ class ParquetWriter(Writer):
         fields = [pa.field("id", pa.int64(), nullable=False)]
         if self.with_text:
             fields.append(pa.field("text", pa.string(), nullable=False))
-        fields.append(pa.field("embedding", pa.list_(pa.float32(), self.dim), nullable=False))
+        fields += arrow_fields(self.kind, self.dim)
         self._schema = pa.schema(fields)
         if resume is None:
             self._dir.mkdir()
@@ -239,14 +279,11 @@ class ParquetWriter(Writer):
     def _finished_path(self) -> Path:
         return self._dir / ".output.tmp"
 
-    def _row_group_rows(self) -> int:
-        return max(256, self.ROW_GROUP_BYTES // (4 * self.dim))
-
     def _options(self) -> dict[str, Any]:
         import pyarrow as pa
 
         return {
-            # Dictionary encoding suits repeated texts, not ids or float vectors: trying it there
+            # Dictionary encoding suits repeated texts, not ids or vectors: trying it there
             # only builds a hash table of their values before giving up.
             "use_dictionary": ["text"] if self.with_text else False,
             # malloc hands large freed buffers back; Arrow's default pool (mimalloc) keeps them.
@@ -256,21 +293,19 @@ class ParquetWriter(Writer):
     def _part(self, index: int) -> Path:
         return self._dir / f"part-{index:06d}.parquet"
 
-    def write(self, first_id: int, texts: list[str], vectors: np.ndarray) -> None:
+    def write(self, first_id: int, texts: list[str], vectors: Rows | np.ndarray) -> None:
         """One part file and the same row groups in the output, built one row group at a time."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        rows = as_rows(vectors)
         staging = self._dir / f".part-{self._parts:06d}.tmp"
-        step = self._row_group_rows()
         with pq.ParquetWriter(staging, self._schema, **self._options()) as part:
-            for start in range(0, len(vectors), step):
-                stop = min(start + step, len(vectors))
+            for start, stop in row_groups(rows, self.ROW_GROUP_BYTES):
                 columns = [_int64s(np.arange(first_id + start, first_id + stop, dtype=np.int64))]
                 if self.with_text:
                     columns.append(_strings(texts[start:stop]))
-                columns.append(_vectors(vectors[start:stop]))
+                columns += [array for _, array in rows.slice(start, stop).arrow_columns()]
                 table = pa.Table.from_arrays(columns, schema=self._schema)
                 part.write_table(table)
                 self._output.write_table(table)
@@ -299,17 +334,11 @@ class ParquetWriter(Writer):
 
 # Arrow arrays made from their buffers, not with pa.array(): that one imports pandas (when it is
 # installed) to check for pandas types, 55 MB of RSS for nothing here. The numpy memory is shared.
+# The vector columns are built the same way, in .rows.
 def _int64s(values: np.ndarray) -> Any:
     import pyarrow as pa
 
     return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
-
-
-def _vectors(rows: np.ndarray) -> Any:
-    import pyarrow as pa
-
-    flat = pa.Array.from_buffers(pa.float32(), rows.size, [None, pa.py_buffer(np.ascontiguousarray(rows))])
-    return pa.FixedSizeListArray.from_arrays(flat, rows.shape[1])
 
 
 def _strings(texts: list[str]) -> Any:
