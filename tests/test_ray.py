@@ -273,6 +273,105 @@ def test_embed_dataset_checks_its_arguments(cluster, tiny):
         embed_dataset(ds, tiny.path, rows_per_batch=0)
 
 
+# -- sparse and multi-vector models --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def splade_dir(tmp_path_factory: pytest.TempPathFactory):
+    from test_corpus_kinds import write_splade_dir
+
+    return write_splade_dir(tmp_path_factory.mktemp("splade") / "model")
+
+
+@pytest.fixture(scope="module")
+def colbert_dir(tmp_path_factory: pytest.TempPathFactory):
+    from test_corpus_kinds import COLBERT_FIXTURE
+
+    from fastembed_native.models import export_model
+
+    return export_model(COLBERT_FIXTURE, tmp_path_factory.mktemp("colbert") / "model").model_dir
+
+
+def sparse_by_id(table: pa.Table) -> list[tuple[list[int], list[float]]]:
+    order = np.argsort(table.column("id").to_numpy())
+    rows = list(zip(table["indices"].to_pylist(), table["values"].to_pylist(), strict=True))
+    return [rows[i] for i in order]
+
+
+def assert_sparse_equal(got, expected) -> None:
+    assert len(got) == len(expected)
+    for (indices, values), want in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(np.asarray(indices, dtype=np.int32), want.indices)
+        np.testing.assert_array_equal(np.asarray(values, dtype=np.float32), want.values)
+
+
+def assert_multi_vector_close(table: pa.Table, expected: list[np.ndarray], atol: float = 0.0) -> None:
+    rows = table["embedding"].to_pylist()
+    order = np.argsort(table.column("id").to_numpy())
+    assert len(rows) == len(expected)
+    for i, want in zip(order, expected, strict=True):
+        np.testing.assert_allclose(
+            np.array(rows[i], dtype=np.float32).reshape(want.shape), want, rtol=0, atol=atol
+        )
+
+
+def test_batch_embedder_sparse_and_multi_vector_columns(splade_dir, colbert_dir):
+    from fastembed_native import LateInteractionTextEmbedding, SparseTextEmbedding
+
+    texts = random_texts(50)
+    batch = pa.table({"id": np.arange(50), "text": texts})
+    sparse = BatchEmbedder(splade_dir, id_column="id", threads=1)(batch)
+    assert sparse.column_names == ["id", "text", "indices", "values"]
+    assert sparse.schema.field("indices").type == pa.list_(pa.int32())
+    assert sparse.schema.field("values").type == pa.list_(pa.float32())
+    assert_sparse_equal(sparse_by_id(sparse), SparseTextEmbedding(splade_dir, threads=1).embed(texts))
+
+    colbert = BatchEmbedder(colbert_dir, keep_text=False, query=True, threads=1)(batch)
+    dim = LateInteractionTextEmbedding(colbert_dir).dim
+    assert colbert.column_names == ["id", "embedding"]
+    assert colbert.schema.field("embedding").type == pa.list_(pa.list_(pa.float32(), dim))
+    assert_multi_vector_close(
+        colbert, LateInteractionTextEmbedding(colbert_dir, threads=1).query_embed(texts)
+    )
+    assert BatchEmbedder(colbert_dir, threads=1)(batch.slice(0, 0)).num_rows == 0
+
+    with pytest.raises(ValueError, match="a sparse model writes two columns"):
+        BatchEmbedder(splade_dir, output_column="sparse", threads=1)
+    with pytest.raises(ValueError, match="takes no prompt"):
+        BatchEmbedder(colbert_dir, prompt="query: ", threads=1)
+    with pytest.raises(ValueError, match="already has a column 'values'"):
+        BatchEmbedder(splade_dir, threads=1)(batch.append_column("values", pa.array(np.zeros(50))))
+
+
+@pytest.mark.timeout(180)
+def test_sparse_and_multi_vector_parquet_through_ray(cluster, splade_dir, colbert_dir, tmp_path):
+    import pyarrow.parquet as pq
+
+    from fastembed_native import LateInteractionTextEmbedding, SparseTextEmbedding
+
+    texts = random_texts(3000, seed=3)
+    ds = ray.data.from_items([{"id": i, "text": t} for i, t in enumerate(texts)])
+    embed_dataset(ds, splade_dir, actors=2, keep_text=False, rows_per_batch=512).write_parquet(
+        str(tmp_path / "sparse")
+    )
+    table = pq.read_table(tmp_path / "sparse")
+    assert table.column_names == ["id", "indices", "values"]
+    assert (table.schema.field("indices").type, table.schema.field("values").type) == (
+        pa.list_(pa.int32()),
+        pa.list_(pa.float32()),
+    )
+    np.testing.assert_array_equal(np.sort(table.column("id").to_numpy()), np.arange(3000))
+    # A lookup model: no arithmetic depends on the batch, so the values are the very same.
+    assert_sparse_equal(sparse_by_id(table), SparseTextEmbedding(splade_dir).embed(texts))
+
+    embed_dataset(ds, colbert_dir, actors=2, rows_per_batch=512).write_parquet(str(tmp_path / "colbert"))
+    table = pq.read_table(tmp_path / "colbert")
+    model = LateInteractionTextEmbedding(colbert_dir)
+    assert table.schema.field("embedding").type == pa.list_(pa.list_(pa.float32(), model.dim))
+    # Same ORT kernels on other batch shapes: equal up to float rounding.
+    assert_multi_vector_close(table, model.embed(texts), atol=1e-6)
+
+
 def _listening_sockets(processes) -> list[tuple[str, str, int]]:
     """(process name, address, port) of every TCP socket the processes listen on."""
     import psutil

@@ -8,7 +8,10 @@
 
 The result keeps every input column and adds ``embedding``, an Arrow ``fixed_size_list<float>[dim]``
 column, so the Parquet files read back with plain pyarrow (or pandas, DuckDB, Spark), no Ray needed.
-Ray does not keep row order from input to output: join on the id column.
+A sparse (SPLADE) model adds ``indices`` (``list<int32>``) and ``values`` (``list<float>``) instead,
+and a multi-vector (ColBERT) model an ``embedding`` column of ``list<fixed_size_list<float>[dim]>``:
+the columns ``fastembed-native embed`` writes (both build them in ``corpus.rows``), the kind read from
+the model's files. Ray does not keep row order from input to output: join on the id column.
 
 How the work is laid out, and the traps each choice avoids:
 
@@ -45,7 +48,7 @@ except ImportError as exc:  # pragma: no cover - only without the extra
         "install it with: pip install 'fastembed-native[ray]'"
     ) from exc
 
-from ..text_embedding import TextEmbedding
+from ..corpus.encoders import Encoder
 
 __all__ = [
     "DEFAULT_ROWS_PER_BATCH",
@@ -76,18 +79,25 @@ def assigned_cpus() -> float:
 
 class BatchEmbedder:
     """A callable class for ``Dataset.map_batches(..., batch_format="pyarrow")``: a pyarrow Table
-    with a text column in, the same Table with an embedding column added out.
+    with a text column in, the same Table with an embedding column added out (``indices`` and
+    ``values`` for a sparse model, see the module docstring).
 
     Args:
         model: a model directory, a model id from the cache, or None for the default model, as for
-            :class:`~fastembed_native.TextEmbedding`. Loaded once, when the actor starts.
+            :class:`~fastembed_native.TextEmbedding`; a SPLADE or ColBERT model (as its files say)
+            loads as :class:`~fastembed_native.SparseTextEmbedding` or
+            :class:`~fastembed_native.LateInteractionTextEmbedding`. Loaded once, when the actor starts.
         column: the column holding the texts (a string column without nulls).
         id_column: a column every row must have a value in (it is how rows are matched after Ray
             reorders them); None checks nothing. Every input column is kept either way.
-        output_column: the name of the embedding column, which must not exist yet.
+        output_column: the name of the embedding column, which must not exist yet (a sparse
+            model's columns are always ``indices`` and ``values``).
         keep_text: keep ``column`` in the output (False drops it, to write less).
         batch_size: texts per ONNX Runtime run (the engine's ``batch_size``).
-        prompt: text prepended to every input (e.g. e5's "passage: ").
+        prompt: text prepended to every input (e.g. e5's "passage: "); none for a ColBERT model.
+        query: encode the texts as queries, on the model's query side (a ColBERT model's query
+            marker and [MASK] expansion, an inference-free sparse model's static weights, else the
+            model's "query" prompt).
         threads: ONNX Runtime intra-op threads; default: the CPUs Ray assigned this actor, at least 1
             (ORT ignores ``OMP_NUM_THREADS``), or every usable CPU outside Ray.
         **options: further :class:`~fastembed_native.TextEmbedding` options (max_length, providers, ...).
@@ -103,6 +113,7 @@ class BatchEmbedder:
         keep_text: bool = True,
         batch_size: int = 32,
         prompt: str = "",
+        query: bool = False,
         threads: int | None = None,
         **options: Any,
     ) -> None:
@@ -113,8 +124,16 @@ class BatchEmbedder:
             # The tokenizer's Rust thread pool sizes itself from the machine, not from Ray's share;
             # it reads this once, on first use, which is after this line in a fresh actor process.
             os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
-        self.model = TextEmbedding(model, threads=threads, **options)
-        self.threads = self.model.threads
+        self.encoder = Encoder.load(model, query=query, threads=threads, **options)
+        self.encoder.check_prompt(prompt)
+        self.kind = self.encoder.kind
+        self.model = self.encoder.model
+        self.threads = self.encoder.engine.threads
+        if self.kind == "sparse" and output_column != EMBEDDING_COLUMN:
+            raise ValueError(
+                f"output_column={output_column!r}: a sparse model writes two columns, 'indices' and "
+                "'values'; output_column names the column of dense and multi-vector models"
+            )
         self.column = column
         self.id_column = id_column
         self.output_column = output_column
@@ -124,12 +143,14 @@ class BatchEmbedder:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Embed ``batch[column]``; returns ``batch`` (less the text unless ``keep_text``) plus
-        ``output_column`` as ``fixed_size_list<float>[dim]``, rows in the batch's order.
+        ``output_column`` as ``fixed_size_list<float>[dim]`` (a sparse model: ``indices`` and
+        ``values``; a multi-vector model: ``list<fixed_size_list<float>[dim]>``), rows in the
+        batch's order.
 
         Raises:
             TypeError: ``batch`` is not a pyarrow Table, or ``column`` is not a string column.
             KeyError: ``column`` or ``id_column`` is missing (the message lists the batch's columns).
-            ValueError: a text or an id is null (the message names the row), or ``output_column``
+            ValueError: a text or an id is null (the message names the row), or an output column
                 already exists.
         """
         if not isinstance(batch, pa.Table):
@@ -138,14 +159,16 @@ class BatchEmbedder:
                 f"not {type(batch).__name__}"
             )
         texts = self._texts(batch)
-        if self.output_column in batch.column_names:
-            raise ValueError(
-                f"the batch already has a column {self.output_column!r}; choose another output_column"
-            )
-        vectors = self.model.embed(texts, self.batch_size, prompt=self.prompt)
-        embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.model.dim)
+        names = ["indices", "values"] if self.kind == "sparse" else [self.output_column]
+        for name in names:
+            if name in batch.column_names:
+                hint = "rename it" if self.kind == "sparse" else "choose another output_column"
+                raise ValueError(f"the batch already has a column {name!r}; {hint}")
+        rows = self.encoder.embed(texts, batch_size=self.batch_size, prompt=self.prompt)
         out = batch if self.keep_text else batch.drop_columns([self.column])
-        return out.append_column(pa.field(self.output_column, embedding.type, nullable=False), embedding)
+        for (_, array), name in zip(rows.arrow_columns(), names, strict=True):
+            out = out.append_column(pa.field(name, array.type, nullable=False), array)
+        return out
 
     def _texts(self, batch: pa.Table) -> list[str]:
         """The batch's texts as a list of str, after checking the text and id columns."""
@@ -270,6 +293,7 @@ def embed_dataset(
     rows_per_batch: int = DEFAULT_ROWS_PER_BATCH,
     batch_size: int = 32,
     prompt: str = "",
+    query: bool = False,
     **options: Any,
 ) -> ray.data.Dataset:
     """Add an embedding column to ``ds``, computed by a pool of :class:`BatchEmbedder` actors.
@@ -284,17 +308,20 @@ def embed_dataset(
         column: the text column.
         id_column: the column that identifies rows (Ray does not keep their order); each batch is
             checked to have it, without nulls. None skips the check; every input column is kept.
-        output_column: where the embeddings go, as ``fixed_size_list<float>[dim]``.
+        output_column: where the embeddings go, as ``fixed_size_list<float>[dim]`` (a multi-vector
+            model: ``list<fixed_size_list<float>[dim]>``; a sparse model writes ``indices`` and
+            ``values`` instead, and takes no other ``output_column``).
         keep_text: keep the text column in the output.
         actors, cpus_per_actor, reserve_cpus: the pool's shape; see :func:`plan_actors`. Each actor
             runs ONNX Runtime on ``max(1, floor(cpus_per_actor))`` threads.
         rows_per_batch: rows per actor call (Ray's ``batch_size``); the engine length-sorts within it.
         batch_size: texts per ONNX Runtime run, as in :meth:`TextEmbedding.embed`.
         prompt: text prepended to every input.
-        **options: further :class:`~fastembed_native.TextEmbedding` options (max_length, ...).
+        query: encode the texts as queries (see :class:`BatchEmbedder`).
+        **options: further options of the model's class (max_length, ...).
 
     Returns:
-        The Dataset with ``output_column`` added.
+        The Dataset with ``output_column`` (or ``indices`` and ``values``) added.
 
     Raises:
         RuntimeError: Ray is not initialised.
@@ -315,6 +342,7 @@ def embed_dataset(
             "keep_text": keep_text,
             "batch_size": batch_size,
             "prompt": prompt,
+            "query": query,
             **options,
         },
         batch_format="pyarrow",
