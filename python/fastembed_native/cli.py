@@ -340,7 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
         "`bench ray`: Ray Data against in-process, and the break-even (bench ray --help); "
         "`bench serve`: embedding servers side by side, or --soak for memory, --rerank for rerankers "
         "(bench serve --help); "
-        "`bench rerank`: rerankers side by side (bench rerank --help)",
+        "`bench rerank`: rerankers side by side (bench rerank --help); "
+        "`bench sparse`: SPLADE encoders side by side (bench sparse --help); "
+        "`bench late`: ColBERT encoders and MaxSim side by side (bench late --help)",
     )
     return parser
 
@@ -363,6 +365,14 @@ def main(argv: list[str] | None = None) -> int:
         from .bench.rerank import main as rerank_bench_main
 
         return rerank_bench_main(argv[2:])
+    if argv[:2] == ["bench", "sparse"]:  # SPLADE encoders side by side (bench/sparse.py)
+        from .bench.sparse import main as sparse_bench_main
+
+        return sparse_bench_main(argv[2:])
+    if argv[:2] == ["bench", "late"]:  # ColBERT encoders and MaxSim side by side (bench/late.py)
+        from .bench.late import main as late_bench_main
+
+        return late_bench_main(argv[2:])
     if argv[:1] == ["bench"]:  # the benchmark parses its own options
         from .bench.run import main as bench_main
 

@@ -1,4 +1,4 @@
-"""Measurements shared by the benchmarks: parity against a reference and peak memory."""
+"""Measurements shared by the benchmarks: parity against a reference, peak memory, interleaved timing."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,3 +78,38 @@ def find_onnx(model_dir: Path) -> Path:
     from ..engine import find_onnx as find
 
     return find(model_dir)
+
+
+def interleaved(
+    contenders: dict[str, Callable[[Any], Any]],
+    items: Sequence[Any],
+    settle: float,
+    progress: Callable[[int, dict[str, list[float]]], None] | None = None,
+) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
+    """Every contender called on every item, item by item, the contenders' order rotating from one
+    item to the next, each turn after ``settle`` seconds of pause (the previous contender's threads go
+    idle): the seconds of each call and what it returned, per contender.
+
+    A contender that runs in another process times itself: when it has ``last_seconds`` (set by its
+    call), that is its time, not the call's wall time (which includes the transfer)."""
+    names = list(contenders)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    results: dict[str, list[Any]] = {name: [] for name in names}
+    for index, item in enumerate(items):
+        for name in names[index % len(names) :] + names[: index % len(names)]:
+            call = contenders[name]
+            time.sleep(settle)
+            start = time.perf_counter()
+            result = call(item)
+            elapsed = time.perf_counter() - start
+            seconds[name].append(getattr(call, "last_seconds", None) or elapsed)
+            results[name].append(result)
+        if progress is not None:
+            progress(index + 1, seconds)
+    return seconds, results
+
+
+def percentiles_ms(seconds: Sequence[float]) -> dict[str, float]:
+    """p50 and p99 of ``seconds``, in milliseconds."""
+    p50, p99 = np.percentile(np.asarray(seconds) * 1000, [50, 99])
+    return {"p50": float(p50), "p99": float(p99)}

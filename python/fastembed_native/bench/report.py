@@ -1,4 +1,5 @@
-"""The in-process benchmark's report: a markdown table and a bar chart."""
+"""The benchmarks' reports: the in-process benchmark's markdown table and bar chart, and the pieces every
+report uses (the machine, a markdown table, the json + markdown files)."""
 
 from __future__ import annotations
 
@@ -85,3 +86,40 @@ def chart(results: dict[str, Any], batch_sizes: list[int], path: Path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def machine() -> dict[str, Any]:
+    """What a report says about the machine it ran on."""
+    import os
+    import platform
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+def write(out: Path, stem: str, results: dict[str, Any], text: str) -> None:
+    """``<stem>.json`` (the results) and ``<stem>.md`` (the report) into ``out``; the report printed."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    (out / f"{stem}.md").write_text(text)
+    print(text)
+
+
+def ratio(a: float, b: float) -> str:
+    """``a / b`` as a speed-up ("1.23x"); "-" when ``b`` is 0."""
+    return f"{a / b:.2f}x" if b else "-"

@@ -33,38 +33,29 @@ from typing import Any
 import numpy as np
 
 from . import measure
-from .corpus import gather_corpus
+from .corpus import gather_corpus, query_sentences
 from .rerank_contenders import BATCH_SIZES, CONTENDERS, FACTORIES, Rerank
 from .rerank_models import SHAPES, RerankerModel, ensure_model
 
 Workload = list[tuple[str, list[str]]]
 REFERENCE = "st_torch"
 REAL_XLMR_VOCAB = 250_002  # BAAI/bge-reranker-base's (XLM-R's) vocabulary
-QUERY_WORDS = (4, 16)  # a query is a corpus sentence of this many words
 
 
 def build_workload(queries: int, docs: int, corpus: list[str], seed: int = 0) -> Workload:
     """``queries`` (query, documents) items: each query a short single-line sentence from
     ``corpus`` (its paragraphs' first sentences), each with ``docs`` distinct corpus paragraphs,
     drawn reproducibly (candidates of different queries overlap, as retrieval results do)."""
-    sentences = sorted(
-        {
-            first
-            for paragraph in corpus
-            if "\n" not in (first := paragraph.split(". ")[0].strip())
-            and QUERY_WORDS[0] <= len(first.split()) <= QUERY_WORDS[1]
-        }
-    )
-    if len(sentences) < queries or len(corpus) < docs:
+    if len(corpus) < docs:
         raise ValueError(
-            f"the corpus has {len(sentences)} query sentences and {len(corpus)} paragraphs; "
-            f"asked for {queries} queries of {docs} documents"
+            f"the corpus has {len(corpus)} paragraphs; asked for {queries} queries of {docs} documents"
         )
     rng = np.random.default_rng(seed)
-    picked = rng.choice(len(sentences), size=queries, replace=False)
-    return [
-        (sentences[q], [corpus[d] for d in rng.choice(len(corpus), size=docs, replace=False)]) for q in picked
-    ]
+    try:
+        picked = query_sentences(corpus, queries, rng)  # the queries first, then each one's documents
+    except ValueError as exc:
+        raise ValueError(f"{exc} of {docs} documents") from None
+    return [(q, [corpus[d] for d in rng.choice(len(corpus), size=docs, replace=False)]) for q in picked]
 
 
 def run_model(model: RerankerModel, workload: Workload, args: argparse.Namespace) -> dict[str, Any]:
