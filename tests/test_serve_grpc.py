@@ -158,6 +158,15 @@ TEI_MESSAGES = {
         "prompt_name": (5, "string"),
     },
     "EmbedResponse": {"embeddings": (1, "float[]"), "metadata": (2, "Metadata")},
+    # EmbedSparse: as in TEI's proto at commit 0d124dc.
+    "EmbedSparseRequest": {
+        "inputs": (1, "string"),
+        "truncate": (2, "bool"),
+        "truncation_direction": (3, "TruncationDirection"),
+        "prompt_name": (4, "string"),
+    },
+    "SparseValue": {"index": (1, "uint32"), "value": (2, "float")},
+    "EmbedSparseResponse": {"sparse_embeddings": (1, "SparseValue[]"), "metadata": (2, "Metadata")},
     "EncodeRequest": {
         "inputs": (1, "string"),
         "add_special_tokens": (2, "bool"),
@@ -195,6 +204,8 @@ TEI_METHODS = {
     "Embed": {
         "Embed": "EmbedRequest -> EmbedResponse",
         "EmbedStream": "stream EmbedRequest -> stream EmbedResponse",
+        "EmbedSparse": "EmbedSparseRequest -> EmbedSparseResponse",
+        "EmbedSparseStream": "stream EmbedSparseRequest -> stream EmbedSparseResponse",
     },
     "Rerank": {
         "Rerank": "RerankRequest -> RerankResponse",

@@ -23,8 +23,14 @@ it: a job whose tokens alone exceed ``max_queued_tokens`` is refused with 413, e
 queue never holds more than ``2 * max_queued_tokens`` tokens (the memory bound: one job of up to the
 limit, and every other job within the limit again).
 
+Heads. What one call computes is the queue's :data:`EngineCall`: the encodings of every job in the call
+in, one result per encoding out (a float32 array's rows for embeddings and a reranker's logits, a list
+of sparse vectors for SPLADE, a list of ``(tokens, dim)`` arrays for ColBERT), handed back to each job's
+``out`` slice by slice. Jobs carry a ``group``, and a call holds jobs of one group only: what changes
+the engine call for every row (the prompt tokens the pooling skips; a ColBERT query or document).
+
 Threads: ``submit``, ``cancel`` and ``abandon`` run on the event loop; the engine thread only touches a
-job's arrays and hands results back with ``loop.call_soon_threadsafe``. The engine releases the GIL
+job's ``out`` and hands results back with ``loop.call_soon_threadsafe``. The engine releases the GIL
 while it runs.
 """
 
@@ -35,13 +41,12 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, MutableSequence, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from ..engine import Embedder
 from .errors import ApiError, Draining, EngineFailure, Overloaded, PayloadTooLarge
 
 
@@ -55,15 +60,45 @@ class TokenSequence(Protocol):
     def __len__(self) -> int: ...
 
 
+#: One engine call of a head: ``(encodings, group) -> results``, one result per encoding in order (a
+#: float32 array's rows, or a list). Runs on the queue's engine thread; an exception fails every job
+#: of the call.
+EngineCall = Callable[[Sequence[TokenSequence], Any], "np.ndarray | Sequence[Any]"]
+
+
+class DenseEngine(Protocol):
+    """What :func:`dense_call` needs of an engine (``Embedder`` has it)."""
+
+    @property
+    def dim(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
+    def embed_encodings(self, encodings: Any, out: np.ndarray, batch_size: int, **options: Any) -> None: ...
+
+
+def dense_call(engine: DenseEngine) -> EngineCall:
+    """The engine's pooled rows (embeddings unnormalised, or a reranker's logits): float32
+    ``(len(encodings), dim)``; the group is the prompt tokens the pooling skips."""
+
+    def run(encodings: Sequence[TokenSequence], skip_prefix: Any) -> np.ndarray:
+        out = np.empty((len(encodings), engine.dim), dtype=np.float32)
+        engine.embed_encodings(encodings, out, engine.batch_size, normalize=False, skip_prefix=skip_prefix)
+        return out
+
+    return run
+
+
 @dataclass(eq=False)  # compared by identity: the queue finds and removes jobs by ``in`` / ``remove``
 class Job:
-    """One request's inputs for one model, and where their raw (unnormalised) vectors go."""
+    """One request's inputs for one model, and where their results go: ``out[i]`` receives input
+    ``i``'s (a float32 array of rows for :func:`dense_call`, a list for the other heads)."""
 
     encodings: Sequence[TokenSequence]
-    out: np.ndarray  # float32 (len(encodings), dim)
+    out: np.ndarray | MutableSequence[Any]
     future: asyncio.Future[None]
     tokens: int
-    skip_prefix: int = 0  # prompt tokens left out of pooling (include_prompt: false models)
+    #: Jobs of one group share calls (dense: prompt tokens left out of pooling; ColBERT: is_query).
+    group: Hashable = 0
     enqueued: float = field(default_factory=time.perf_counter)
     done: int = 0  # encodings embedded so far
     taken: int = 0  # encodings handed to calls so far
@@ -88,7 +123,8 @@ class BatchQueue:
 
     Args:
         name: the model's served name (for metrics and messages).
-        embedder: the engine.
+        call: what one engine call computes (:data:`EngineCall`); an engine with ``embed_encodings``
+            stands for ``dense_call(engine)``.
         max_call_tokens: tokens (real, not padded) one engine call takes at most, over all requests.
         max_queued_tokens: the queue's limit, shared fairly (see the module docstring): a job over it
             alone gets 413; a job over its fair share of it, 429; never more than twice it queued.
@@ -98,14 +134,14 @@ class BatchQueue:
     def __init__(
         self,
         name: str,
-        embedder: Embedder,
+        call: EngineCall | DenseEngine,
         *,
         max_call_tokens: int,
         max_queued_tokens: int,
         metrics: BatchMetrics | None = None,
     ) -> None:
         self.name = name
-        self.embedder = embedder
+        self.call: EngineCall = dense_call(call) if hasattr(call, "embed_encodings") else call  # type: ignore[arg-type]
         self.max_call_tokens = max_call_tokens
         self.max_queued_tokens = max_queued_tokens
         self._metrics = metrics
@@ -247,17 +283,18 @@ class BatchQueue:
     def _take(self) -> list[tuple[Job, int, int]]:
         """Parts (job, first, stop) for one call, up to ``max_call_tokens`` (at least one input).
 
-        A call holds jobs of one ``skip_prefix`` (the engine leaves that many prompt tokens out of
-        every row's pooling); jobs with another stay at the head of the queue for the next call.
+        A call holds jobs of one ``group`` (what changes the engine call for every row: the prompt
+        tokens the pooling skips, a ColBERT query or document); jobs of another stay at the head of
+        the queue for the next call.
         A job only partly taken is parked until the call ends (``_work`` queues its rest again).
         """
         parts: list[tuple[Job, int, int]] = []
         budget = self.max_call_tokens
-        skip = self._pending[0].skip_prefix
+        group = self._pending[0].group
         other: list[Job] = []
         while self._pending and budget > 0:
             job = self._pending[0]
-            if job.skip_prefix != skip:
+            if job.group != group:
                 other.append(self._pending.popleft())
                 continue
             first = stop = job.taken
@@ -283,16 +320,13 @@ class BatchQueue:
 
     def _run(self, parts: list[tuple[Job, int, int]]) -> None:
         encodings = [e for job, first, stop in parts for e in job.encodings[first:stop]]
-        out = np.empty((len(encodings), self.embedder.dim), dtype=np.float32)
         start = time.perf_counter()
         self.busy_since = start
         for job, _, _ in parts:
             if job.started is None:
                 job.started = start
         try:
-            self.embedder.embed_encodings(
-                encodings, out, self.embedder.batch_size, normalize=False, skip_prefix=parts[0][0].skip_prefix
-            )
+            out = self.call(encodings, parts[0][0].group)
         except Exception as exc:  # the engine failed on validated input: every job in the call fails
             self.busy_since = None
             failure = EngineFailure(f"the engine failed: {type(exc).__name__}: {exc}")

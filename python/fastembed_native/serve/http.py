@@ -38,18 +38,23 @@ from .errors import (
 from .limits import Admission
 from .protocol import (
     CohereRerankRequest,
+    MultiVectorEmbedRequest,
     OpenAIEmbeddingRequest,
     TEIEmbedRequest,
+    TEIEmbedSparseRequest,
     TEIRerankRequest,
     TEITokenizeRequest,
     cohere_rerank_response,
     models_response,
+    multivector_response,
     openai_response,
     tei_rerank_response,
     tei_response,
+    tei_sparse_response,
 )
 from .rerank import RerankResult
 from .service import EmbeddingService, EmbedRequest, EmbedResult
+from .sparse import MultiVectorResult, SparseResult
 
 log = logging.getLogger("fastembed_native.serve")
 
@@ -64,6 +69,8 @@ _ROUTES = (
     "/v1/embeddings",
     "/embeddings",
     "/embed",
+    "/embed_sparse",
+    "/embed_multi_vector",
     "/tokenize",
     "/rerank",
     "/v1/rerank",
@@ -125,7 +132,7 @@ async def run_or_drop(request: Request, job: Awaitable[T]) -> T:
     return work.result()
 
 
-def timing_headers(result: EmbedResult | RerankResult) -> dict[str, str]:
+def timing_headers(result: EmbedResult | RerankResult | SparseResult | MultiVectorResult) -> dict[str, str]:
     """TEI's timing headers, in milliseconds."""
     t = result.timings
     return {
@@ -133,7 +140,7 @@ def timing_headers(result: EmbedResult | RerankResult) -> dict[str, str]:
         "x-tokenization-time": f"{t.tokenize * 1000:.3f}",
         "x-queue-time": f"{t.queue * 1000:.3f}",
         "x-inference-time": f"{t.inference * 1000:.3f}",
-        "x-compute-tokens": str(result.prompt_tokens if isinstance(result, EmbedResult) else result.tokens),
+        "x-compute-tokens": str(result.tokens if isinstance(result, RerankResult) else result.prompt_tokens),
     }
 
 
@@ -242,6 +249,22 @@ def create_app(service: EmbeddingService) -> FastAPI:
         body = await _parse(request, TEIEmbedRequest)
         result = await embed_or_drop(service, request, body.to_service())
         return JSONBytes(tei_response(result), headers=timing_headers(result))
+
+    @app.post("/embed_sparse", openapi_extra=_body_schema(TEIEmbedSparseRequest))
+    async def tei_embed_sparse(request: Request) -> Response:
+        body = await _parse(request, TEIEmbedSparseRequest)
+        result = await run_or_drop(request, service.embed_sparse(body.to_service()))
+        return Response(
+            tei_sparse_response(result), media_type="application/json", headers=timing_headers(result)
+        )
+
+    @app.post("/embed_multi_vector", openapi_extra=_body_schema(MultiVectorEmbedRequest))
+    async def embed_multi_vector(request: Request) -> Response:
+        body = await _parse(request, MultiVectorEmbedRequest)
+        result = await run_or_drop(
+            request, service.embed_multi_vector(body.to_service(), body.encoding_format)
+        )
+        return JSONBytes(multivector_response(result, body.encoding_format), headers=timing_headers(result))
 
     @app.post("/tokenize", openapi_extra=_body_schema(TEITokenizeRequest))
     async def tei_tokenize(request: Request) -> Response:

@@ -137,15 +137,22 @@ async def acquire_waiting(budget: RequestBudget, n: int, poll: float = 0.05) -> 
         await asyncio.sleep(poll)
 
 
-def charge_answer(n: int) -> None:
+def charge_answer(n: int, too_large: ApiError | None = None) -> None:
     """Charge the request being served (when it came through :class:`Admission`) ``n`` more bytes
     for its answer, before any work is done for it.
 
     Raises:
         Overloaded: the budget has no room for it (429, ``retry-after-ms``).
+        ApiError: ``too_large``, when given and the request could not fit even with nothing else in
+            flight (a retry would never be admitted: the client must send less).
     """
     ticket = _ticket.get()
     if ticket is not None:
+        if too_large is not None:
+            total = ticket.charged + n
+            budget = ticket.budget
+            if total > budget.limit + (budget.reserve if total <= SMALL_REQUEST_BYTES else 0):
+                raise too_large
         ticket.grow(n)
 
 

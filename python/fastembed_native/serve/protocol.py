@@ -1,6 +1,6 @@
 """The HTTP wire schema in one place: OpenAI's embeddings contract, text-embeddings-inference's
-(TEI) ``/embed``, ``/tokenize`` and ``/rerank``, and Cohere's ``/v1/rerank``, as typed request models,
-and the response builders.
+(TEI) ``/embed``, ``/embed_sparse``, ``/tokenize`` and ``/rerank``, Cohere's ``/v1/rerank``, and our
+``/embed_multi_vector``, as typed request models, and the response builders.
 
 Inputs are typed ``Any`` here on purpose: the service checks them (one string, strings, token ids)
 with messages that name the item at fault, the same for HTTP and gRPC.
@@ -12,10 +12,19 @@ import base64
 from typing import Any, Literal
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from .rerank import RerankRequest, RerankResult
 from .service import EmbedRequest, EmbedResult
+from .sparse import (
+    MultiVectorRequest,
+    MultiVectorResult,
+    SparseRequest,
+    SparseResult,
+    multivector_item,
+    tei_sparse_items,
+)
 
 
 class _Request(BaseModel):
@@ -67,6 +76,35 @@ class TEIEmbedRequest(_Request):
             dimensions=self.dimensions,
             prompt_name=self.prompt_name,
         )
+
+
+class TEIEmbedSparseRequest(_Request):
+    """``POST /embed_sparse`` as TEI defines it (``model`` is our extension: unset, the server's first
+    sparse model)."""
+
+    inputs: Any
+    truncate: StrictBool | None = None
+    truncation_direction: Literal["Right", "right"] = "Right"
+    prompt_name: StrictStr | None = None
+    model: StrictStr | None = None
+
+    def to_service(self) -> SparseRequest:
+        return SparseRequest(self.inputs, self.model, self.truncate, self.prompt_name)
+
+
+class MultiVectorEmbedRequest(_Request):
+    """``POST /embed_multi_vector``: a ColBERT model's token vectors (unset ``model``: the server's
+    first multi-vector model). ``input_type`` "document" (default: skiplist dropped, cut to the
+    model's ``document_length``) or "query" ([MASK]-expanded to ``query_length`` rows);
+    ``encoding_format`` "float" (nested arrays) or "base64" (little-endian float32, row after row)."""
+
+    inputs: Any = Field(description="a string or a list of strings")
+    model: StrictStr | None = None
+    input_type: Any = "document"
+    encoding_format: Literal["float", "base64"] = "float"
+
+    def to_service(self) -> MultiVectorRequest:
+        return MultiVectorRequest(self.inputs, self.model, self.input_type)
 
 
 class TEITokenizeRequest(_Request):
@@ -145,6 +183,26 @@ def openai_response(result: EmbedResult, encoding_format: str) -> dict[str, Any]
 def tei_response(result: EmbedResult) -> np.ndarray:
     """TEI's ``/embed`` response: one list of floats per input (the array; orjson writes it)."""
     return result.vectors
+
+
+def tei_sparse_response(result: SparseResult) -> bytes:
+    """TEI's ``/embed_sparse`` answer, ``[[{"index", "value"}, ...], ...]``, written text by text:
+    at most one text's items exist as Python objects at a time (a SPLADE vector may hold a value
+    for every word of the vocabulary)."""
+    parts = [orjson.dumps(tei_sparse_items(v), option=orjson.OPT_SERIALIZE_NUMPY) for v in result.vectors]
+    return b"[" + b",".join(parts) + b"]"
+
+
+def multivector_response(result: MultiVectorResult, encoding_format: str) -> dict[str, Any]:
+    """``/embed_multi_vector``'s answer: ``{"object": "list", "model", "data": [{"object":
+    "multi_vector", "index", "shape": [rows, dim], "embedding"}], "usage"}``; float rows stay numpy
+    arrays (orjson writes them directly)."""
+    return {
+        "object": "list",
+        "model": result.model,
+        "data": [multivector_item(v, i, encoding_format) for i, v in enumerate(result.vectors)],
+        "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+    }
 
 
 def models_response(names: list[str], created: int) -> dict[str, Any]:

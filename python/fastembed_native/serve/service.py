@@ -1,6 +1,13 @@
 """The embedding service every transport calls: validation, tokenization, the cache, the batching
 queue and the per-request finishing (``dimensions``, ``normalize``). HTTP and gRPC only translate
-their wire formats to :class:`EmbedRequest` and back, so both protocols behave (and batch) as one.
+their wire formats to :class:`EmbedRequest` (and the rerank, sparse and multi-vector requests) and
+back, so both protocols behave (and batch) as one.
+
+Each served model has a kind, read from its files when it is loaded: ``embedding`` (dense vectors),
+``reranker`` (scores pairs), ``sparse`` (SPLADE) or ``multi-vector`` (ColBERT). Every kind runs on
+the same batching core (serve/batcher.py) with its own engine call; a request that names a model of
+another kind than its route serves gets 400 ``wrong_model_kind`` saying what the model is and where
+to send it.
 """
 
 from __future__ import annotations
@@ -16,17 +23,33 @@ import numpy as np
 from .. import __version__
 from ..cross_encoder import TextCrossEncoder
 from ..engine import Embedder, truncate_dimensions
+from ..engine.multivector import MultiVectorEmbedder, is_colbert
 from ..engine.scores import Scorer, activate, is_score_model
+from ..engine.sparse import SparseEmbedder, SparseEmbedding, is_sparse_model
+from ..late_interaction import LateInteractionTextEmbedding
 from ..models import resolve_model
+from ..sparse_text_embedding import SparseTextEmbedding
 from ..text_embedding import TextEmbedding
-from .batcher import BatchQueue, Job, stuck_queues
+from .batcher import BatchQueue, EngineCall, Job, dense_call, stuck_queues
 from .cache import EmbeddingCache
 from .config import ServeConfig
-from .errors import BadRequest, Draining, ModelNotFound, quote_input
+from .errors import BadRequest, Draining, ModelNotFound, PayloadTooLarge, quote_input
 from .inputs import TokenIds, check_inputs, token_ids
 from .limits import ANSWER_BYTES_PER_DIMENSION, TOKENIZE_BYTES_PER_TOKEN, RequestBudget, charge_answer
 from .metrics import Metrics
 from .rerank import RERANK_BYTES_PER_RESULT, RerankRequest, RerankResult, check_rerank, encode_pairs, ranked
+from .sparse import (
+    MultiVectorRequest,
+    MultiVectorResult,
+    SparseRequest,
+    SparseResult,
+    check_input_type,
+    encode_multivector,
+    multivector_answer_bytes,
+    multivector_call,
+    sparse_answer_bytes,
+    sparse_call,
+)
 from .tokenize import Tokenization
 
 T = TypeVar("T")
@@ -65,16 +88,67 @@ class EmbedResult:
     timings: Timings = field(default_factory=Timings)
 
 
+#: What a model of each kind is called in messages, and where its requests go.
+KINDS = {
+    "embedding": ("an embedding model", "/v1/embeddings (OpenAI), /embed (TEI) or the Embed gRPC calls"),
+    "reranker": ("a reranker", "/rerank (TEI), /v1/rerank (Cohere) or the Rerank gRPC calls"),
+    "sparse": ("a sparse (SPLADE) model", "/embed_sparse (TEI) or the EmbedSparse gRPC calls"),
+    "multi-vector": (
+        "a multi-vector (ColBERT) model",
+        "/embed_multi_vector or the EmbedMultiVector gRPC call",
+    ),
+}
+
+#: A head other than dense pooling: what a sparse or multi-vector model is served by.
+Head = SparseEmbedder | MultiVectorEmbedder
+
+
 @dataclass
 class ServedModel:
     name: str
-    embedder: Embedder  # the engine (a reranker's too: its score head runs on one)
+    embedder: Embedder  # the engine (every head runs on one)
     queue: BatchQueue
     scorer: Scorer | None = None  # set for a reranker: what turns its logits into scores
+    head: Head | None = None  # set for a sparse or multi-vector model
 
     @property
     def kind(self) -> str:
-        return "embedding" if self.scorer is None else "reranker"
+        if self.scorer is not None:
+            return "reranker"
+        if isinstance(self.head, SparseEmbedder):
+            return "sparse"
+        if isinstance(self.head, MultiVectorEmbedder):
+            return "multi-vector"
+        return "embedding"
+
+    def describe(self) -> dict[str, Any]:
+        """What /info and ListModels say of the model: its width (a sparse model's is its
+        vocabulary), max length (a ColBERT model's is its document length), pooling and prompts."""
+        engine = self.embedder
+        facts = {
+            "dim": engine.dim,
+            "max_length": engine.max_length,
+            "pooling": engine.pooling,
+            "normalize": engine.normalize,
+            "prompts": engine.prompts,
+        }
+        if isinstance(self.head, SparseEmbedder):
+            facts.update(pooling=f"splade-{self.head.splade.pooling}", normalize=False)
+        elif isinstance(self.head, MultiVectorEmbedder):
+            colbert = self.head.colbert
+            facts.update(max_length=colbert.document_length, pooling="none", normalize=True)
+            facts["query_length"] = colbert.query_length
+        return facts
+
+    def refuse(self, wanted: str) -> BadRequest:
+        """400 ``wrong_model_kind``: this model is not of the ``wanted`` kind; says what it is and
+        where to send it."""
+        what, routes = KINDS[self.kind]
+        return BadRequest(
+            f"model {self.name!r} is {what}, not {KINDS[wanted][0]}: send it to {routes}",
+            param="model",
+            code="wrong_model_kind",
+        )
 
 
 class EmbeddingService:
@@ -86,24 +160,35 @@ class EmbeddingService:
         config: ServeConfig,
         metrics: Metrics | None = None,
         scorers: dict[str, Scorer] | None = None,
+        heads: dict[str, Head] | None = None,
     ) -> None:
         """``embedders``: each served model's engine by name; ``scorers``: the rerankers among them
-        (their score heads, whose engines ``embedders`` holds)."""
+        (their score heads, whose engines ``embedders`` holds); ``heads``: the sparse and
+        multi-vector models among them (their heads, whose engines ``embedders`` holds)."""
         scorers = scorers or {}
+        heads = heads or {}
         if not embedders:
             raise ValueError("a server needs at least one model")
         self.config = config
         self.metrics = metrics or Metrics()
         self.models: dict[str, ServedModel] = {}
         for name, embedder in embedders.items():
+            head = heads.get(name)
+            call: EngineCall
+            if isinstance(head, SparseEmbedder):
+                call = sparse_call(head)
+            elif isinstance(head, MultiVectorEmbedder):
+                call = multivector_call(head)
+            else:  # embeddings, and a reranker's logits: the engine's pooled rows
+                call = dense_call(embedder)
             queue = BatchQueue(
                 name,
-                embedder,
+                call,
                 max_call_tokens=config.max_call_tokens,
                 max_queued_tokens=config.max_queued_tokens,
                 metrics=self.metrics,
             )
-            self.models[name] = ServedModel(name, embedder, queue, scorers.get(name))
+            self.models[name] = ServedModel(name, embedder, queue, scorers.get(name), head)
         self.default_model = next(iter(self.models))
         self.cache = EmbeddingCache(config.cache_bytes) if config.cache_bytes > 0 else None
         self.draining = False
@@ -115,19 +200,29 @@ class EmbeddingService:
 
     @classmethod
     def load(cls, config: ServeConfig) -> EmbeddingService:
-        """Load every model of ``config`` (each resolved like ``TextEmbedding(source)``); a reranker
-        (its files say so: see ``is_score_model``) is loaded as a ``TextCrossEncoder``."""
+        """Load every model of ``config`` (each resolved like ``TextEmbedding(source)``), as its
+        files say it is: a reranker (``is_score_model``) as a ``TextCrossEncoder``, a SPLADE model
+        (``is_sparse_model``) as a ``SparseTextEmbedding``, a ColBERT model (``is_colbert``) as a
+        ``LateInteractionTextEmbedding``, anything else as a ``TextEmbedding``."""
         embedders: dict[str, Embedder] = {}
         scorers: dict[str, Scorer] = {}
+        heads: dict[str, Head] = {}
         for spec in config.models:
             if spec.name in embedders:
                 raise ValueError(f"two models are served as {spec.name!r}; name them with NAME=SOURCE")
-            if is_score_model(resolve_model(spec.source)):
+            model_dir = resolve_model(spec.source)
+            if is_score_model(model_dir):
                 scorer = TextCrossEncoder(spec.source, threads=config.threads)
                 scorers[spec.name], embedders[spec.name] = scorer, scorer.engine
+            elif is_sparse_model(model_dir):
+                sparse = SparseTextEmbedding(spec.source, threads=config.threads)
+                heads[spec.name], embedders[spec.name] = sparse, sparse.engine
+            elif is_colbert(model_dir):
+                colbert = LateInteractionTextEmbedding(spec.source, threads=config.threads)
+                heads[spec.name], embedders[spec.name] = colbert, colbert.engine
             else:  # by its source, not its directory: the registry adds what only it knows (prompts)
                 embedders[spec.name] = TextEmbedding(spec.source, threads=config.threads)
-        return cls(embedders, config, scorers=scorers)
+        return cls(embedders, config, scorers=scorers, heads=heads)
 
     # -- models ------------------------------------------------------------------------------------
     def resolve(self, name: str | None) -> ServedModel:
@@ -163,13 +258,8 @@ class EmbeddingService:
     async def _embed(self, request: EmbedRequest) -> EmbedResult:
         start = time.perf_counter()
         served = self.resolve(request.model)
-        if served.scorer is not None:
-            raise BadRequest(
-                f"model {served.name!r} is a reranker, not an embedding model: send it to /rerank "
-                "(TEI), /v1/rerank (Cohere) or the Rerank gRPC call",
-                param="model",
-                code="wrong_model_kind",
-            )
+        if served.kind != "embedding":
+            raise served.refuse("embedding")
         embedder = served.embedder
         inputs = check_inputs(request.inputs, self.config.max_inputs)
         dimensions = request.dimensions
@@ -204,14 +294,7 @@ class EmbeddingService:
 
         if encodings:
             job_out = np.empty((len(encodings), embedder.dim), dtype=np.float32)
-            future = asyncio.get_running_loop().create_future()
-            job = Job(encodings, job_out, future, sum(len(e) for e in encodings), skip_prefix=skip)
-            served.queue.submit(job)
-            try:
-                await job.future
-            except asyncio.CancelledError:
-                served.queue.cancel(job)
-                raise
+            job = await self._run_job(served, encodings, job_out, group=skip)
             if len(missing) == len(inputs):
                 raw = job_out  # nothing came from the cache: the engine's rows are the whole answer
             else:
@@ -228,21 +311,43 @@ class EmbeddingService:
         self._count(served.name, len(inputs), int(tokens.sum()), timings)
         return EmbedResult(served.name, vectors, int(tokens.sum()), timings)
 
+    async def _run_job(self, served: ServedModel, encodings: Any, out: Any, group: Any = 0) -> Job:
+        """Queue ``encodings`` on ``served``'s batching queue and wait until ``out`` holds their
+        results; cancelling the awaiting task drops what has not run yet."""
+        future = asyncio.get_running_loop().create_future()
+        job = Job(encodings, out, future, sum(len(e) for e in encodings), group=group)
+        served.queue.submit(job)
+        try:
+            await job.future
+        except asyncio.CancelledError:
+            served.queue.cancel(job)
+            raise
+        return job
+
     # -- reranking -----------------------------------------------------------------------------
+    def default_of(self, kind: str) -> str:
+        """The first model of ``kind`` served (TEI's Rerank and EmbedSparse calls name no model).
+
+        Raises:
+            BadRequest: no model of that kind is served.
+        """
+        name = next((n for n, s in self.models.items() if s.kind == kind), None)
+        if name is None:
+            what = KINDS[kind][0].split(" ", 1)[1]
+            raise BadRequest(
+                f"no {what} is served here (models: {', '.join(self.models)}); start the server with "
+                f"--model NAME=<{KINDS[kind][0]}>",
+                code="wrong_model_kind",
+            )
+        return name
+
     def default_reranker(self) -> str:
         """The first reranker served (TEI's Rerank calls name no model).
 
         Raises:
             BadRequest: no reranker is served.
         """
-        name = next((n for n, s in self.models.items() if s.scorer is not None), None)
-        if name is None:
-            raise BadRequest(
-                f"no reranker is served here (models: {', '.join(self.models)}); start the server with "
-                "--model NAME=<a reranker>",
-                code="wrong_model_kind",
-            )
-        return name
+        return self.default_of("reranker")
 
     async def rerank(self, request: RerankRequest) -> RerankResult:
         """Score ``request``'s documents against its query, batched with every other request to the
@@ -269,11 +374,7 @@ class EmbeddingService:
         served = self.resolve(request.model or self.default_reranker())
         scorer = served.scorer
         if scorer is None:
-            raise BadRequest(
-                f"model {served.name!r} is an embedding model, not a reranker: send it to /v1/embeddings or /embed",
-                param="model",
-                code="wrong_model_kind",
-            )
+            raise served.refuse("reranker")
         query, documents, top_n, instruction = check_rerank(request, self.config.max_inputs)
         if instruction is not None and scorer.prompt is None:
             raise BadRequest(
@@ -290,21 +391,115 @@ class EmbeddingService:
         )
         timings.tokenize = time.perf_counter() - tokenize_start
         logits = np.empty((len(encodings), served.embedder.dim), dtype=np.float32)
-        future = asyncio.get_running_loop().create_future()
-        tokens = sum(len(e) for e in encodings)
-        job = Job(encodings, logits, future, tokens)
-        served.queue.submit(job)
-        try:
-            await job.future
-        except asyncio.CancelledError:
-            served.queue.cancel(job)
-            raise
+        job = await self._run_job(served, encodings, logits)
+        tokens = job.tokens
         timings.queue = (job.started or job.enqueued) - job.enqueued
         timings.inference = job.inference_seconds
         scores = logits[:, 0] if request.raw_scores else activate(logits, scorer.activation)[:, 0]
         timings.total = time.perf_counter() - start
         self._count(served.name, len(documents), tokens, timings)
         return RerankResult(served.name, scores, ranked(scores, top_n), documents, tokens, timings)
+
+    # -- sparse and multi-vector ----------------------------------------------------------------
+    async def embed_sparse(self, request: SparseRequest) -> SparseResult:
+        """One sparse vector per input from a SPLADE model (the first served when the request names
+        none), batched with every other request to the same model.
+
+        Raises:
+            ApiError: as :meth:`embed` does; BadRequest ``wrong_model_kind`` for a model of another kind.
+        """
+        return await self._admitted(lambda: self._embed_sparse(request))
+
+    async def _embed_sparse(self, request: SparseRequest) -> SparseResult:
+        start = time.perf_counter()
+        served = self.resolve(request.model or self.default_of("sparse"))
+        head = served.head
+        if not isinstance(head, SparseEmbedder):
+            raise served.refuse("sparse")
+        inputs = check_inputs(request.inputs, self.config.max_inputs)
+        self._charge_answer(
+            sparse_answer_bytes(head, len(inputs)), len(inputs), "a vocabulary-wide sparse vector"
+        )
+        truncate = self.config.auto_truncate if request.truncate is None else bool(request.truncate)
+        timings = Timings()
+        if isinstance(inputs[0], str):
+            texts, _ = self._prompted(served, inputs, request.prompt_name)
+            tokenize_start = time.perf_counter()
+            encodings = await self._tokenize(served.embedder, texts, list(range(len(texts))), truncate)
+            timings.tokenize = time.perf_counter() - tokenize_start
+        else:
+            if request.prompt_name:
+                raise BadRequest("prompt_name applies to text inputs, not to token ids", param="prompt_name")
+            encodings = token_ids(served.embedder, inputs, truncate)
+        vectors: list[SparseEmbedding] = [None] * len(encodings)  # type: ignore[list-item]
+        job = await self._run_job(served, encodings, vectors)
+        timings.queue = (job.started or job.enqueued) - job.enqueued
+        timings.inference = job.inference_seconds
+        timings.total = time.perf_counter() - start
+        self._count(served.name, len(inputs), job.tokens, timings)
+        return SparseResult(served.name, vectors, job.tokens, timings)
+
+    async def embed_multi_vector(
+        self, request: MultiVectorRequest, encoding_format: str = "float"
+    ) -> MultiVectorResult:
+        """One float32 ``(tokens, dim)`` array per input from a ColBERT model (the first served when
+        the request names none), batched with every other request of the same model and input type.
+        ``encoding_format`` only sizes the answer's charge.
+
+        Raises:
+            ApiError: as :meth:`embed` does; BadRequest ``wrong_model_kind`` for a model of another kind.
+        """
+        return await self._admitted(lambda: self._embed_multi_vector(request, encoding_format))
+
+    async def _embed_multi_vector(
+        self, request: MultiVectorRequest, encoding_format: str
+    ) -> MultiVectorResult:
+        start = time.perf_counter()
+        served = self.resolve(request.model or self.default_of("multi-vector"))
+        head = served.head
+        if not isinstance(head, MultiVectorEmbedder):
+            raise served.refuse("multi-vector")
+        is_query = check_input_type(request.input_type)
+        inputs = check_inputs(request.inputs, self.config.max_inputs)
+        if not isinstance(inputs[0], str):
+            raise BadRequest(
+                "a multi-vector model takes text inputs, not token ids (ColBERT adds its own markers)",
+                param="input",
+            )
+        rows = head.colbert.query_length if is_query else head.colbert.document_length
+        self._charge_answer(
+            multivector_answer_bytes(head, len(inputs), is_query, encoding_format),
+            len(inputs),
+            f"up to {rows} rows of {head.dim} floats",
+        )
+        timings = Timings()
+        tokenize_start = time.perf_counter()
+        encodings = await self.tokenization.run(
+            inputs, lambda small: encode_multivector(head, inputs, is_query)
+        )
+        timings.tokenize = time.perf_counter() - tokenize_start
+        vectors: list[np.ndarray] = [None] * len(encodings)  # type: ignore[list-item]
+        job = await self._run_job(served, encodings, vectors, group=is_query)
+        timings.queue = (job.started or job.enqueued) - job.enqueued
+        timings.inference = job.inference_seconds
+        timings.total = time.perf_counter() - start
+        self._count(served.name, len(inputs), job.tokens, timings)
+        return MultiVectorResult(served.name, vectors, head.dim, job.tokens, timings)
+
+    def _charge_answer(self, n: int, inputs: int, each: str) -> None:
+        """Charge the request's answer of ``n`` bytes (``inputs`` inputs, ``each`` one of them at
+        most) to the budget of requests in flight: 429 when it has no room now, 413 when it would
+        have none even alone (retrying cannot help; the message says how many inputs fit)."""
+        per_input = max(1, n // max(1, inputs))
+        limit = self.budget.limit
+        too_large = PayloadTooLarge(
+            f"the answer to {inputs} inputs may take {n} bytes (each {each}), more than the server holds "
+            f"for all requests in flight ({limit} bytes, --max-inflight-bytes); send at most "
+            f"{max(1, limit // per_input - 1)} inputs per request",
+            param="input",
+            code="answer_too_large",
+        )
+        charge_answer(n, too_large)  # or 429 (serve/limits.py)
 
     def _prompted(
         self, served: ServedModel, texts: list[str], prompt_name: str | None
@@ -397,11 +592,7 @@ class EmbeddingService:
                     "id": name,
                     "kind": served.kind,
                     "path": str(served.embedder.model_dir),
-                    "dim": served.embedder.dim,
-                    "max_length": served.embedder.max_length,
-                    "pooling": served.embedder.pooling,
-                    "normalize": served.embedder.normalize,
-                    "prompts": served.embedder.prompts,
+                    **served.describe(),
                     "providers": served.embedder.providers,
                 }
                 for name, served in self.models.items()

@@ -1,10 +1,18 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class InputType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INPUT_TYPE_DOCUMENT: _ClassVar[InputType]
+    INPUT_TYPE_QUERY: _ClassVar[InputType]
+INPUT_TYPE_DOCUMENT: InputType
+INPUT_TYPE_QUERY: InputType
 
 class EmbedRequest(_message.Message):
     __slots__ = ("inputs", "model", "dimensions", "normalize", "truncate", "prompt_name")
@@ -98,6 +106,74 @@ class RankedDocument(_message.Message):
     document: str
     def __init__(self, index: _Optional[int] = ..., score: _Optional[float] = ..., document: _Optional[str] = ...) -> None: ...
 
+class EmbedSparseRequest(_message.Message):
+    __slots__ = ("inputs", "model", "truncate", "prompt_name")
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_NAME_FIELD_NUMBER: _ClassVar[int]
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    model: str
+    truncate: bool
+    prompt_name: str
+    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., truncate: _Optional[bool] = ..., prompt_name: _Optional[str] = ...) -> None: ...
+
+class SparseVector(_message.Message):
+    __slots__ = ("indices", "values")
+    INDICES_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    indices: _containers.RepeatedScalarFieldContainer[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, indices: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class EmbedSparseResponse(_message.Message):
+    __slots__ = ("model", "dimensions", "embeddings", "usage", "timings")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    dimensions: int
+    embeddings: _containers.RepeatedCompositeFieldContainer[SparseVector]
+    usage: Usage
+    timings: Timings
+    def __init__(self, model: _Optional[str] = ..., dimensions: _Optional[int] = ..., embeddings: _Optional[_Iterable[_Union[SparseVector, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+
+class EmbedMultiVectorRequest(_message.Message):
+    __slots__ = ("inputs", "model", "input_type")
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    model: str
+    input_type: InputType
+    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., input_type: _Optional[_Union[InputType, str]] = ...) -> None: ...
+
+class MultiVector(_message.Message):
+    __slots__ = ("rows", "dimensions", "vectors")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    dimensions: int
+    vectors: bytes
+    def __init__(self, rows: _Optional[int] = ..., dimensions: _Optional[int] = ..., vectors: _Optional[bytes] = ...) -> None: ...
+
+class EmbedMultiVectorResponse(_message.Message):
+    __slots__ = ("model", "dimensions", "embeddings", "usage", "timings")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    dimensions: int
+    embeddings: _containers.RepeatedCompositeFieldContainer[MultiVector]
+    usage: Usage
+    timings: Timings
+    def __init__(self, model: _Optional[str] = ..., dimensions: _Optional[int] = ..., embeddings: _Optional[_Iterable[_Union[MultiVector, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+
 class ListModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -109,7 +185,7 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("id", "dimensions", "max_length", "pooling", "normalize", "prompts", "kind")
+    __slots__ = ("id", "dimensions", "max_length", "pooling", "normalize", "prompts", "kind", "query_length")
     class PromptsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +200,7 @@ class ModelInfo(_message.Message):
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    QUERY_LENGTH_FIELD_NUMBER: _ClassVar[int]
     id: str
     dimensions: int
     max_length: int
@@ -131,7 +208,8 @@ class ModelInfo(_message.Message):
     normalize: bool
     prompts: _containers.ScalarMap[str, str]
     kind: str
-    def __init__(self, id: _Optional[str] = ..., dimensions: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[str] = ..., normalize: _Optional[bool] = ..., prompts: _Optional[_Mapping[str, str]] = ..., kind: _Optional[str] = ...) -> None: ...
+    query_length: int
+    def __init__(self, id: _Optional[str] = ..., dimensions: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[str] = ..., normalize: _Optional[bool] = ..., prompts: _Optional[_Mapping[str, str]] = ..., kind: _Optional[str] = ..., query_length: _Optional[int] = ...) -> None: ...
 
 class InfoRequest(_message.Message):
     __slots__ = ()

@@ -26,8 +26,9 @@ if _version_not_supported:
 
 
 class EmbedderStub:
-    """Embeddings (and reranking) from the models this server serves, batched across every client
-    (gRPC and HTTP).
+    """Embeddings (dense, sparse and multi-vector) and reranking from the models this server serves,
+    batched across every client (gRPC and HTTP). Each call serves models of one kind (ModelInfo.kind);
+    a model of another kind is INVALID_ARGUMENT naming what the model is.
     """
 
     def __init__(self, channel):
@@ -51,6 +52,16 @@ class EmbedderStub:
                 request_serializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.RerankRequest.SerializeToString,
                 response_deserializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.RerankResponse.FromString,
                 _registered_method=True)
+        self.EmbedSparse = channel.unary_unary(
+                '/fastembed_native.v1.Embedder/EmbedSparse',
+                request_serializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.EmbedSparseRequest.SerializeToString,
+                response_deserializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.EmbedSparseResponse.FromString,
+                _registered_method=True)
+        self.EmbedMultiVector = channel.unary_unary(
+                '/fastembed_native.v1.Embedder/EmbedMultiVector',
+                request_serializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.EmbedMultiVectorRequest.SerializeToString,
+                response_deserializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.EmbedMultiVectorResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/fastembed_native.v1.Embedder/ListModels',
                 request_serializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.ListModelsRequest.SerializeToString,
@@ -64,8 +75,9 @@ class EmbedderStub:
 
 
 class EmbedderServicer:
-    """Embeddings (and reranking) from the models this server serves, batched across every client
-    (gRPC and HTTP).
+    """Embeddings (dense, sparse and multi-vector) and reranking from the models this server serves,
+    batched across every client (gRPC and HTTP). Each call serves models of one kind (ModelInfo.kind);
+    a model of another kind is INVALID_ARGUMENT naming what the model is.
     """
 
     def Embed(self, request, context):
@@ -88,6 +100,22 @@ class EmbedderServicer:
 
     def Rerank(self, request, context):
         """Scores documents against a query with a reranker (a model whose kind is "reranker"), best first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EmbedSparse(self, request, context):
+        """Sparse vectors of a batch of texts from a SPLADE model (kind "sparse"), in the shape a vector
+        database stores them (Qdrant's SparseVector: indices and values).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EmbedMultiVector(self, request, context):
+        """Token vectors (late interaction) of a batch of texts from a ColBERT model (kind
+        "multi-vector"): one matrix per text, for a multi-vector field (Qdrant's MaxSim multivector).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,6 +153,16 @@ def add_EmbedderServicer_to_server(servicer, server):
                     request_deserializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.RerankRequest.FromString,
                     response_serializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.RerankResponse.SerializeToString,
             ),
+            'EmbedSparse': grpc.unary_unary_rpc_method_handler(
+                    servicer.EmbedSparse,
+                    request_deserializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.EmbedSparseRequest.FromString,
+                    response_serializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.EmbedSparseResponse.SerializeToString,
+            ),
+            'EmbedMultiVector': grpc.unary_unary_rpc_method_handler(
+                    servicer.EmbedMultiVector,
+                    request_deserializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.EmbedMultiVectorRequest.FromString,
+                    response_serializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.EmbedMultiVectorResponse.SerializeToString,
+            ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
                     request_deserializer=fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.ListModelsRequest.FromString,
@@ -144,8 +182,9 @@ def add_EmbedderServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Embedder:
-    """Embeddings (and reranking) from the models this server serves, batched across every client
-    (gRPC and HTTP).
+    """Embeddings (dense, sparse and multi-vector) and reranking from the models this server serves,
+    batched across every client (gRPC and HTTP). Each call serves models of one kind (ModelInfo.kind);
+    a model of another kind is INVALID_ARGUMENT naming what the model is.
     """
 
     @staticmethod
@@ -219,6 +258,60 @@ class Embedder:
             '/fastembed_native.v1.Embedder/Rerank',
             fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.RerankRequest.SerializeToString,
             fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.RerankResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmbedSparse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fastembed_native.v1.Embedder/EmbedSparse',
+            fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.EmbedSparseRequest.SerializeToString,
+            fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.EmbedSparseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmbedMultiVector(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fastembed_native.v1.Embedder/EmbedMultiVector',
+            fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.EmbedMultiVectorRequest.SerializeToString,
+            fastembed__native_dot_serve_dot_grpc_dot_fastembed__pb2.EmbedMultiVectorResponse.FromString,
             options,
             channel_credentials,
             insecure,

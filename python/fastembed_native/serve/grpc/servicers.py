@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 
@@ -16,11 +16,13 @@ from ..errors import BadRequest, Overloaded, PayloadTooLarge
 from ..limits import charged
 from ..rerank import RerankRequest, RerankResult
 from ..service import EmbeddingService, EmbedRequest, EmbedResult
+from ..sparse import MultiVectorRequest, SparseRequest, SparseResult
 from . import fastembed_pb2 as v1
 from . import tei_pb2 as tei
 from .rpc import Gathering, Streaming, Unary, Window, ordered
 
 Context = grpc.aio.ServicerContext
+T = TypeVar("T")
 
 #: How long a stream waits for room in a full queue when the refusal names no retry time (ms).
 _DEFAULT_RETRY_MS = 100
@@ -37,18 +39,32 @@ def _v1_size(message: v1.EmbedRequest) -> tuple[int, int]:
     return len(message.inputs), message.ByteSize()
 
 
-def _tei_size(message: tei.EmbedRequest | tei.EncodeRequest) -> tuple[int, int]:
+def _tei_size(message: tei.EmbedRequest | tei.EmbedSparseRequest | tei.EncodeRequest) -> tuple[int, int]:
     return 1, message.ByteSize()
 
 
-async def embed_waiting(service: EmbeddingService, request: EmbedRequest) -> EmbedResult:
-    """``service.embed``, waiting (as the refusal's retry-after-ms says) while the queue is full:
-    a stream is one long job, which a full queue should slow down, not end."""
+async def waiting(call: Callable[[], Awaitable[T]]) -> T:
+    """``call()`` (a service call), again after waiting (as the refusal's retry-after-ms says) while
+    the queue is full: a stream is one long job, which a full queue should slow down, not end."""
     while True:
         try:
-            return await service.embed(request)
+            return await call()
         except Overloaded as exc:
             await asyncio.sleep(int(exc.headers.get("retry-after-ms", _DEFAULT_RETRY_MS)) / 1000)
+
+
+async def embed_waiting(service: EmbeddingService, request: EmbedRequest) -> EmbedResult:
+    """``service.embed``, waiting while the queue is full (see :func:`waiting`)."""
+    return await waiting(lambda: service.embed(request))
+
+
+def _timings(t: Any) -> v1.Timings:
+    return v1.Timings(
+        total_ns=_ns(t.total),
+        tokenization_ns=_ns(t.tokenize),
+        queue_ns=_ns(t.queue),
+        inference_ns=_ns(t.inference),
+    )
 
 
 def _ns(seconds: float) -> int:
@@ -66,6 +82,8 @@ class EmbedderServicer:
             "Embed": self.embed,
             "EmbedStream": self.embed_stream,
             "Rerank": self.rerank,
+            "EmbedSparse": self.embed_sparse,
+            "EmbedMultiVector": self.embed_multi_vector,
             "ListModels": self.list_models,
             "Info": self.info,
         }
@@ -143,19 +161,64 @@ class EmbedderServicer:
             ),
         )
 
+    async def embed_sparse(self, message: v1.EmbedSparseRequest, context: Context) -> v1.EmbedSparseResponse:
+        request = SparseRequest(
+            inputs=list(message.inputs),
+            model=message.model or None,
+            truncate=message.truncate if message.HasField("truncate") else None,
+            prompt_name=message.prompt_name or None,
+        )
+        result = await self.service.embed_sparse(request)
+        return v1.EmbedSparseResponse(
+            model=result.model,
+            dimensions=self.service.models[result.model].embedder.dim,
+            embeddings=[
+                v1.SparseVector(indices=v.indices.tolist(), values=v.values.tolist()) for v in result.vectors
+            ],
+            usage=v1.Usage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens),
+            timings=_timings(result.timings),
+        )
+
+    async def embed_multi_vector(
+        self, message: v1.EmbedMultiVectorRequest, context: Context
+    ) -> v1.EmbedMultiVectorResponse:
+        if message.input_type not in v1.InputType.values():
+            raise BadRequest(f"input_type {message.input_type} is not an InputType", param="input_type")
+        input_type = "query" if message.input_type == v1.INPUT_TYPE_QUERY else "document"
+        request = MultiVectorRequest(list(message.inputs), message.model or None, input_type)
+        result = await self.service.embed_multi_vector(
+            request, "base64"
+        )  # bytes: 4 per float, as base64 is charged
+        return v1.EmbedMultiVectorResponse(
+            model=result.model,
+            dimensions=result.dim,
+            embeddings=[
+                v1.MultiVector(
+                    rows=len(v), dimensions=result.dim, vectors=v.astype("<f4", copy=False).tobytes()
+                )
+                for v in result.vectors
+            ],
+            usage=v1.Usage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens),
+            timings=_timings(result.timings),
+        )
+
     def _models(self) -> list[v1.ModelInfo]:
-        return [
-            v1.ModelInfo(
-                id=name,
-                kind=served.kind,
-                dimensions=served.embedder.dim,
-                max_length=served.embedder.max_length,
-                pooling=served.embedder.pooling,
-                normalize=served.embedder.normalize,
-                prompts=served.embedder.prompts,
+        models = []
+        for name, served in self.service.models.items():
+            facts = served.describe()
+            models.append(
+                v1.ModelInfo(
+                    id=name,
+                    kind=served.kind,
+                    dimensions=facts["dim"],
+                    max_length=facts["max_length"],
+                    pooling=facts["pooling"],
+                    normalize=facts["normalize"],
+                    prompts=facts["prompts"],
+                    query_length=facts.get("query_length", 0),
+                )
             )
-            for name, served in self.service.models.items()
-        ]
+        return models
 
     async def list_models(self, message: v1.ListModelsRequest, context: Context) -> v1.ListModelsResponse:
         return v1.ListModelsResponse(models=self._models())
@@ -184,7 +247,12 @@ class TEIServicers:
         """Per service name (as in the proto), its methods."""
         return {
             "Info": {"Info": self.info},
-            "Embed": {"Embed": self.embed, "EmbedStream": self.embed_stream},
+            "Embed": {
+                "Embed": self.embed,
+                "EmbedStream": self.embed_stream,
+                "EmbedSparse": self.embed_sparse,
+                "EmbedSparseStream": self.embed_sparse_stream,
+            },
             "Rerank": {"Rerank": self.rerank, "RerankStream": self.rerank_stream},
             "Tokenize": {"Tokenize": self.tokenize, "TokenizeStream": self.tokenize_stream},
         }
@@ -242,6 +310,53 @@ class TEIServicers:
     ) -> AsyncIterator[tei.EmbedResponse]:
         async def work(message: tei.EmbedRequest) -> tei.EmbedResponse:
             return self.response(message, await embed_waiting(self.service, self.request(message)))
+
+        async for response in ordered(messages, work, _tei_size, stream_window(self.service)):
+            yield response
+
+    @staticmethod
+    def sparse_request(message: tei.EmbedSparseRequest) -> SparseRequest:
+        if message.truncation_direction != tei.TRUNCATION_DIRECTION_RIGHT:
+            raise BadRequest(
+                "truncation_direction LEFT is not supported; inputs are truncated on the right",
+                param="truncation_direction",
+            )
+        return SparseRequest(
+            inputs=[message.inputs],
+            truncate=True if message.truncate else None,
+            prompt_name=message.prompt_name if message.HasField("prompt_name") else None,
+        )
+
+    @staticmethod
+    def sparse_response(message: tei.EmbedSparseRequest, result: SparseResult) -> tei.EmbedSparseResponse:
+        vector = result.vectors[0]
+        t = result.timings
+        return tei.EmbedSparseResponse(
+            sparse_embeddings=[
+                tei.SparseValue(index=i, value=v)
+                for i, v in zip(vector.indices.tolist(), vector.values.tolist(), strict=True)
+            ],
+            metadata=tei.Metadata(
+                compute_chars=len(message.inputs),
+                compute_tokens=result.prompt_tokens,
+                total_time_ns=_ns(t.total),
+                tokenization_time_ns=_ns(t.tokenize),
+                queue_time_ns=_ns(t.queue),
+                inference_time_ns=_ns(t.inference),
+            ),
+        )
+
+    async def embed_sparse(
+        self, message: tei.EmbedSparseRequest, context: Context
+    ) -> tei.EmbedSparseResponse:
+        return self.sparse_response(message, await self.service.embed_sparse(self.sparse_request(message)))
+
+    async def embed_sparse_stream(
+        self, messages: AsyncIterator[tei.EmbedSparseRequest], context: Context
+    ) -> AsyncIterator[tei.EmbedSparseResponse]:
+        async def work(message: tei.EmbedSparseRequest) -> tei.EmbedSparseResponse:
+            request = self.sparse_request(message)
+            return self.sparse_response(message, await waiting(lambda: self.service.embed_sparse(request)))
 
         async for response in ordered(messages, work, _tei_size, stream_window(self.service)):
             yield response

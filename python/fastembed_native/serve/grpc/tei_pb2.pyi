@@ -95,6 +95,34 @@ class EmbedResponse(_message.Message):
     metadata: Metadata
     def __init__(self, embeddings: _Optional[_Iterable[float]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ...) -> None: ...
 
+class EmbedSparseRequest(_message.Message):
+    __slots__ = ("inputs", "truncate", "truncation_direction", "prompt_name")
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATION_DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_NAME_FIELD_NUMBER: _ClassVar[int]
+    inputs: str
+    truncate: bool
+    truncation_direction: TruncationDirection
+    prompt_name: str
+    def __init__(self, inputs: _Optional[str] = ..., truncate: _Optional[bool] = ..., truncation_direction: _Optional[_Union[TruncationDirection, str]] = ..., prompt_name: _Optional[str] = ...) -> None: ...
+
+class SparseValue(_message.Message):
+    __slots__ = ("index", "value")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    value: float
+    def __init__(self, index: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
+
+class EmbedSparseResponse(_message.Message):
+    __slots__ = ("sparse_embeddings", "metadata")
+    SPARSE_EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    sparse_embeddings: _containers.RepeatedCompositeFieldContainer[SparseValue]
+    metadata: Metadata
+    def __init__(self, sparse_embeddings: _Optional[_Iterable[_Union[SparseValue, _Mapping]]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ...) -> None: ...
+
 class RerankRequest(_message.Message):
     __slots__ = ("query", "texts", "truncate", "raw_scores", "return_text", "truncation_direction")
     QUERY_FIELD_NUMBER: _ClassVar[int]

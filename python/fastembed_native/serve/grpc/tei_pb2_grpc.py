@@ -116,6 +116,16 @@ class EmbedStub:
                 request_serializer=fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.EmbedRequest.SerializeToString,
                 response_deserializer=fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.EmbedResponse.FromString,
                 _registered_method=True)
+        self.EmbedSparse = channel.unary_unary(
+                '/tei.v1.Embed/EmbedSparse',
+                request_serializer=fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.EmbedSparseRequest.SerializeToString,
+                response_deserializer=fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.EmbedSparseResponse.FromString,
+                _registered_method=True)
+        self.EmbedSparseStream = channel.stream_stream(
+                '/tei.v1.Embed/EmbedSparseStream',
+                request_serializer=fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.EmbedSparseRequest.SerializeToString,
+                response_deserializer=fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.EmbedSparseResponse.FromString,
+                _registered_method=True)
 
 
 class EmbedServicer:
@@ -135,6 +145,21 @@ class EmbedServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EmbedSparse(self, request, context):
+        """One text's sparse vector from the server's first SPLADE model: its non-zero values, indices
+        ascending; batched on the server with every other request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EmbedSparseStream(self, request_iterator, context):
+        """One response per request message, in order; the server keeps a bounded number in flight.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbedServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +172,16 @@ def add_EmbedServicer_to_server(servicer, server):
                     servicer.EmbedStream,
                     request_deserializer=fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.EmbedRequest.FromString,
                     response_serializer=fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.EmbedResponse.SerializeToString,
+            ),
+            'EmbedSparse': grpc.unary_unary_rpc_method_handler(
+                    servicer.EmbedSparse,
+                    request_deserializer=fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.EmbedSparseRequest.FromString,
+                    response_serializer=fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.EmbedSparseResponse.SerializeToString,
+            ),
+            'EmbedSparseStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.EmbedSparseStream,
+                    request_deserializer=fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.EmbedSparseRequest.FromString,
+                    response_serializer=fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.EmbedSparseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -203,6 +238,60 @@ class Embed:
             '/tei.v1.Embed/EmbedStream',
             fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.EmbedRequest.SerializeToString,
             fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmbedSparse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tei.v1.Embed/EmbedSparse',
+            fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.EmbedSparseRequest.SerializeToString,
+            fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.EmbedSparseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmbedSparseStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/tei.v1.Embed/EmbedSparseStream',
+            fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.EmbedSparseRequest.SerializeToString,
+            fastembed__native_dot_serve_dot_grpc_dot_tei__pb2.EmbedSparseResponse.FromString,
             options,
             channel_credentials,
             insecure,

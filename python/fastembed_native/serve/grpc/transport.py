@@ -41,6 +41,8 @@ def served_methods() -> frozenset[str]:
 
 
 _SERVED_METHODS = served_methods()
+#: The tei.v1 methods served, as ``Service/Method``.
+_TEI_METHODS = [f"{s.name}/{m.name}" for s in tei_pb2.DESCRIPTOR.services_by_name.values() for m in s.methods]
 
 
 def metric_label(method: str) -> str:
@@ -111,10 +113,8 @@ class _NotServed(grpc.GenericRpcHandler):
         method = quote_input(details.method)  # the client's choice: quoted at a bounded length
         package = details.method.lstrip("/").split(".", 1)[0]
         if package == "tei":
-            message = (
-                f"{method} is not served by fastembed-native; of tei.v1 it serves Info/Info, Embed/Embed, "
-                "Embed/EmbedStream, Tokenize/Tokenize and Tokenize/TokenizeStream"
-            )
+            served = ", ".join(_TEI_METHODS)
+            message = f"{method} is not served by fastembed-native; of tei.v1 it serves {served}"
         else:
             message = f"no method {method} here; services: {', '.join(self._services)}"
 
