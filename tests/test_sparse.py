@@ -210,3 +210,28 @@ def test_the_registry_knows_common_sparse_and_multi_vector_models():
     assert late["colbert-ir/colbertv2.0"]["dim"] == 128
     assert canonical_model_name("SPLADE-v3") == "naver/splade-v3"
     assert canonical_model_name("answerai-colbert-small-v1") == "answerdotai/answerai-colbert-small-v1"
+
+
+def test_fastembed_layout_without_modules_is_read_as_splade(exported, tmp_path):
+    """fastembed's SPLADE directories hold the graph and the tokenizer, no sentence-transformers
+    files: read as max pooling of log1p(relu) (what fastembed computes), and refused by
+    TextEmbedding instead of mean-pooling vocabulary logits."""
+    import shutil
+
+    from fastembed_native.engine.sparse import is_sparse_model
+
+    _, model_dir = exported
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copytree(model_dir / "onnx", bare / "onnx")
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy2(model_dir / name, bare / name)
+    assert is_sparse_model(bare)
+    model = SparseTextEmbedding(bare)
+    assert (model.splade.pooling, model.splade.activation) == ("max", "relu")
+    full = SparseTextEmbedding(model_dir)
+    if (full.splade.pooling, full.splade.activation) == ("max", "relu"):  # same rule: same vectors
+        for ours, want in zip(model.embed(list(MIXED_TEXTS)), full.embed(list(MIXED_TEXTS)), strict=True):
+            np.testing.assert_array_equal(ours.indices, want.indices)
+    with pytest.raises(ValueError, match="outputs vocabulary logits .* load it with SparseTextEmbedding"):
+        TextEmbedding(bare)

@@ -68,7 +68,9 @@ class Embedder:
             to), as sentence-transformers does; default: the Pooling config's ``include_prompt``.
         lazy_load: read and check the directory now, but create the ONNX Runtime session on first
             use (fastembed's name; e.g. a model made in a parent process and used in workers).
-        task: what the graph computes: "feature-extraction" (token vectors, pooled here) or
+        task: what the graph computes: "feature-extraction" (token vectors, pooled here),
+            "fill-mask" or "multi-vector" (outputs a head reads: fastembed_native.engine.sparse,
+            multivector, m3), or
             "sequence-classification" (one row of logits per input, copied as it is: the score
             head, fastembed_native.engine.scores, drives the engine that way).
     """
@@ -106,6 +108,8 @@ class Embedder:
             include_prompt=include_prompt,
             task=task,
         )
+        #: What the graph computes (see ``task`` above).
+        self.task = task
         runtime.ensure_loaded()
         ort_providers = resolve_providers(providers, _core.available_providers(), fallback)
         self.threads = _usable_cpus() if threads is None else threads
@@ -153,6 +157,13 @@ class Embedder:
             session = _core.Session(
                 str(self.single_batch_onnx_path), intra_op_threads=self.threads, **self._session_args
             )
+            vocab = self.config.vocab_size
+            if self.task == "feature-extraction" and session.output_name == "logits" and session.dim == vocab:
+                # A fill-mask graph (SPLADE): mean-pooling its vocabulary logits would be a silent wrong answer.
+                raise ValueError(
+                    f"{self.config.onnx_path} outputs vocabulary logits (a fill-mask graph, {vocab} per token): "
+                    "it is a sparse (SPLADE) model; load it with SparseTextEmbedding"
+                )
             dim = session.dim or self.config.hidden_size
             if dim is None:
                 raise ValueError(

@@ -110,11 +110,16 @@ def read_splade_config(model_dir: str | os.PathLike[str]) -> SpladeConfig:
 
 def is_sparse_model(model_dir: str | os.PathLike[str]) -> bool:
     """Whether ``model_dir`` holds a SPLADE model: sentence-transformers' ``SparseEncoder`` in its
-    ``config_sentence_transformers.json``, or a ``SpladePooling`` / ``MLMTransformer`` module."""
+    ``config_sentence_transformers.json``, a ``SpladePooling`` / ``MLMTransformer`` module, or (no
+    ``modules.json`` at all, fastembed's layout) a ``*ForMaskedLM`` architecture."""
     model_dir = Path(model_dir)
     if _optional_json(model_dir / "config_sentence_transformers.json").get("model_type") == "SparseEncoder":
         return True
-    return any(m in ("SpladePooling", "MLMTransformer") for m in read_modules(model_dir).modules)
+    modules = read_modules(model_dir).modules
+    if not modules:  # fastembed's SPLADE layout: a masked LM's graph and no sentence-transformers modules
+        architectures = _optional_json(model_dir / "config.json").get("architectures") or ()
+        return any(str(a).endswith("ForMaskedLM") for a in architectures)
+    return any(m in ("SpladePooling", "MLMTransformer") for m in modules)
 
 
 class SparseEmbedder:
