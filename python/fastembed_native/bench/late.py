@@ -241,6 +241,28 @@ def peak_rss_mb(name: str, model: HeadModel, texts: list[str], args: argparse.Na
     return measure.child_peak_rss_mb(name, code, texts, timeout=7200)
 
 
+def _goals(contenders: dict[str, Any], ways: dict[str, Any]) -> str:
+    """Issue 19's goals for ColBERT, as this run measured them: >= 1.5x fastembed's and pylate's
+    docs/s; MaxSim >= 2x pylate's colbert_scores and within 2x of reading the vectors once."""
+    ours = contenders.get(OURS)
+    parts = [
+        f"{report.ratio(ours['docs_per_s'], contenders[peer]['docs_per_s'])} {peer}'s docs/s (goal >= 1.5x)"
+        for peer in ("fastembed", "pylate")
+        if ours and peer in contenders
+    ]
+    score = ways["LateInteractionTextEmbedding.score"]["median_ms"]
+    if "pylate colbert_scores (padded)" in ways:
+        parts.append(
+            f"MaxSim {report.ratio(ways['pylate colbert_scores (padded)']['median_ms'], score)} as fast as "
+            "pylate's colbert_scores (goal >= 2x)"
+        )
+    parts.append(
+        f"MaxSim takes {report.ratio(score, ways['read the vectors once (numpy sum)']['median_ms'])} the time of "
+        "one read of the vectors (goal <= 2x)"
+    )
+    return f"Goals, {OURS}: " + "; ".join(parts) + "."
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The report: per model, the encoders' table, then MaxSim's."""
     sections = []
@@ -310,6 +332,9 @@ def markdown(results: dict[str, Any]) -> str:
                 maxsim_rows,
             ),
         ]
+        goals = _goals(r["contenders"], m["ways"])
+        if goals:
+            lines += ["", goals]
         sections.append("\n".join(lines))
     machine = results["machine"]
     footer = (

@@ -170,6 +170,24 @@ def peak_rss_mb(name: str, model: HeadModel, texts: list[str], args: argparse.Na
     return measure.child_peak_rss_mb(name, code, texts, timeout=7200)
 
 
+def _goals(contenders: dict[str, Any]) -> str:
+    """Issue 19's goals for SPLADE, as this run measured them: >= 2x fastembed's texts/s, peak RSS
+    <= 1/3 of fastembed's and sentence-transformers'."""
+    ours = contenders.get(OURS)
+    if not ours:
+        return ""
+    parts = []
+    if "fastembed" in contenders:
+        parts.append(
+            f"{report.ratio(ours['texts_per_s'], contenders['fastembed']['texts_per_s'])} fastembed's texts/s (goal >= 2x)"
+        )
+    for peer in ("fastembed", "st_torch", "st_onnx"):
+        peak, theirs = ours.get("peak_rss_mb"), contenders.get(peer, {}).get("peak_rss_mb")
+        if peak is not None and theirs:
+            parts.append(f"peak RSS {peak / theirs:.2f} of {peer}'s (goal <= 0.33)")
+    return f"Goals, {OURS}: " + "; ".join(parts) + "." if parts else ""
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The report: one table per model, then pooling in the graph against pooling in C++."""
     sections = []
@@ -228,6 +246,9 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{graph['texts_per_s']:.1f} against {ours['texts_per_s']:.1f} texts/s "
                 f"({report.ratio(graph['texts_per_s'], ours['texts_per_s'])}){memory}."
             )
+        goals = _goals(r["contenders"])
+        if goals:
+            lines.append(goals)
         engine = r.get("fastembed_native_engine")
         if engine:
             lines.append(
