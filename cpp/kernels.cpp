@@ -35,6 +35,16 @@ float dot_scalar(const float* a, const float* b, int64_t n) {
   return static_cast<float>(total);
 }
 
+void max_dots_scalar(const float* qt, int64_t width, const float* x, int64_t rows, int64_t dim, float* best) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t q = 0; q < width; ++q) {
+      double total = 0.0;
+      for (int64_t k = 0; k < dim; ++k) total += static_cast<double>(x[r * dim + k]) * qt[k * width + q];
+      best[q] = std::max(best[q], static_cast<float>(total));
+    }
+  }
+}
+
 #if FASTEMBED_X86
 // Compiled for AVX2/AVX-512 through target attributes, so the rest of the file (and the module)
 // still runs on any x86-64; best_isa() only selects these when the CPU reports the feature.
@@ -83,6 +93,26 @@ __attribute__((target("avx2,fma"))) float dot_avx2(const float* a, const float* 
   for (float lane : lanes) sum += lane;
   for (; i < n; ++i) sum += a[i] * b[i];
   return sum;
+}
+
+__attribute__((target("avx2,fma"))) void max_dots_avx2(const float* qt, int64_t width, const float* x, int64_t rows,
+                                                       int64_t dim, float* best) {
+  for (int64_t q = 0; q < width; q += 16) {  // two registers of 8 query rows
+    __m256 top0 = _mm256_loadu_ps(best + q), top1 = _mm256_loadu_ps(best + q + 8);
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* xr = x + r * dim;
+      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+      for (int64_t k = 0; k < dim; ++k) {
+        const __m256 xk = _mm256_set1_ps(xr[k]);
+        a0 = _mm256_fmadd_ps(xk, _mm256_loadu_ps(qt + k * width + q), a0);
+        a1 = _mm256_fmadd_ps(xk, _mm256_loadu_ps(qt + k * width + q + 8), a1);
+      }
+      top0 = _mm256_max_ps(top0, a0);
+      top1 = _mm256_max_ps(top1, a1);
+    }
+    _mm256_storeu_ps(best + q, top0);
+    _mm256_storeu_ps(best + q + 8, top1);
+  }
 }
 
 __attribute__((target("avx512f"))) void add_avx512(float* acc, const float* x, int64_t n) {
@@ -140,6 +170,32 @@ __attribute__((target("avx512f"))) float dot_avx512(const float* a, const float*
   }
   return _mm512_reduce_add_ps(total);
 }
+__attribute__((target("avx512f"))) void max_dots_avx512(const float* qt, int64_t width, const float* x, int64_t rows,
+                                                        int64_t dim, float* best) {
+  for (int64_t q = 0; q < width; q += 16) {
+    __m512 top = _mm512_loadu_ps(best + q);
+    int64_t r = 0;
+    for (; r + 2 <= rows; r += 2) {  // two document vectors at once: two independent FMA chains
+      const float* x0 = x + r * dim;
+      const float* x1 = x0 + dim;
+      __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+      for (int64_t k = 0; k < dim; ++k) {
+        const __m512 column = _mm512_loadu_ps(qt + k * width + q);
+        a0 = _mm512_fmadd_ps(_mm512_set1_ps(x0[k]), column, a0);
+        a1 = _mm512_fmadd_ps(_mm512_set1_ps(x1[k]), column, a1);
+      }
+      top = _mm512_max_ps(top, _mm512_max_ps(a0, a1));
+    }
+    if (r < rows) {
+      const float* x0 = x + r * dim;
+      __m512 a0 = _mm512_setzero_ps();
+      for (int64_t k = 0; k < dim; ++k)
+        a0 = _mm512_fmadd_ps(_mm512_set1_ps(x0[k]), _mm512_loadu_ps(qt + k * width + q), a0);
+      top = _mm512_max_ps(top, a0);
+    }
+    _mm512_storeu_ps(best + q, top);
+  }
+}
 #endif  // FASTEMBED_X86
 
 #if FASTEMBED_NEON
@@ -177,6 +233,17 @@ float dot_neon(const float* a, const float* b, int64_t n) {
   for (; i < n; ++i) sum += a[i] * b[i];
   return sum;
 }
+void max_dots_neon(const float* qt, int64_t width, const float* x, int64_t rows, int64_t dim, float* best) {
+  for (int64_t q = 0; q < width; q += 4) {
+    float32x4_t top = vld1q_f32(best + q);
+    for (int64_t r = 0; r < rows; ++r) {
+      float32x4_t a = vdupq_n_f32(0.0f);
+      for (int64_t k = 0; k < dim; ++k) a = vfmaq_n_f32(a, vld1q_f32(qt + k * width + q), x[r * dim + k]);
+      top = vmaxq_f32(top, a);
+    }
+    vst1q_f32(best + q, top);
+  }
+}
 #endif  // FASTEMBED_NEON
 
 }  // namespace
@@ -185,16 +252,16 @@ Kernels kernels_for(Isa isa) {
   switch (isa) {
 #if FASTEMBED_X86
     case Isa::Avx2:
-      return {add_avx2, scale_avx2, sum_squares_avx2, max_avx2, dot_avx2};
+      return {add_avx2, scale_avx2, sum_squares_avx2, max_avx2, dot_avx2, max_dots_avx2};
     case Isa::Avx512:
-      return {add_avx512, scale_avx512, sum_squares_avx512, max_avx512, dot_avx512};
+      return {add_avx512, scale_avx512, sum_squares_avx512, max_avx512, dot_avx512, max_dots_avx512};
 #endif
 #if FASTEMBED_NEON
     case Isa::Neon:
-      return {add_neon, scale_neon, sum_squares_neon, max_neon, dot_neon};
+      return {add_neon, scale_neon, sum_squares_neon, max_neon, dot_neon, max_dots_neon};
 #endif
     default:
-      return {add_scalar, scale_scalar, sum_squares_scalar, max_scalar, dot_scalar};
+      return {add_scalar, scale_scalar, sum_squares_scalar, max_scalar, dot_scalar, max_dots_scalar};
   }
 }
 

@@ -22,7 +22,15 @@ struct Kernels {
   float (*sum_squares)(const float* v, int64_t n);          // sum(v * v)
   void (*max)(float* acc, const float* x, int64_t n);       // acc = max(acc, x), elementwise
   float (*dot)(const float* a, const float* b, int64_t n);  // sum(a * b)
+  // Late interaction's inner loop, for `rows` consecutive document vectors x (rows x dim floats)
+  // against a query stored transposed, qt[k * width + q] (width a multiple of kQueryBlock,
+  // zero-padded): for every q < width, best[q] = max(best[q], max over r of sum_k x[r][k] * qt[k][q]).
+  // Vectorised over the query rows, so no horizontal reduction per (query row, document row) pair.
+  void (*max_dots)(const float* qt, int64_t width, const float* x, int64_t rows, int64_t dim, float* best);
 };
+
+// The query rows one max_dots step handles together: qt's width is a multiple of it.
+constexpr int64_t kQueryBlock = 16;
 Kernels kernels_for(Isa isa);
 
 // v /= max(||v||_2, 1e-12), as torch.nn.functional.normalize: a zero vector stays zero.

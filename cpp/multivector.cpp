@@ -29,7 +29,14 @@ void pack(const float* states, const uint8_t* keep, int64_t batch, int64_t seq_l
 void maxsim(const float* query, int64_t query_rows, const float* documents, const int64_t* offsets,
             int64_t document_count, int64_t dim, simd::Isa isa, float* scores) {
   const simd::Kernels k = simd::kernels_for(isa);
-  std::vector<float> best(static_cast<size_t>(query_rows));
+  // The query transposed and zero-padded to whole blocks, so each document vector meets all query
+  // rows in one vectorised pass (the padding rows' maxima are never summed).
+  const int64_t width = (query_rows + simd::kQueryBlock - 1) / simd::kQueryBlock * simd::kQueryBlock;
+  std::vector<float> transposed(static_cast<size_t>(dim * width), 0.0f);
+  for (int64_t q = 0; q < query_rows; ++q) {
+    for (int64_t c = 0; c < dim; ++c) transposed[static_cast<size_t>(c * width + q)] = query[q * dim + c];
+  }
+  std::vector<float> best(static_cast<size_t>(width));
   for (int64_t d = 0; d < document_count; ++d) {
     const int64_t first = offsets[d], last = offsets[d + 1];
     if (first == last) {
@@ -37,14 +44,9 @@ void maxsim(const float* query, int64_t query_rows, const float* documents, cons
       continue;
     }
     std::fill(best.begin(), best.end(), -std::numeric_limits<float>::infinity());
-    // Document rows outside, query rows inside: each document vector is read once and the query
-    // (a few KB) stays in cache.
-    for (int64_t x = first; x < last; ++x) {
-      const float* row = documents + x * dim;
-      for (int64_t q = 0; q < query_rows; ++q) best[q] = std::max(best[q], k.dot(query + q * dim, row, dim));
-    }
+    k.max_dots(transposed.data(), width, documents + first * dim, last - first, dim, best.data());
     float total = 0.0f;
-    for (float value : best) total += value;
+    for (int64_t q = 0; q < query_rows; ++q) total += best[static_cast<size_t>(q)];
     scores[d] = total;
   }
 }

@@ -78,6 +78,8 @@ def test_maxsim_scores_equal_pylate(exported, reference):
     queries = model.query_embed(info["queries"])
     scores = np.stack([model.score(q, documents) for q in queries])
     np.testing.assert_allclose(scores, arrays["scores"], atol=1e-4)
+    packed = model.pack(documents)  # packed once, scored for every query: the same scores
+    np.testing.assert_array_equal(np.stack([model.score(q, packed) for q in queries]), scores)
     assert (scores.argsort(axis=1) == arrays["scores"].argsort(axis=1)).all()
 
 

@@ -167,24 +167,34 @@ class MultiVectorEmbedder:
     embed_query = query_embed
     embed_passage = passage_embed
 
-    def score(self, query: np.ndarray, documents: Sequence[np.ndarray]) -> np.ndarray:
+    def score(
+        self, query: np.ndarray, documents: Sequence[np.ndarray] | tuple[np.ndarray, np.ndarray]
+    ) -> np.ndarray:
         """MaxSim of one query's vectors against each document's: float32 ``(len(documents),)``,
-        computed in C++ (a document with no vector scores 0)."""
+        computed in C++ (a document with no vector scores 0). ``documents``: a list of
+        ``(tokens, dim)`` arrays, or what :meth:`pack` made of one (to score many queries against the
+        same documents without packing them again each time)."""
         query = np.ascontiguousarray(query, dtype=np.float32)
         if query.ndim != 2 or query.shape[1] != self.dim:
             raise ValueError(f"query must be a (tokens, {self.dim}) array, got shape {query.shape}")
+        if isinstance(documents, tuple) and len(documents) == 2 and isinstance(documents[1], np.ndarray):
+            vectors, offsets = documents
+        else:
+            vectors, offsets = self.pack(documents)
+        return _core.maxsim(query, vectors, offsets)
+
+    def pack(self, documents: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``documents`` (``(tokens, dim)`` arrays) as one contiguous float32 ``(rows, dim)`` array and
+        int64 offsets (``len(documents) + 1``): document i is rows ``offsets[i]:offsets[i + 1]``."""
         offsets = np.zeros(len(documents) + 1, dtype=np.int64)
         for i, doc in enumerate(documents):
             if not isinstance(doc, np.ndarray) or doc.ndim != 2 or doc.shape[1] != self.dim:
                 shape = getattr(doc, "shape", type(doc).__name__)
                 raise ValueError(f"documents[{i}] must be a (tokens, {self.dim}) array, got {shape}")
             offsets[i + 1] = offsets[i] + len(doc)
-        packed = (
-            np.concatenate(documents).astype(np.float32, copy=False)
-            if len(documents)
-            else np.zeros((0, self.dim), np.float32)
-        )
-        return _core.maxsim(query, np.ascontiguousarray(packed), offsets)
+        if not len(documents):
+            return np.zeros((0, self.dim), np.float32), offsets
+        return np.ascontiguousarray(np.concatenate(documents), dtype=np.float32), offsets
 
     def encode(self, texts: list[str], *, is_query: bool, offset: int = 0) -> list[FramedTokens]:
         """The token ids the model runs for ``texts``: [CLS], the side's marker, the text cut to fit
