@@ -116,7 +116,9 @@ def train_tokenizer():
     )
     from tokenizers import AddedToken
 
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<s>", "<pad>", "</s>", "<unk>")])
+    tok.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in ("<s>", "<pad>", "</s>", "<unk>")]
+    )
     tok.add_special_tokens([AddedToken("<mask>", special=True, lstrip=True, normalized=False)])
     assert tok.get_vocab_size() == VOCAB and tok.token_to_id("<mask>") == VOCAB - 1
     return tok
@@ -167,7 +169,12 @@ def build(out: Path) -> None:
             [
                 {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                 {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-                {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+                {
+                    "idx": 2,
+                    "name": "2",
+                    "path": "2_Normalize",
+                    "type": "sentence_transformers.models.Normalize",
+                },
             ],
             indent=2,
         )
@@ -223,10 +230,13 @@ def main() -> None:
     token_weights = []
     with torch.no_grad():
         for row in ids:  # one text at a time: the per-position weights, for debugging
-            feats = {"input_ids": torch.tensor([row]), "attention_mask": torch.ones(1, len(row), dtype=torch.long)}
+            feats = {
+                "input_ids": torch.tensor([row]),
+                "attention_mask": torch.ones(1, len(row), dtype=torch.long),
+            }
             w = m3.model(feats, return_dense=False, return_sparse=True)["sparse_vecs"]
             token_weights.append(w[0, :, 0].numpy())
-    for row, c in zip(ids, colbert):
+    for row, c in zip(ids, colbert, strict=True):
         assert c.shape == (len(row) - 1, HIDDEN)
 
     sparse_ids, sparse_values = [], []
@@ -277,7 +287,9 @@ def main() -> None:
         "lexical_weights": [{k: float(v) for k, v in lw.items()} for lw in lexical],
         "dense_fp16_default_max_abs_diff": float(np.abs(dense_fp16 - dense).max()),
     }
-    (out / "reference.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "reference.json").write_text(
+        json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     print("wrote", out, file=sys.stderr)
 
 

@@ -126,7 +126,9 @@ def train_tokenizer():
     tok.decoder = decoders.WordPiece()
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
     )
     for ch in string.punctuation:
         assert tok.token_to_id(ch) is not None, ch
@@ -218,12 +220,12 @@ def main() -> None:
 
     q_emb = model.encode(QUERIES, is_query=True, batch_size=4)
     d_emb = model.encode(DOCUMENTS, is_query=False, batch_size=4)
-    for e, ids in zip(q_emb, q_ids):
+    for e, ids in zip(q_emb, q_ids, strict=True):
         assert e.shape == (len(ids), EMBEDDING_SIZE)
-    for e, keep in zip(d_emb, d_keep):
+    for e, keep in zip(d_emb, d_keep, strict=True):
         assert e.shape == (int(keep.sum()), EMBEDDING_SIZE)
     # batch composition must not matter (padding is masked): one-at-a-time equals batched
-    for text, e in zip(DOCUMENTS, d_emb):
+    for text, e in zip(DOCUMENTS, d_emb, strict=True):
         np.testing.assert_allclose(model.encode([text], is_query=False)[0], e, atol=1e-5)
 
     model.attend_to_expansion_tokens = True
@@ -295,7 +297,9 @@ def main() -> None:
         "document_tokens": [tokenizer.convert_ids_to_tokens(ids.tolist()) for ids in d_ids],
         "scores": score.tolist(),
     }
-    (out / "reference.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "reference.json").write_text(
+        json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     print("wrote", out, file=sys.stderr)
 
 
