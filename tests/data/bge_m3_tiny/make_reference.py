@@ -272,8 +272,8 @@ def main() -> None:
             "transformers": transformers.__version__,
             "torch": torch.__version__,
         },
-        "call": "BGEM3FlagModel(dir, use_fp16=False, devices='cpu').encode(texts, max_length=%d, "
-        "return_dense=True, return_sparse=True, return_colbert_vecs=True)" % MAX_LENGTH,
+        "call": f"BGEM3FlagModel(dir, use_fp16=False, devices='cpu').encode(texts, max_length={MAX_LENGTH}, "
+        "return_dense=True, return_sparse=True, return_colbert_vecs=True)",
         "max_length": MAX_LENGTH,
         "texts": TEXTS,
         "special_ids": {
