@@ -2,6 +2,8 @@
 
 - :func:`tiny_reranker`: a tiny random BERT cross-encoder on all-MiniLM-L6-v2's real WordPiece tokenizer,
   built without torch by the package's own BERT builder (about a second), once per test process.
+- :func:`tiny_splade`: a tiny random SPLADE (sentence-transformers' ``SparseEncoder``, optionally
+  inference-free: a static-weight query side), exported by ``export_model``; needs torch (about 10 s).
 - :data:`CORPUS` and :data:`QUERIES`: a few passages with one obvious answer per query, which the real
   MiniLM finds first; the frameworks' retrieval flows are checked on them.
 - :func:`no_network`: a fixture that fails any connection off this machine, so an adapter test that
@@ -106,6 +108,42 @@ def tiny_reranker(root: Path) -> Path:
     save_file(tensors, str(checkpoint / "model.safetensors"))
     built = build_bert_model(checkpoint, root / "tiny-reranker", reference="numpy").model_dir
     _BUILT["reranker"] = built
+    return built
+
+
+def tiny_splade(root: Path, *, inference_free: bool = False) -> Path:
+    """A tiny random SPLADE (max pooling of relu; tests/test_sparse.py's recipe) saved by
+    sentence-transformers and exported under ``root``; with ``inference_free`` its query side is
+    sentence-transformers' ``SparseStaticEmbedding`` (a lookup of static weights, no model run).
+
+    Its weights are random: tests compare an adapter's vectors and order with SparseTextEmbedding's."""
+    key = f"splade-{inference_free}"
+    if key in _BUILT:
+        return _BUILT[key]
+    from test_sparse import _splade
+
+    from fastembed_native.models import export_model
+
+    source = _splade(root, "max", "relu", "Transformer")
+    if inference_free:
+        import torch
+        from sentence_transformers import SparseEncoder
+        from sentence_transformers.base.modules import Router
+        from sentence_transformers.base.modules.transformer import Transformer
+        from sentence_transformers.sparse_encoder.modules import SparseStaticEmbedding, SpladePooling
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(source))
+        torch.manual_seed(3)
+        weights = torch.rand(tokenizer.vocab_size) * (torch.rand(tokenizer.vocab_size) > 0.3)
+        router = Router.for_query_document(
+            query_modules=[SparseStaticEmbedding(tokenizer=tokenizer, weight=weights, frozen=True)],
+            document_modules=[Transformer(str(source), transformer_task="fill-mask"), SpladePooling("max")],
+        )
+        source = root / "inference-free"
+        SparseEncoder(modules=[router], device="cpu").save(str(source))
+    built = export_model(source, root / "splade-onnx").model_dir
+    _BUILT[key] = built
     return built
 
 

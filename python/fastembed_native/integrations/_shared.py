@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from ..cross_encoder import TextCrossEncoder
+from ..sparse_text_embedding import SparseTextEmbedding
 from ..text_embedding import TextEmbedding
 
-Model = TypeVar("Model", TextEmbedding, TextCrossEncoder)
+Model = TypeVar("Model", TextEmbedding, TextCrossEncoder, SparseTextEmbedding)
 
 _LOADED: weakref.WeakValueDictionary[tuple[str, str], Any] = weakref.WeakValueDictionary()
 _LOCK = threading.Lock()
@@ -72,6 +73,26 @@ def cross_encoder(
     if model_name is None:
         raise TypeError("a reranker needs model_name= (a reranker directory, id or short name) or model=")
     return _shared(TextCrossEncoder, model_name, options)
+
+
+def sparse_model(
+    model_name: str | os.PathLike[str] | None,
+    options: Mapping[str, Any],
+    model: SparseTextEmbedding | None = None,
+) -> SparseTextEmbedding:
+    """``model`` itself when given, else the shared SparseTextEmbedding for ``model_name`` (required:
+    there is no default sparse model) with ``options``."""
+    if model is not None:
+        if not isinstance(model, SparseTextEmbedding):
+            raise TypeError(
+                f"model must be a fastembed_native.SparseTextEmbedding, not {type(model).__name__}"
+            )
+        if model_name is not None or options:
+            raise TypeError("give a loaded model= or model_name= with its options, not both")
+        return model
+    if model_name is None:
+        raise TypeError("a sparse model needs model_name= (a SPLADE directory, id or short name) or model=")
+    return _shared(SparseTextEmbedding, model_name, options)
 
 
 def model_label(model_name: str | os.PathLike[str] | None, model: Any = None) -> str:

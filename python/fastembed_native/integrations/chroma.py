@@ -19,8 +19,17 @@ without passing the function. Its default space is cosine (the vectors of models
 are unit length; Chroma's own default would be L2).
 
 It takes ``model_name=`` and TextEmbedding's keywords (``threads``, ``batch_size``, ``cache_dir``,
-``providers``, ...); they must be JSON values, since Chroma stores them. A sparse function (Chroma's
-``SparseEmbeddingFunction``) is not here yet. Needs ``pip install 'fastembed-native[chroma]'``.
+``providers``, ...); they must be JSON values, since Chroma stores them.
+
+:class:`FastembedNativeSparseEmbeddingFunction` (where the installed chromadb has Chroma's
+``SparseEmbeddingFunction`` protocol: 1.5, not 1.0) does the same for a SPLADE
+:class:`~fastembed_native.SparseTextEmbedding`: ``__call__`` gives each document's
+``SparseVector`` (``embed_passage``), ``embed_query`` each query's (``embed_query``: the query prompt,
+or the static-weight lookup of an inference-free model), registered as ``fastembed_native_sparse`` so a
+collection schema that stores it builds it again. A schema names it in a ``SparseVectorIndexConfig``;
+Chroma's own sparse index and ``collection.search`` run on its distributed server and Chroma Cloud
+(local ``EphemeralClient`` / ``PersistentClient`` refuse a sparse index: "Sparse vector indexing is
+not enabled in local"). Needs ``pip install 'fastembed-native[chroma]'``.
 """
 
 from __future__ import annotations
@@ -37,13 +46,22 @@ except ImportError as exc:  # pragma: no cover - only without the extra
         "install it with: pip install 'fastembed-native[chroma]'"
     ) from exc
 
-from ..text_embedding import TextEmbedding
-from ._shared import embedding_model
+try:  # Chroma's sparse protocol (chromadb 1.5 has it; 1.0 does not)
+    from chromadb.api.types import SparseEmbeddingFunction, SparseVector, SparseVectors
+    from chromadb.utils.embedding_functions import register_sparse_embedding_function
+except ImportError:  # pragma: no cover - only on an older chromadb
+    SparseEmbeddingFunction = None  # type: ignore[assignment,misc]
 
-__all__ = ["NAME", "FastembedNativeEmbeddingFunction"]
+from ..sparse_text_embedding import SparseTextEmbedding
+from ..text_embedding import TextEmbedding
+from ._shared import embedding_model, sparse_model
+
+__all__ = ["NAME", "SPARSE_NAME", "FastembedNativeEmbeddingFunction"]
 
 #: The name Chroma stores with a collection, and finds this class by.
 NAME = "fastembed_native"
+#: The name a collection schema stores the sparse function under.
+SPARSE_NAME = "fastembed_native_sparse"
 
 
 @register_embedding_function
@@ -95,3 +113,56 @@ class FastembedNativeEmbeddingFunction(EmbeddingFunction[Documents]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model_name={self.model_name!r}, options={self.options!r})"
+
+
+if SparseEmbeddingFunction is not None:
+    __all__ += ["FastembedNativeSparseEmbeddingFunction"]
+
+    @register_sparse_embedding_function
+    class FastembedNativeSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
+        """Chroma sparse vectors from a SPLADE :class:`~fastembed_native.SparseTextEmbedding`.
+
+        Args:
+            model_name: a SPLADE model directory, id or short name (there is no default sparse model).
+            **options: SparseTextEmbedding's keywords (``max_active_dims``, ``threads``, ``cache_dir``,
+                ...; JSON values: Chroma stores them with the collection's schema).
+        """
+
+        def __init__(self, model_name: str | os.PathLike[str], **options: Any) -> None:
+            self.model_name = os.fspath(model_name)
+            self.options = options
+            self.model: SparseTextEmbedding = sparse_model(self.model_name, options)
+
+        def __call__(self, input: Documents) -> SparseVectors:
+            """Documents' sparse vectors (``embed_passage``: the document prompt, if the model has one)."""
+            return _chroma_vectors(self.model.embed_passage(list(input)))
+
+        def embed_query(self, input: Documents) -> SparseVectors:
+            """Queries' sparse vectors (``embed_query``: the query prompt, or an inference-free model's
+            static-weight lookup, which runs no model)."""
+            return _chroma_vectors(self.model.embed_query(list(input)))
+
+        @staticmethod
+        def name() -> str:
+            return SPARSE_NAME
+
+        def get_config(self) -> dict[str, Any]:
+            return {"model_name": self.model_name, **self.options}
+
+        @staticmethod
+        def build_from_config(config: dict[str, Any]) -> FastembedNativeSparseEmbeddingFunction:
+            return FastembedNativeSparseEmbeddingFunction(**config)
+
+        def validate_config_update(self, old_config: dict[str, Any], new_config: dict[str, Any]) -> None:
+            """An index's sparse vectors come from one model: changing it would mix two vocabularies."""
+            if "model_name" in new_config and new_config["model_name"] != old_config.get("model_name"):
+                raise ValueError(
+                    "a sparse index's model cannot change (its stored vectors come from the old one); "
+                    "make a new collection and add the documents again"
+                )
+
+        def __repr__(self) -> str:
+            return f"{type(self).__name__}(model_name={self.model_name!r}, options={self.options!r})"
+
+    def _chroma_vectors(encoded: list[Any]) -> SparseVectors:
+        return [SparseVector(indices=e.indices.tolist(), values=e.values.tolist()) for e in encoded]
