@@ -1,7 +1,8 @@
 """Qdrant (qdrant-client local mode, no server): a collection of named dense and sparse vectors filled
 by the adapter, searched plain, fused (RRF) and reranked, in memory and in a folder opened again,
-offline, on the real MiniLM, a tiny reranker and a bag-of-words stand-in for a sparse encoder (anything
-with SparseTextEmbedding's embed_passage / embed_query and indices / values plugs in the same way)."""
+offline, on the real MiniLM, a tiny reranker, the real SparseTextEmbedding on tiny exported SPLADE
+models (one inference-free) and a bag-of-words encoder (anything with SparseTextEmbedding's
+embed_passage / embed_query and indices / values plugs in the same way)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from integration_models import CORPUS, QUERIES, no_network, tiny_reranker  # noqa: F401
+from integration_models import CORPUS, QUERIES, no_network, tiny_reranker, tiny_splade  # noqa: F401
 
 pytest.importorskip("qdrant_client", reason="qdrant-client is not installed (the [qdrant] extra)")
 
 from qdrant_client import QdrantClient, models
 from qdrant_client.hybrid.fusion import reciprocal_rank_fusion
 
-from fastembed_native import TextCrossEncoder
+from fastembed_native import SparseTextEmbedding, TextCrossEncoder
 from fastembed_native.integrations.qdrant import DOCUMENT_KEY, FastembedNativeQdrant, Sparse
 
 pytestmark = [pytest.mark.real_model, pytest.mark.usefixtures("no_network")]
@@ -153,3 +154,92 @@ def test_argument_errors(minilm):
         store.add(["a", "b"], ids=[1])
     with pytest.raises(ValueError, match="limit"):
         store.query("a", limit=0)
+
+
+# -- the real SparseTextEmbedding (tiny random SPLADE models, exported) -------------------------------
+
+
+@pytest.fixture(scope="module")
+def splade_dir(tmp_path_factory):
+    pytest.importorskip("sentence_transformers", reason="building a SPLADE model needs the [export] extra")
+    return tiny_splade(tmp_path_factory.mktemp("splade"))
+
+
+def test_splade_named_vector_fused_and_reranked(minilm_dir, splade_dir, reranker_dir, minilm):
+    splade = SparseTextEmbedding(splade_dir)
+    store = FastembedNativeQdrant(
+        ":memory:",
+        "splade",
+        model_name=minilm_dir,
+        sparse=Sparse(splade, name="splade"),
+        reranker=reranker_dir,
+    )
+    store.create_collection()
+    assert store.client.get_collection("splade").config.params.sparse_vectors["splade"].modifier is None
+    store.add(CORPUS, ids=range(len(CORPUS)))
+    points = store.client.retrieve("splade", ids=list(range(len(CORPUS))), with_vectors=True)
+    documents = splade.embed_passage(CORPUS)
+    assert all(0 < len(e) < splade.vocab_size for e in documents)  # really sparse, never empty
+    for point, expected in zip(points, documents, strict=True):
+        assert point.vector["splade"].indices == expected.indices.tolist()
+        np.testing.assert_allclose(point.vector["splade"].values, expected.values, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        [p.vector["dense"] for p in points], minilm.embed_passage(CORPUS), rtol=0, atol=1e-6
+    )
+
+    query = "a readable programming language"
+    [query_vector] = splade.embed_query([query])
+    by_splade = store.client.query_points(
+        "splade",
+        query=models.SparseVector(indices=query_vector.indices.tolist(), values=query_vector.values.tolist()),
+        using="splade",
+        limit=6,
+    ).points
+    assert len(by_splade) == len(CORPUS)  # every passage shares a word with the query
+    # Qdrant's sparse score is the dot product of the two vectors.
+    for hit in by_splade:
+        dense_doc = splade.embed_passage([CORPUS[hit.id]])[0].to_dense(splade.vocab_size)
+        assert abs(hit.score - float(query_vector.to_dense(splade.vocab_size) @ dense_doc)) < 1e-4
+    assert [h.id for h in store.query(query, limit=6, using=["splade"], rerank=False)] == [
+        p.id for p in by_splade
+    ]
+    by_dense = store.client.query_points(
+        "splade", query=store.dense.query(query), using="dense", limit=6
+    ).points
+    fused = store.query(query, limit=4, candidates=6, rerank=False)
+    assert [h.id for h in fused] == [p.id for p in reciprocal_rank_fusion([by_dense, by_splade], limit=4)]
+
+    hits = store.query(query, limit=2, candidates=6)  # the fused candidates, reranked
+    candidates = store.query(query, limit=6, candidates=6, rerank=False)
+    scores = TextCrossEncoder(reranker_dir).rerank(query, [c.payload[DOCUMENT_KEY] for c in candidates])
+    order = np.argsort(-scores, kind="stable")[:2]
+    assert [h.id for h in hits] == [candidates[i].id for i in order]
+    np.testing.assert_allclose([h.score for h in hits], scores[order], rtol=0, atol=1e-6)
+
+
+def test_inference_free_splade_queries_run_no_model(minilm, tmp_path_factory):
+    pytest.importorskip("sentence_transformers", reason="building a SPLADE model needs the [export] extra")
+    model_dir = tiny_splade(tmp_path_factory.mktemp("splade-inference-free"), inference_free=True)
+    splade = SparseTextEmbedding(model_dir, parallel_runs=1)
+    assert splade.static_query is not None
+    store = FastembedNativeQdrant(":memory:", "free", model=minilm, sparse=splade)
+    store.create_collection()
+    store.add(CORPUS, ids=range(len(CORPUS)))
+    [point] = store.client.retrieve("free", ids=[4], with_vectors=True)
+    [expected_document] = splade.embed_passage([CORPUS[4]])
+    assert len(expected_document) > 0
+    assert point.vector["sparse"].indices == expected_document.indices.tolist()
+
+    splade.engine.stats(reset=True)
+    query = "Espresso is coffee brewed by forcing hot water"  # words of the tiny tokenizer's vocabulary
+    hits = store.query(query, limit=3, using=["sparse"])
+    assert splade.engine.stats()["runs"] == 0  # the query side is a lookup of static weights
+    [expected] = splade.query_embed([query])
+    direct = store.client.query_points(
+        "free",
+        query=models.SparseVector(indices=expected.indices.tolist(), values=expected.values.tolist()),
+        using="sparse",
+        limit=3,
+    ).points
+    assert len(expected) > 0 and hits
+    assert [h.id for h in hits] == [p.id for p in direct]
