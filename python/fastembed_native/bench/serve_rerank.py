@@ -93,7 +93,8 @@ def run_rerank(args: argparse.Namespace) -> dict[str, Any]:
     ]
     limit = args.limit_seconds or LIMIT_SECONDS
     results: dict[str, Any] = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_start": os.getloadavg()[0]},
         "model": {"name": model.name, "shape": model.shape.describe(), "onnx_file": str(model.onnx_path),
                   "max_length": encoder.max_length},
         "threads": args.threads, "docs_per_request": args.docs, "queries": len(workload),
@@ -132,6 +133,7 @@ def run_rerank(args: argparse.Namespace) -> dict[str, Any]:
                 )
             results["loads"][f"{clients} client" + ("s" if clients != 1 else "")] = summarize(clients, rounds)
         results["server"]["after"] = peer.rss_mb()
+        results["machine"]["load_average_end"] = os.getloadavg()[0]
     finally:
         peer.stop()
     return results
@@ -232,10 +234,21 @@ def markdown(results: dict[str, Any]) -> str:
         "(each client sends its next request when its answer arrives).",
         f"Server: ready in {server['ready_seconds']:.2f} s, RSS {server['idle']['rss_mb']:.0f} MB idle, "
         f"{server['after']['rss_mb']:.0f} MB after the runs (peak {server['after']['peak_rss_mb']:.0f} MB).",
-        f"Machine: {results['machine']['platform']}, {results['machine']['cpus']} CPUs, shared with other "
-        f"work while it ran; pause between turns {results['settle_s']} s.",
+        f"Machine: {machine_line(results['machine'])}; pause between turns {results['settle_s']} s.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    """The platform and CPUs, and the 1-minute load average at the start and the end of the run when
+    recorded (how busy the machine was with other work)."""
+    line = f"{machine['platform']}, {machine['cpus']} CPUs"
+    if "load_average_start" in machine:
+        line += (
+            f", load average {machine['load_average_start']:.1f} at the start and "
+            f"{machine.get('load_average_end', float('nan')):.1f} at the end"
+        )
+    return line
 
 
 # -- the long varied run ------------------------------------------------------------------------------
@@ -321,6 +334,7 @@ class VariedReranks:
 def rerank_soak(args: argparse.Namespace) -> dict[str, Any]:
     """``--soak N --rerank``: the long varied run (see the module's doc)."""
     model, corpus, peer = served_reranker(args)
+    load_start = os.getloadavg()[0]
     make = VariedReranks(peer.model, corpus, args.seed)
     out = soak_run(
         peer,
@@ -335,7 +349,8 @@ def rerank_soak(args: argparse.Namespace) -> dict[str, Any]:
     out["model"] = {"name": model.name, "shape": model.shape.describe()}
     out["threads"] = args.threads
     out["kinds"] = dict(make.kinds.most_common())
-    out["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count()}
+    out["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
+                      "load_average_start": load_start, "load_average_end": os.getloadavg()[0]}  # fmt: skip
     return out
 
 
@@ -361,5 +376,6 @@ def soak_markdown(results: dict[str, Any]) -> str:
         "Answers by HTTP status (warm-up included): "
         + ", ".join(f"{status}: {count}" for status, count in results["statuses"].items())
         + ".",
+        f"Machine: {machine_line(results['machine'])}.",
     ]
     return "\n".join(lines) + "\n"
