@@ -12,7 +12,9 @@ Each ``## `` section's blocks run in order in one scratch folder, as a reader wo
 The environment is the test suite's: the model cache it built the default model into, offline.
 The README's test command itself is not run again from inside the tests: it must be the command
 ``.ci/run`` runs. Blocks without a language (diagrams) are not code. The contributors' section runs
-in the checkout (its commands check this source tree); every other section in a folder of its own.
+in the checkout (its commands check this source tree), and so does the hybrid search one (it runs
+``examples/hybrid_search.py`` from the checkout, writing nothing there); every other section runs in a
+folder of its own.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ _FENCE = re.compile(r"^```(\w*)\s*$")
 _SETUP = re.compile(r"^(python3? -m venv \S+|\. \S+/bin/activate|source \S+/bin/activate|pip install .*)$")
 _EXTRA = re.compile(r"'\.\[([\w,-]+)\]'")
 BLOCK_TIMEOUT = 420  # seconds for one block; the Ray ones start a cluster
-CHECKOUT_SECTIONS = {"Building from source"}
+CHECKOUT_SECTIONS = {"Building from source", "Hybrid search"}
 
 
 @dataclass
