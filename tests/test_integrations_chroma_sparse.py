@@ -95,8 +95,11 @@ def test_a_schema_stores_the_function_and_builds_it_again(function):
         again.validate_config_update(function.get_config(), {"model_name": "other"})
 
 
-def test_local_chroma_refuses_a_sparse_index(function):
-    client = chromadb.EphemeralClient(settings=Settings(anonymized_telemetry=False))
+def test_local_chroma_refuses_a_sparse_index(function, tmp_path):
+    # a folder of its own: Chroma keeps one ephemeral client per process, and other tests made it
+    client = chromadb.PersistentClient(
+        path=str(tmp_path / "chroma"), settings=Settings(anonymized_telemetry=False)
+    )
     with pytest.raises(InvalidArgumentError, match="not enabled in local"):
         client.create_collection("sparse-local", schema=_schema(function))
 
