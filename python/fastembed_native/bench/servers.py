@@ -34,8 +34,16 @@ class Peer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float) -> None:
+        import socket
         import urllib.request
 
+        # A server already on the port would answer the health check and every request in place of
+        # the one started here (another benchmark left running): refuse rather than measure it.
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                raise RuntimeError(
+                    f"port {self.port} is in use already: stop what listens there before benchmarking {self.name}"
+                )
         start = time.perf_counter()
         self.process = subprocess.Popen(
             self.command,
