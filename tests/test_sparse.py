@@ -17,13 +17,20 @@ from families import MAX_SEQ_LENGTH, MIXED_TEXTS, _tokenizer
 from fastembed_native import SparseEmbedding, SparseTextEmbedding, TextEmbedding
 from fastembed_native.models.parity import SPARSE_TOLERANCE, sparse_difference
 
-#: (pooling, activation, first module): sentence-transformers 5.7's Transformer(fill-mask) and the
-#: MLMTransformer that 5.0-5.6 saved (the layout of the SPLADE models on the hub).
-CONFIGS = [("max", "relu", "Transformer"), ("sum", "log1p_relu", "MLMTransformer")]
+#: (pooling, activation, first module, architecture): sentence-transformers 5.7's Transformer(fill-mask)
+#: and the MLMTransformer that 5.0-5.6 saved (the layout of the SPLADE models on the hub); BERT,
+#: DistilBERT (no token type ids) and XLM-R (Unigram tokenizer, <s> </s>).
+CONFIGS = [
+    ("max", "relu", "Transformer", "bert"),
+    ("sum", "log1p_relu", "MLMTransformer", "bert"),
+    ("max", "relu", "Transformer", "distilbert"),
+    ("max", "relu", "Transformer", "xlm-roberta"),
+]
 
 
-def _splade(root: Path, pooling: str, activation: str, first_module: str) -> Path:
-    """A tiny random fill-mask checkpoint saved by sentence-transformers' SparseEncoder."""
+def _splade(root: Path, pooling: str, activation: str, first_module: str, architecture: str = "bert") -> Path:
+    """A tiny random fill-mask checkpoint (BERT with WordPiece, DistilBERT without token types, or
+    XLM-R with a Unigram tokenizer) saved by sentence-transformers' SparseEncoder."""
     import warnings
 
     import torch
@@ -32,22 +39,40 @@ def _splade(root: Path, pooling: str, activation: str, first_module: str) -> Pat
     from sentence_transformers.base.modules.transformer import Transformer
     from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
 
-    tok, specials = _tokenizer("wordpiece", "bert")
+    tok, specials = _tokenizer("unigram" if architecture == "xlm-roberta" else "wordpiece", architecture)
+    inputs = ["input_ids", "token_type_ids", "attention_mask"] if architecture == "bert" else None
     hf_tokenizer = tf.PreTrainedTokenizerFast(
-        tokenizer_object=tok, model_max_length=MAX_SEQ_LENGTH, **specials
+        tokenizer_object=tok,
+        model_max_length=MAX_SEQ_LENGTH,
+        model_input_names=inputs or ["input_ids", "attention_mask"],  # DistilBERT and XLM-R: no types
+        **specials,
     )
-    config = tf.BertConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
+    sizes = dict(vocab_size=tok.get_vocab_size(), max_position_embeddings=130)
     torch.manual_seed(2)
-    model = tf.BertForMaskedLM(config)
+    if architecture == "bert":
+        config = tf.BertConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, **sizes
+        )
+        model = tf.BertForMaskedLM(config)
+        bias = model.cls.predictions.bias
+    elif architecture == "distilbert":
+        config = tf.DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, **sizes)
+        model = tf.DistilBertForMaskedLM(config)
+        bias = model.vocab_projector.bias
+    else:
+        config = tf.XLMRobertaConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            type_vocab_size=1, pad_token_id=hf_tokenizer.pad_token_id, **sizes,
+        )  # fmt: skip
+        model = tf.XLMRobertaForMaskedLM(config)
+        bias = model.lm_head.bias
     with torch.no_grad():  # a random MLM head activates every word; shift it so that each text keeps
-        model.cls.predictions.bias.sub_(0.25)  # a few to a hundred words (logits here: std 0.11)
+        if architecture == "bert":  # a few to a hundred words (logits here: std 0.11)
+            bias.sub_(0.25)
+        else:  # the same share of this model's logits: their 99.5th percentile on real text
+            sample = hf_tokenizer(list(MIXED_TEXTS[:6]), padding=True, return_tensors="pt")
+            sample.pop("token_type_ids", None)
+            bias.sub_(torch.quantile(model.eval()(**sample).logits.flatten(), 0.995))
     checkpoint = root / ".hf"
     model.save_pretrained(checkpoint)
     hf_tokenizer.save_pretrained(checkpoint)
