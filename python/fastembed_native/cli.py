@@ -88,6 +88,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         dtype=args.dtype,
     )
     print(f"exported {args.source} -> {report.model_dir}; {report.parity()}")
+    if args.dtype == "int8":
+        from .engine import INT8_FILE
+        from .models.quantize import describe_recipe, read_recipe
+
+        recipe = read_recipe(report.model_dir / INT8_FILE)
+        print(f"{INT8_FILE}: {describe_recipe(recipe) if recipe else 'missing'}; load it with --quantized")
     return 0
 
 
@@ -102,12 +108,17 @@ def cmd_fuse(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from .models import quantize_model
+    from .models import quantize_model, resolve_model
 
-    report = quantize_model(args.model)
+    model_dir = Path(resolve_model(args.model))
+    report = quantize_model(
+        model_dir, method=args.method, calibration=args.calibration, outliers=args.outliers
+    )
     print(
-        f"wrote {report.path}: cosine vs fp32 min {report.min_cosine:.4f} mean {report.mean_cosine:.4f}, "
-        f"{report.speedup:.2f}x the fp32 speed; load it with TextEmbedding(model, onnx_file='{report.path.relative_to(Path(args.model))}')"
+        f"wrote {report.path} ({args.method}): cosine vs fp32 min {report.min_cosine:.4f} mean "
+        f"{report.mean_cosine:.4f}, {report.speedup:.2f}x the fp32 speed; recipe in "
+        f"{report.path.with_suffix('.json').name}; load it with TextEmbedding(model, quantized=True) "
+        "(embed/serve --quantized)"
     )
     return 0
 
@@ -153,6 +164,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         stuck_after=args.stuck_after,
         drain_seconds=args.drain_seconds,
         threads=args.threads,
+        quantized=args.quantized,
         grpc_max_message_bytes=args.grpc_max_message_bytes,
         max_inflight_bytes=args.max_inflight_bytes,
         max_connections=args.max_connections,
@@ -279,6 +291,11 @@ def add_serve_parser(sub: Any) -> None:
         help="seconds an idle keep-alive connection stays open (default %(default)s)",
     )
     serve.add_argument("--threads", type=int, help="ORT threads per model (default: every CPU)")
+    serve.add_argument(
+        "--quantized",
+        action="store_true",
+        help="serve the embedding models' int8 files (onnx/model_int8.onnx, made by `quantize`)",
+    )
     serve.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=cmd_serve)
 
@@ -306,7 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-cosine", type=float, default=None, help="parity bar (default 0.9999; 0.999 for --dtype fp16)"
     )
     export.add_argument("--no-fuse", dest="fuse", action="store_false", help="skip onnx/model_fused.onnx")
-    export.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32", help="fp16: for GPU / Core ML")
+    export.add_argument(
+        "--dtype",
+        choices=["fp32", "fp16", "int8"],
+        default="fp32",
+        help="fp16: for GPU / Core ML; int8: fp32 plus onnx/model_int8.onnx (as `quantize` makes it), "
+        "loaded with --quantized / TextEmbedding(model, quantized=True)",
+    )
     export.add_argument(
         "--external-data",
         action=argparse.BooleanOptionalAction,
@@ -322,9 +345,31 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.set_defaults(func=cmd_fuse)
 
     quantize = sub.add_parser(
-        "quantize", help="write an int8 copy of a model (faster, less exact) and report both"
+        "quantize", help="write an int8 copy of a model (about 2x faster) with its recipe and quality"
     )
-    quantize.add_argument("model", help="model directory; the copy goes to onnx/model_int8.onnx inside it")
+    quantize.add_argument(
+        "model", help="model directory or id; the copy goes to onnx/model_int8.onnx inside it"
+    )
+    quantize.add_argument(
+        "--method",
+        choices=["rowwise", "dynamic"],
+        default="rowwise",
+        help="rowwise (default): per-token int8 activations, GPTQ-rounded weights, float32 outlier "
+        "channels, int8 embedding table; dynamic: ONNX Runtime's quantize_dynamic, for comparison",
+    )
+    quantize.add_argument(
+        "--calibration",
+        type=Path,
+        help="text file to calibrate on, one text per line (default: Debian package descriptions, "
+        "else the licence files of installed packages)",
+    )
+    quantize.add_argument(
+        "--outliers",
+        choices=["shared", "all", "none"],
+        default="shared",
+        help="rowwise: which inputs keep outlier channels in float32: shared (default: attention's "
+        "query/key/value input), all (closest to fp32, slower), none",
+    )
     quantize.set_defaults(func=cmd_quantize)
 
     models = sub.add_parser("models", help="list the models this package knows")
@@ -342,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(bench serve --help); "
         "`bench rerank`: rerankers side by side (bench rerank --help); "
         "`bench sparse`: SPLADE encoders side by side (bench sparse --help); "
-        "`bench late`: ColBERT encoders and MaxSim side by side (bench late --help)",
+        "`bench late`: ColBERT encoders and MaxSim side by side (bench late --help); "
+        "`bench quality`: an int8 (or any) variant's retrieval against fp32 (bench quality --help)",
     )
     return parser
 
@@ -361,6 +407,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench.serve import main as serve_bench_main
 
         return serve_bench_main(argv[2:])
+    if argv[:2] == ["bench", "quality"]:  # a variant's retrieval against fp32 (bench/quality.py)
+        from .bench.quality import main as quality_main
+
+        return quality_main(argv[2:])
     if argv[:2] == ["bench", "rerank"]:  # rerankers side by side (bench/rerank.py)
         from .bench.rerank import main as rerank_bench_main
 

@@ -36,6 +36,9 @@ class TextEmbedding(Embedder):
             way of pointing at files on disk; ``model`` then only picks registry facts such as prompts).
         cuda: run on CUDA (fastembed's flag): the same as ``providers=[("cuda", {"device_id": ...})]``.
         device_id, device_ids: the GPU for ``cuda`` (one device per TextEmbedding).
+        quantized: load the model's int8 file (``onnx/model_int8.onnx``, written by
+            ``fastembed-native quantize`` or ``export --dtype int8``; its recipe and measured
+            quality are in ``onnx/model_int8.json``, which ``inspect`` prints) instead of fp32.
         **options: the engine's options (providers, fallback, max_length, pooling, normalize,
             padding_side, onnx_file, fused, batch_size, max_batch_tokens, threads, parallel_runs,
             graph_optimization_level, prompts, include_prompt, lazy_load): see
@@ -44,7 +47,7 @@ class TextEmbedding(Embedder):
     Raises:
         TypeError: an option this class does not take (the message lists those it does).
         FileNotFoundError, ModelLoadError: the model cannot be found or built (the message says
-            where it looked).
+            where it looked), or ``quantized`` and it has no int8 file (the message says how to make it).
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class TextEmbedding(Embedder):
         cuda: bool = False,
         device_id: int | None = None,
         device_ids: Sequence[int] | None = None,
+        quantized: bool = False,
         **options: Any,
     ) -> None:
         _check_options(options)
@@ -74,6 +78,8 @@ class TextEmbedding(Embedder):
             model_dir = resolve_model(os.fspath(specific_model_path), cache=cache_dir)
         else:
             model_dir = resolve_model(model, cache=cache_dir)
+        if quantized:
+            options["onnx_file"] = quantized_file(model_dir, options.get("onnx_file"))
         super().__init__(model_dir, **options)
 
     @staticmethod
@@ -143,6 +149,26 @@ class TextEmbedding(Embedder):
         return [asdict(info) for info in SUPPORTED_MODELS]
 
 
+def quantized_file(model_dir: str | os.PathLike[str], onnx_file: str | None = None) -> str:
+    """The int8 file ``quantized=True`` loads from ``model_dir`` (relative to it).
+
+    Raises:
+        ValueError: ``onnx_file`` names another file too.
+        FileNotFoundError: the model has no int8 file yet (the message gives the command).
+    """
+    from pathlib import Path
+
+    from .engine import INT8_FILE
+
+    if onnx_file is not None and onnx_file != INT8_FILE:
+        raise ValueError(f"give quantized=True or onnx_file={onnx_file!r}, not both")
+    if not (Path(model_dir) / INT8_FILE).is_file():
+        raise FileNotFoundError(
+            f"{model_dir} has no int8 model ({INT8_FILE}); make it with: fastembed-native quantize {model_dir}"
+        )
+    return INT8_FILE
+
+
 #: The engine's keyword options, which TextEmbedding passes on.
 _ENGINE_OPTIONS = tuple(
     name
@@ -155,7 +181,16 @@ def _check_options(options: dict[str, Any]) -> None:
     """Refuse an unknown option here, naming this class and what it takes (not the engine's)."""
     unknown = sorted(set(options) - set(_ENGINE_OPTIONS))
     if unknown:
-        known = ("model", "model_name", "cache_dir", "specific_model_path", "cuda", "device_id", "device_ids")
+        known = (
+            "model",
+            "model_name",
+            "cache_dir",
+            "specific_model_path",
+            "cuda",
+            "device_id",
+            "device_ids",
+            "quantized",
+        )
         raise TypeError(
             f"TextEmbedding() got an unexpected keyword argument {unknown[0]!r}; "
             f"it takes: {', '.join(known + _ENGINE_OPTIONS)}"

@@ -60,6 +60,12 @@ def add_embed_parser(sub: Any) -> None:
         help="which ONNX file of the model directory to run, e.g. onnx/model_int8.onnx (from `quantize`)",
     )
     embed.add_argument(
+        "--quantized",
+        action="store_true",
+        help="run the model's int8 file (onnx/model_int8.onnx, made by `quantize`; `inspect` shows its "
+        "recipe and measured quality)",
+    )
+    embed.add_argument(
         "--max-length",
         type=int,
         metavar="N",
@@ -148,6 +154,13 @@ def _embed(args: argparse.Namespace) -> int:
 
     if args.commit_seconds < 0:
         raise CorpusUsageError(f"--commit-seconds must be 0 or more, got {args.commit_seconds}")
+    if args.quantized:
+        from ..text_embedding import quantized_file
+
+        try:
+            args.onnx_file = quantized_file(resolve_model(args.model), args.onnx_file)
+        except ValueError:
+            raise CorpusUsageError("give --quantized or --onnx-file, not both") from None
 
     job = plan(
         args.inputs,

@@ -53,7 +53,7 @@ COLBERT_TOLERANCE = 1e-5
 #: 0.99999; a GPU or Core ML computes in real half precision, so the bar sits at 0.999: it still
 #: flags a broken graph (an overflow, a misplaced Cast) without failing on rounding. fp32: 0.9999.
 FP16_MIN_COSINE = 0.999
-DTYPES = ("fp32", "fp16")
+DTYPES = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,9 @@ def export_model(
     stores weights and arithmetic in half precision for GPUs and Core ML, with float32 inputs and
     outputs kept, and is checked at ``FP16_MIN_COSINE`` unless ``min_cosine`` says otherwise
     (float32: 0.9999); fp16 graphs are not fused, and on a CPU they run correctly but slowly.
+    ``dtype="int8"`` (embedding models) exports float32 as usual, checks it, and adds
+    ``onnx/model_int8.onnx`` with its recipe (:func:`~fastembed_native.models.quantize.quantize_model`,
+    the rowwise recipe), which ``TextEmbedding(output, quantized=True)`` loads.
 
     The export is written to a temporary folder beside ``output`` and moved into place only after
     the parity check passes, so ``output`` never holds a half-written or wrong model.
@@ -133,6 +136,10 @@ def export_model(
     sparse = is_sparse_encoder(source)
     colbert = is_colbert(source)
     m3 = is_m3_model(source)
+    if dtype == "int8" and (scores or sparse or colbert or m3 or is_llm_reranker(source)):
+        raise ValueError(
+            "--dtype int8 is for embedding models; this checkpoint is a reranker, sparse or ColBERT"
+        )
     if is_llm_reranker(source):  # a yes/no LLM reranker: its own graph (see llm_reranker.py)
         worst = export_llm_reranker(source, output)
         return ExportReport(output, float("nan"), (), worst)
@@ -155,7 +162,7 @@ def export_model(
         shutil.move(str(raw / "model.onnx"), model / "onnx" / "model.onnx")
         for extra in raw.glob(EXTERNAL_DATA_FILE):  # external weights of models over 2 GB
             shutil.move(str(extra), model / "onnx" / extra.name)
-        _rewrite_graph(model / "onnx" / "model.onnx", external_data, dtype)
+        _rewrite_graph(model / "onnx" / "model.onnx", external_data, "fp16" if dtype == "fp16" else "fp32")
         for name in _CONFIG_FILES:
             found = source / name if (source / name).is_file() else raw / name
             if found.is_file():
@@ -214,10 +221,14 @@ def export_model(
                 f"exported model disagrees with {source}: minimum cosine {worst:.6f} < {min_cosine} "
                 f"(text {int(cosines.argmin())} of the parity set)"
             )
-        if fuse and dtype == "fp32":
+        if fuse and dtype != "fp16":
             from .fuse import fuse_model
 
             fuse_model(model)
+        if dtype == "int8":
+            from .quantize import quantize_model
+
+            quantize_model(model, measure_speed=False)
         model.rename(output)
         return ExportReport(output, worst, tuple(float(c) for c in cosines))
     except (ModelLoadError, FileNotFoundError, FileExistsError):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _core
-from ..engine import ModelConfig, ensure_loaded, find_onnx, read_model_dir, read_modules
+from ..engine import INT8_FILE, ModelConfig, ensure_loaded, find_onnx, read_model_dir, read_modules
 from ..errors import ModelLoadError
 from .cache import resolve_model
 
@@ -108,6 +108,18 @@ def inspect_model(model: str | Path | None = None) -> dict[str, Any]:
         "hidden_size": table[1] if table and len(table) > 1 else None,
         "layers": len(layer_ids) or None,
     }
+    from .quantize import describe_recipe, read_recipe
+
+    recipe = read_recipe(onnx_path)
+    if recipe is not None:
+        report["quantization"] = describe_recipe(recipe)
+    if path.is_dir():
+        int8 = read_recipe(path / INT8_FILE) if (path / INT8_FILE).is_file() else None
+        report["int8"] = (
+            f"{INT8_FILE}: " + (describe_recipe(int8) if int8 else "no recipe file beside it")
+            if (path / INT8_FILE).is_file()
+            else f"none (fastembed-native quantize {path} makes {INT8_FILE})"
+        )
     warnings: list[str] = []
     config: ModelConfig | None = None
     if path.is_dir():

@@ -51,6 +51,8 @@ class ServeConfig:
         stuck_after: seconds one engine call may take before /health reports the engine stuck.
         drain_seconds: how long SIGTERM waits for in-flight requests before exiting.
         threads: ORT threads per model (None: every CPU).
+        quantized: serve the embedding models' int8 files (``onnx/model_int8.onnx``, made by
+            ``fastembed-native quantize``); rerankers, sparse and ColBERT models stay as they are.
         grpc_max_message_bytes: the largest gRPC message the server receives (bigger ones get
             RESOURCE_EXHAUSTED from grpc itself).
         max_inflight_bytes: bytes of requests in flight, all clients together: each request is
@@ -75,6 +77,7 @@ class ServeConfig:
     stuck_after: float = 120.0
     drain_seconds: float = 30.0
     threads: int | None = None
+    quantized: bool = False
     grpc_max_message_bytes: int = 16 * 2**20
     max_inflight_bytes: int = 128 * 2**20
     max_connections: int = 1024

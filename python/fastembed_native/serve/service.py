@@ -221,7 +221,9 @@ class EmbeddingService:
                 colbert = LateInteractionTextEmbedding(spec.source, threads=config.threads)
                 heads[spec.name], embedders[spec.name] = colbert, colbert.engine
             else:  # by its source, not its directory: the registry adds what only it knows (prompts)
-                embedders[spec.name] = TextEmbedding(spec.source, threads=config.threads)
+                embedders[spec.name] = TextEmbedding(
+                    spec.source, threads=config.threads, quantized=config.quantized
+                )
         return cls(embedders, config, scorers=scorers, heads=heads)
 
     # -- models ------------------------------------------------------------------------------------
