@@ -388,7 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
         "`bench rerank`: rerankers side by side (bench rerank --help); "
         "`bench sparse`: SPLADE encoders side by side (bench sparse --help); "
         "`bench late`: ColBERT encoders and MaxSim side by side (bench late --help); "
-        "`bench quality`: an int8 (or any) variant's retrieval against fp32 (bench quality --help)",
+        "`bench quality`: an int8 (or any) variant's retrieval against fp32 (bench quality --help); "
+        "`bench int8`: int8 against fp32 side by side, speed, memory and size (bench int8 --help)",
     )
     return parser
 
@@ -407,6 +408,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench.serve import main as serve_bench_main
 
         return serve_bench_main(argv[2:])
+    if argv[:2] == ["bench", "int8"]:  # int8 against fp32: speed, memory, size (bench/int8.py)
+        from .bench.int8 import main as int8_main
+
+        return int8_main(argv[2:])
     if argv[:2] == ["bench", "quality"]:  # a variant's retrieval against fp32 (bench/quality.py)
         from .bench.quality import main as quality_main
 

@@ -56,6 +56,10 @@ MAX_OUTLIERS = 16
 #: GPTQ's dampening of the covariance diagonal (fraction of its mean) and its column block.
 GPTQ_DAMP = 0.01
 GPTQ_BLOCK = 128
+#: GELU's outputs are >= -0.17 (its minimum, -0.16997, at x = -0.75): their uint8 rows put zero at
+#: GELU_ZERO_POINT, with a step of at least GELU_MIN / GELU_ZERO_POINT so the minimum fits.
+GELU_MIN = 0.17
+GELU_ZERO_POINT = 16
 #: Embedding tables with at least this many rows are stored as int8.
 MIN_TABLE_ROWS = 1024
 #: Past this size the int8 graph keeps its weights in ``<name>_data`` beside it (protobuf's 2 GB).
@@ -420,45 +424,88 @@ def quantize_rowwise(
     eps = const(f"{prefix}/eps", np.array(_EPS, np.float32))
     inv127 = const(f"{prefix}/inv127", np.array(1.0 / 127.0, np.float32))
     zero_point = const(f"{prefix}/zero_point", np.array(128, np.uint8))
-    axis1 = const(f"{prefix}/axis1", np.array([1], np.int64))
     start0 = const(f"{prefix}/start0", np.array([0], np.int64))
     end_last = const(f"{prefix}/end_last", np.array([-1], np.int64))
     replaced: dict[str, list[Any]] = {}  # a node (by its first output) -> the nodes in its place
     dropped: set[str] = set()
     outlier_channels = 0
+    consumers: dict[str, list[Any]] = defaultdict(list)
+    for node in graph.node:
+        for input_name in node.input:
+            consumers[input_name].append(node)
+    removed: set[str] = set()  # bias Adds folded into the float32 outlier product
+    gelu_outputs = {name for name in groups if _is_gelu_output(name, graph)}
+    gelu_zero_point = const(f"{prefix}/gelu_zero_point", np.array(GELU_ZERO_POINT, np.uint8))
+    gelu_inv_range = const(f"{prefix}/gelu_inv_range", np.array(1.0 / (255 - GELU_ZERO_POINT), np.float32))
+    gelu_min_scale = const(f"{prefix}/gelu_min_scale", np.array(GELU_MIN / GELU_ZERO_POINT, np.float32))
+    one = const(f"{prefix}/one", np.array([1], np.int64))
     for gi, (name, group) in enumerate(groups.items()):
         p = f"{prefix}/g{gi}"
         k, idx = group.k, group.outliers
         outlier_channels += len(idx)
+        # Rows are quantized as a 2-D [tokens, K] matrix (QuantizeLinear's per-axis scales), then
+        # put back in the input's shape, so every node after the MatMul sees the shapes it saw
+        # before and ONNX Runtime still fuses bias + residual + LayerNorm and bias + GELU.
         pre = [
-            helper.make_node(
-                "Reshape", [name, const(f"{p}/rows_shape", np.array([-1, k], np.int64))], [f"{p}/x"]
-            ),
             helper.make_node("Shape", [name], [f"{p}/shape"]),
             helper.make_node("Slice", [f"{p}/shape", start0, end_last], [f"{p}/lead"]),
         ]
-        x = f"{p}/x"
+        x = name
         if idx:
             mask = np.ones(k, np.float32)
             mask[idx] = 0.0
             pre += [
-                helper.make_node("Mul", [x, const(f"{p}/inlier_mask", mask)], [f"{p}/x_in"]),
+                helper.make_node("Mul", [name, const(f"{p}/inlier_mask", mask)], [f"{p}/x_in"]),
                 helper.make_node(
-                    "Gather", [x, const(f"{p}/outlier_idx", np.array(idx, np.int64))], [f"{p}/x_out"], axis=1
+                    "Gather",
+                    [name, const(f"{p}/outlier_idx", np.array(idx, np.int64))],
+                    [f"{p}/x_out"],
+                    axis=-1,
                 ),
+                # A column of ones, so that the outlier product adds the bias too.
+                helper.make_node("Concat", [f"{p}/lead", one], [f"{p}/ones_shape"], axis=0),
+                helper.make_node(
+                    "ConstantOfShape",
+                    [f"{p}/ones_shape"],
+                    [f"{p}/ones"],
+                    value=numpy_helper.from_array(np.array([1.0], np.float32)),
+                ),
+                helper.make_node("Concat", [f"{p}/x_out", f"{p}/ones"], [f"{p}/x_out1"], axis=-1),
             ]
             x = f"{p}/x_in"
         pre += [
-            helper.make_node("ReduceMax", [x], [f"{p}/max"], axes=[1], keepdims=0),
-            helper.make_node("ReduceMin", [x], [f"{p}/min"], axes=[1], keepdims=0),
-            helper.make_node("Neg", [f"{p}/min"], [f"{p}/neg_min"]),
-            helper.make_node("Max", [f"{p}/max", f"{p}/neg_min", eps], [f"{p}/absmax"]),
-            helper.make_node("Mul", [f"{p}/absmax", inv127], [f"{p}/scale"]),
-            helper.make_node("Shape", [f"{p}/scale"], [f"{p}/rows"]),
-            helper.make_node("Expand", [zero_point, f"{p}/rows"], [f"{p}/zero_points"]),
-            # uint8 with zero point 128: symmetric int8 in the u8 x s8 form VNNI multiplies.
-            helper.make_node("QuantizeLinear", [x, f"{p}/scale", f"{p}/zero_points"], [f"{p}/xq"], axis=0),
-            helper.make_node("Unsqueeze", [f"{p}/scale", axis1], [f"{p}/row_scale"]),
+            helper.make_node(
+                "Reshape", [x, const(f"{p}/rows_shape", np.array([-1, k], np.int64))], [f"{p}/rows"]
+            ),
+        ]
+        if name in gelu_outputs:
+            # GELU's output is never below -0.17: one-sided rows take the uint8 range from a fixed
+            # zero point GELU_ZERO_POINT, twice as fine as symmetric int8, and need no ReduceMin.
+            group_zero_point = gelu_zero_point
+            pre += [
+                helper.make_node("ReduceMax", [f"{p}/rows"], [f"{p}/max"], axes=[1], keepdims=0),
+                helper.make_node("Mul", [f"{p}/max", gelu_inv_range], [f"{p}/scale_max"]),
+                helper.make_node("Max", [f"{p}/scale_max", gelu_min_scale], [f"{p}/scale"]),
+            ]
+        else:
+            group_zero_point = zero_point
+            pre += [
+                helper.make_node("ReduceMax", [f"{p}/rows"], [f"{p}/max"], axes=[1], keepdims=0),
+                helper.make_node("ReduceMin", [f"{p}/rows"], [f"{p}/min"], axes=[1], keepdims=0),
+                helper.make_node("Neg", [f"{p}/min"], [f"{p}/neg_min"]),
+                helper.make_node("Max", [f"{p}/max", f"{p}/neg_min", eps], [f"{p}/absmax"]),
+                helper.make_node("Mul", [f"{p}/absmax", inv127], [f"{p}/scale"]),
+            ]
+        pre += [
+            helper.make_node("Shape", [f"{p}/scale"], [f"{p}/count"]),
+            # uint8 with zero point 128 elsewhere: symmetric int8 in the u8 x s8 form VNNI multiplies.
+            helper.make_node("Expand", [group_zero_point, f"{p}/count"], [f"{p}/zero_points"]),
+            helper.make_node(
+                "QuantizeLinear", [f"{p}/rows", f"{p}/scale", f"{p}/zero_points"], [f"{p}/rows_q"], axis=0
+            ),
+            helper.make_node("Reshape", [f"{p}/rows_q", f"{p}/shape"], [f"{p}/xq"]),
+            helper.make_node("Concat", [f"{p}/lead", one], [f"{p}/scale_shape"], axis=0),
+            helper.make_node("Reshape", [f"{p}/scale", f"{p}/scale_shape"], [f"{p}/row_scale"]),
         ]
         h = cov[name].copy()
         if idx:
@@ -467,15 +514,16 @@ def quantize_rowwise(
         for ni, node in enumerate(group.nodes):
             q = f"{p}/m{ni}"
             weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
-            n = weight.shape[1]
             inlier = weight.copy()
             inlier[idx] = 0.0
             scale = _column_scales(inlier)
             wq = gptq_quantize(inlier, h, scale)
             dropped.add(node.input[1])
+            out = node.output[0]
+            bias = _bias_add(out, consumers, inits, weight.shape[1]) if idx else None
+            # A per-row a_scale ([..., 1]) multiplies the output after the integer product (and
+            # after a bias, so the bias stays a separate Add, fused downstream by ONNX Runtime).
             post = [
-                # A per-row a_scale ([M, 1]) is applied to the output after the integer product;
-                # the bias stays a separate Add, which ONNX Runtime fuses downstream.
                 helper.make_node(
                     "MatMulIntegerToFloat",
                     [
@@ -483,35 +531,34 @@ def quantize_rowwise(
                         const(f"{q}/w_int8", wq),
                         f"{p}/row_scale",
                         const(f"{q}/w_scale", scale),
-                        zero_point,
+                        group_zero_point,
                     ],
-                    [f"{q}/y"],
+                    [f"{q}/y" if idx else out],
                     domain="com.microsoft",
                 ),
             ]
-            y = f"{q}/y"
             if idx:
-                post.append(
+                rows = weight[idx]
+                if bias is not None:  # the bias as the ones column's weights; its Add goes
+                    add, bias_values = bias
+                    removed.add(add.output[0])
+                    out = add.output[0]
+                else:
+                    bias_values = np.zeros(weight.shape[1], np.float32)
+                rows = np.vstack([rows, bias_values[None, :]]).astype(np.float32)
+                post += [
                     helper.make_node(
-                        "Gemm", [f"{p}/x_out", const(f"{q}/w_outliers", weight[idx]), y], [f"{q}/y_joined"]
-                    )
-                )
-                y = f"{q}/y_joined"
-            post += [
-                helper.make_node(
-                    "Concat",
-                    [f"{p}/lead", const(f"{q}/n", np.array([n], np.int64))],
-                    [f"{q}/out_shape"],
-                    axis=0,
-                ),
-                helper.make_node("Reshape", [y, f"{q}/out_shape"], [node.output[0]]),
-            ]
+                        "MatMul", [f"{p}/x_out1", const(f"{q}/w_outliers", rows)], [f"{q}/y_out"]
+                    ),
+                    helper.make_node("Add", [f"{q}/y", f"{q}/y_out"], [out]),
+                ]
             replaced[node.output[0]] = pre + post
             pre = []
     embedding_tables = _int8_embedding_tables(graph, inits, replaced, dropped, const)
     nodes = []
     for node in graph.node:
-        nodes += replaced.get(node.output[0], [node])
+        if node.output[0] not in removed:
+            nodes += replaced.get(node.output[0], [node])
     for i, node in enumerate(nodes):
         if not node.name:
             node.name = f"{prefix}/node{i}"
@@ -544,6 +591,45 @@ def quantize_rowwise(
         "embedding_table": f"int8 per row ({embedding_tables} table(s))" if embedding_tables else "float32",
         "calibration_texts": len(texts),
     }
+
+
+def _is_gelu_output(name: str, graph: Any) -> bool:
+    """Whether ``name`` is a GELU's output: a Gelu / FastGelu / BiasGelu node's, or the last Mul of
+    the erf (or tanh) pattern ``0.5 * x * (1 + erf(x / sqrt(2)))`` within a few nodes of it."""
+    producers = {out: node for node in graph.node for out in node.output}
+    node = producers.get(name)
+    if node is None:
+        return False
+    if node.op_type in ("Gelu", "FastGelu", "BiasGelu"):
+        return True
+    frontier, seen = [node], 0
+    while frontier and seen < 6:
+        current = frontier.pop()
+        seen += 1
+        if current.op_type in ("Erf", "Tanh"):
+            return True
+        if current.op_type in ("Mul", "Add", "Div"):
+            frontier += [producers[i] for i in current.input if i in producers]
+    return False
+
+
+def _bias_add(
+    output: str, consumers: dict[str, list[Any]], inits: dict[str, Any], n: int
+) -> tuple[Any, np.ndarray] | None:
+    """The Add of a constant [n] bias that alone reads ``output``, and the bias; else None."""
+    from onnx import numpy_helper
+
+    readers = consumers.get(output, [])
+    if len(readers) != 1 or readers[0].op_type != "Add":
+        return None
+    add = readers[0]
+    other = add.input[1] if add.input[0] == output else add.input[0]
+    if other not in inits:
+        return None
+    values = numpy_helper.to_array(inits[other])
+    if values.shape != (n,) or values.dtype != np.float32:
+        return None
+    return add, values
 
 
 def _int8_embedding_tables(
