@@ -271,3 +271,29 @@ def test_quantize_and_embed_quantized_on_the_command_line(tiny_bert, calibration
         timeout=300,
     )
     assert missing.returncode == 1 and "fastembed-native quantize" in missing.stderr
+
+
+def test_serve_quantized_loads_the_int8_file(quantized):
+    from fastembed_native.serve import ModelSpec, ServeConfig
+    from fastembed_native.serve.service import EmbeddingService
+
+    service = EmbeddingService.load(ServeConfig(models=(ModelSpec.parse(str(quantized)),), quantized=True))
+    engine = service.models[service.default_model].embedder
+    assert engine.config.onnx_path.name == "model_int8.onnx"
+    plain = EmbeddingService.load(ServeConfig(models=(ModelSpec.parse(str(quantized)),)))
+    assert plain.models[plain.default_model].embedder.config.onnx_path.name == "model.onnx"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the corpus reads typing.io's docstring
+def test_bench_int8_small_run(quantized, tmp_path):
+    from fastembed_native.bench import int8
+
+    out = tmp_path / "out"
+    args = ["--model", str(quantized), "--corpus-size", "24", "--queries", "4", "--repeats", "1"]
+    assert int8.main([*args, "--dynamic", "--no-memory", "--out", str(out)]) == 0
+    results = json.loads((out / "int8.json").read_text())
+    assert set(results["contenders"]) == {"fp32", "int8", "int8_dynamic"}
+    assert results["contenders"]["int8"]["size_mb"] < results["contenders"]["fp32"]["size_mb"]
+    assert results["contenders"]["int8"]["recipe"]["method"] == "rowwise"
+    table = (out / "int8.md").read_text()
+    assert "| int8 |" in table and "| int8_dynamic |" in table
