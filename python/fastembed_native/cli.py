@@ -140,7 +140,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     others = sorted(
         p.name.replace("--", "/")
         for p in (root.iterdir() if root.is_dir() else [])
-        if p.is_dir() and not p.name.startswith(".") and p.name not in names
+        if p.is_dir()
+        and not p.name.startswith(".")
+        and p.name not in names
+        # a model folder, not a benchmark's or bench quality's ("eval") working folder
+        and ((p / "config.json").is_file() or (p / "onnx").is_dir() or (p / "model.onnx").is_file())
     )
     for name in others:
         print(f"{name:36} (not in the registry; read from its own config files)  cached")
