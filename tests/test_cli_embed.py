@@ -428,6 +428,8 @@ def test_version_and_models_show_what_is_cached(tmp_path):
     assert result.returncode == 0 and result.stdout.strip() == f"fastembed-native {__version__}"
     (tmp_path / "BAAI--bge-small-en-v1.5").mkdir()
     (tmp_path / "acme--custom-model").mkdir()
+    (tmp_path / "acme--custom-model" / "config.json").write_text("{}")
+    (tmp_path / "eval").mkdir()  # bench quality's evaluation set is not a model
     (tmp_path / ".acme--half-built.x1").mkdir()  # a build in progress is not a model
     result = run_cli("models", env={"FASTEMBED_NATIVE_CACHE": str(tmp_path)})
     assert result.returncode == 0, result.stderr
@@ -435,6 +437,7 @@ def test_version_and_models_show_what_is_cached(tmp_path):
     assert lines["BAAI/bge-small-en-v1.5"].endswith("cached")
     assert lines["sentence-transformers/all-MiniLM-L6-v2"].endswith("-")
     assert "acme/custom-model" in lines and not any("half-built" in k for k in lines)
+    assert "eval" not in lines
     assert f"model cache: {tmp_path}" in result.stdout
 
 

@@ -146,7 +146,7 @@ def test_fp16_export(family_models, st_models, tmp_path):
     ours = Embedder(report.model_dir).embed(list(MIXED_TEXTS))
     assert ours.dtype == np.float32
     assert cosine_rows(ours, st_models["bge"].encode(list(MIXED_TEXTS))).min() >= FP16_MIN_COSINE
-    with pytest.raises(ValueError, match="dtype must be one of fp32, fp16, got 'int4'"):
+    with pytest.raises(ValueError, match="dtype must be one of fp32, fp16, int8, got 'int4'"):
         export_model(source, tmp_path / "nope", dtype="int4")
 
 
