@@ -223,6 +223,17 @@ def test_bench_quality_quick_run_records_retrieval_in_the_recipe(quantized, tmp_
     assert (
         "retrieval on docstrings-v1-quick (50 queries" in inspect_model(quantized / INT8_FILE)["quantization"]
     )
+    # Quantizing again keeps the record only while the file is byte for byte the one it was measured on.
+    from fastembed_native.models import quantize_model
+
+    copy = tmp_path / "copy"
+    shutil.copytree(quantized, copy)
+    calibration_file = tmp_path / "calibration.txt"
+    calibration_file.write_text("\n".join(CALIBRATION), encoding="utf-8")
+    quantize_model(copy, calibration=calibration_file, measure_speed=False)
+    assert read_recipe(copy / INT8_FILE)["retrieval"] == read_recipe(quantized / INT8_FILE)["retrieval"]
+    quantize_model(copy, calibration=calibration_file, outliers="none", measure_speed=False)
+    assert "retrieval" not in read_recipe(copy / INT8_FILE)
 
 
 def test_metrics_and_bootstrap():

@@ -129,7 +129,7 @@ def record_quality(onnx_path: str | Path, quality: dict[str, Any]) -> None:
     recipe = read_recipe(onnx_path)
     if recipe is None:
         raise FileNotFoundError(f"{recipe_path(onnx_path)} does not exist: quantize the model first")
-    recipe["retrieval"] = quality
+    recipe["retrieval"] = {**quality, "file_sha256": _digest(Path(onnx_path))}
     _write_json(recipe_path(onnx_path), recipe)
 
 
@@ -197,6 +197,7 @@ def quantize_model(
     source = find_onnx(model_dir)
     target = model_dir / output
     target.parent.mkdir(parents=True, exist_ok=True)
+    previous = (read_recipe(target) or {}).get("retrieval")
     started = time.perf_counter()
     if method == "dynamic":
         details = _quantize_dynamic(source, target)
@@ -229,6 +230,8 @@ def quantize_model(
         },
         "speedup_on_parity_texts": None if np.isnan(speedup) else round(speedup, 2),
     }
+    if previous and previous.get("file_sha256") == _digest(target):
+        recipe["retrieval"] = previous  # the same bytes as the file it was measured on: still true
     _write_json(recipe_path(target), recipe)
     return QuantizeReport(target, float(cosines.min()), float(cosines.mean()), speedup, recipe)
 
