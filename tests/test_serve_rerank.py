@@ -275,11 +275,11 @@ def _pair_tokens(model_dir: Path, query: str, document: str) -> int:
     return len(tokenizer.encode(query, document))
 
 
-def test_tei_truncate_false_refuses_an_over_long_pair_with_422_naming_it(server, local, reranker_dir):
+def test_tei_truncate_false_refuses_an_over_long_pair_with_413_naming_it(server, local, reranker_dir):
     texts = ["short", "also short", LONG_DOCUMENT]
     body = {"model": "ranker", "query": "q", "texts": texts, "truncate": False}
     status, answer = server.json("POST", "/rerank", body)
-    assert status == 422, answer
+    assert status == 413, answer  # TEI's tokenizer Validation error
     tokens = _pair_tokens(reranker_dir, "q", LONG_DOCUMENT)
     assert tokens > local.max_length
     error = answer["error"]
@@ -319,7 +319,7 @@ def test_tei_truncate_false_takes_pairs_up_to_the_max_length(server, local, rera
     status, _ = server.json(
         "POST", "/rerank", {"model": "ranker", "query": "q", "texts": [exact + " word"], "truncate": False}
     )
-    assert status == 422
+    assert status == 413
 
 
 def test_a_huge_over_long_document_is_counted_as_a_lower_bound(server, local):
@@ -328,7 +328,7 @@ def test_a_huge_over_long_document_is_counted_as_a_lower_bound(server, local):
     status, answer = server.json(
         "POST", "/rerank", {"model": "ranker", "query": "q", "texts": [huge], "truncate": False}, timeout=120
     )
-    assert status == 422
+    assert status == 413
     assert "documents[0] and the query make " in answer["error"]["message"]
     assert "+ tokens, more than the model's max length" in answer["error"]["message"]
 
@@ -349,7 +349,7 @@ def strict_server(reranker_dir):
 def test_no_auto_truncate_refuses_over_long_pairs_on_tei_routes_only(strict_server):
     texts = ["short", LONG_DOCUMENT]
     status, answer = strict_server.json("POST", "/rerank", {"query": "q", "texts": texts})
-    assert status == 422 and "documents[1] and the query make" in answer["error"]["message"]
+    assert status == 413 and "documents[1] and the query make" in answer["error"]["message"]
     status, ranks = strict_server.json("POST", "/rerank", {"query": "q", "texts": texts, "truncate": True})
     assert status == 200 and len(ranks) == 2
     # Cohere's API has no truncate field and always cuts.
@@ -394,7 +394,7 @@ def test_an_llm_reranker_counts_its_framed_prompt(tmp_path):
     from test_cross_encoder import _qwen3_reranker
 
     from fastembed_native.models import export_model
-    from fastembed_native.serve.errors import Unprocessable
+    from fastembed_native.serve.errors import InputTooLong
     from fastembed_native.serve.rerank import encode_pairs
 
     model_dir = export_model(_qwen3_reranker(tmp_path), tmp_path / "exported").model_dir
@@ -402,7 +402,7 @@ def test_an_llm_reranker_counts_its_framed_prompt(tmp_path):
     limit = scorer.max_length
     short = encode_pairs(scorer, "q", ["a short document"], None, truncate=False)
     assert len(short) == 1 and len(short[0]) < limit
-    with pytest.raises(Unprocessable, match=r"documents\[1\] and the query make (\d+) tokens") as info:
+    with pytest.raises(InputTooLong, match=r"documents\[1\] and the query make (\d+) tokens") as info:
         encode_pairs(scorer, "q", ["short", LONG_DOCUMENT], None, truncate=False)
     prefix, suffix = scorer._frame
     (text,) = scorer._prompts([("q", LONG_DOCUMENT)], None)

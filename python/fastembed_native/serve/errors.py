@@ -101,13 +101,21 @@ class PayloadTooLarge(ApiError):
     grpc_code = "INVALID_ARGUMENT"
 
 
-class Unprocessable(ApiError):
-    """422: well-formed input the model cannot take as asked: a rerank pair over the model's max
-    length with truncation off (what text-embeddings-inference answers; INVALID_ARGUMENT over gRPC,
-    as TEI's gRPC answers)."""
+class InputTooLong(ApiError):
+    """413: an input (or a rerank pair) over the model's max length with truncation off. TEI answers
+    it so on every route (its tokenizer's ``Validation`` error is 413); the OpenAI route answers 400
+    instead, as OpenAI answers a context that is too long (:meth:`as_openai`). INVALID_ARGUMENT over
+    gRPC, as TEI's gRPC answers."""
 
-    status = 422
+    status = 413
     grpc_code = "INVALID_ARGUMENT"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message, param=param, code="input_too_long")
+
+    def as_openai(self) -> BadRequest:
+        """The same error as OpenAI's API answers it: 400."""
+        return BadRequest(self.message, param=self.param, code=self.code)
 
 
 class Overloaded(ApiError):

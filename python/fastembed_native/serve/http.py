@@ -29,6 +29,7 @@ from .errors import (
     BadRequest,
     Draining,
     EngineFailure,
+    InputTooLong,
     MethodNotAllowed,
     PayloadTooLarge,
     RouteNotFound,
@@ -241,7 +242,10 @@ def create_app(service: EmbeddingService) -> FastAPI:
     @app.post("/embeddings", include_in_schema=False)
     async def openai_embeddings(request: Request) -> Response:
         body = await _parse(request, OpenAIEmbeddingRequest)
-        result = await embed_or_drop(service, request, body.to_service())
+        try:
+            result = await embed_or_drop(service, request, body.to_service())
+        except InputTooLong as exc:
+            raise exc.as_openai() from None
         return JSONBytes(openai_response(result, body.encoding_format), headers=timing_headers(result))
 
     @app.post("/embed", openapi_extra=_body_schema(TEIEmbedRequest))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..engine import Embedder
-from .errors import BadRequest, PayloadTooLarge
+from .errors import BadRequest, InputTooLong, PayloadTooLarge
 
 
 class TokenIds:
@@ -92,11 +92,10 @@ def token_ids(embedder: Embedder, inputs: list[list[int]], truncate: bool) -> li
             )
         if len(ids) > limit:
             if not truncate:
-                raise BadRequest(
+                raise InputTooLong(
                     f"input[{i}] has {len(ids)} tokens, more than the model's max length of {limit}; "
                     "shorten it or send truncate=true",
                     param="input",
-                    code="input_too_long",
                 )
             ids = ids[:limit]
         out.append(TokenIds(ids))

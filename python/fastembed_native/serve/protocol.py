@@ -119,7 +119,7 @@ class TEITokenizeRequest(_Request):
 class TEIRerankRequest(_Request):
     """``POST /rerank`` as TEI defines it (``model`` and ``instruction`` are our extensions). Pairs
     over the model's max length are cut longest-first; with ``"truncate": false`` they are refused
-    with 422, as TEI refuses them (unset: the server's ``--no-auto-truncate``, cut by default)."""
+    with 413, as TEI refuses them (unset: the server's ``--no-auto-truncate``, cut by default)."""
 
     query: Any
     texts: Any

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..engine.scores import Scorer
-from .errors import BadRequest, PayloadTooLarge, Unprocessable, quote_input
+from .errors import BadRequest, InputTooLong, PayloadTooLarge, quote_input
 from .inputs import TokenIds, json_type
 from .tokenize import MAX_TOKENIZE_CHARS
 
@@ -36,7 +36,7 @@ class RerankRequest:
     raw_scores: bool = False  # the logits instead of the activation (TEI's raw_scores)
     return_documents: bool = False
     instruction: Any = None  # an LLM reranker's task instruction (our extension)
-    # Cut an over-long pair (True), refuse it with 422 (False: TEI's "truncate": false), or follow
+    # Cut an over-long pair (True), refuse it with 413 (False: TEI's "truncate": false), or follow
     # the server's --no-auto-truncate (None: TEI's default). Cohere's route always cuts.
     truncate: bool | None = True
 
@@ -114,7 +114,7 @@ def encode_pairs(
 
     Raises:
         BadRequest: a text is not valid UTF-8 (names the document).
-        Unprocessable: not ``truncate`` and a pair is over the model's max length (names the first
+        InputTooLong: not ``truncate`` and a pair is over the model's max length (names the first
             such document, its pair's token count and the limit, as TEI refuses it).
     """
     try:
@@ -130,7 +130,7 @@ def encode_pairs(
 def _refuse_cut_pairs(
     scorer: Scorer, query: str, documents: Sequence[str], instruction: str | None, encodings: list[Any]
 ) -> None:
-    """Unprocessable for the first pair the tokenizer cut. A cut pair comes out exactly
+    """InputTooLong for the first pair the tokenizer cut. A cut pair comes out exactly
     ``max_length`` tokens long, so only those are counted again, whole."""
     limit = scorer.max_length
     for i, encoding in enumerate(encodings):
@@ -138,11 +138,10 @@ def _refuse_cut_pairs(
             continue
         tokens, exact = scorer.pair_tokens(query, documents[i], instruction)
         if tokens > limit:
-            raise Unprocessable(
+            raise InputTooLong(
                 f"documents[{i}] and the query make {tokens}{'' if exact else '+'} tokens, more than "
                 f"the model's max length of {limit}; shorten it or send truncate=true",
                 param="documents",
-                code="input_too_long",
             )
 
 

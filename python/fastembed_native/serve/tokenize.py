@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ..engine.tokens import TextTokenizer
-from .errors import BadRequest, PayloadTooLarge
+from .errors import BadRequest, InputTooLong, PayloadTooLarge
 from .inputs import TokenIds
 
 T = TypeVar("T")
@@ -108,11 +108,10 @@ def encode_ids(
                     text = originals[first + i]
                     count = tokenizer.count(text)
                     more = "+" if len(text) > tokenizer.count_chars else ""
-                    raise BadRequest(
+                    raise InputTooLong(
                         f"input[{rows[first + i]}] has {count}{more} tokens, more than the model's max length of "
                         f"{tokenizer.max_length}; shorten it or send truncate=true",
                         param="input",
-                        code="input_too_long",
                     )
         out.extend(TokenIds(e.ids, e.type_ids) for e in encodings)
     return out
