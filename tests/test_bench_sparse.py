@@ -1,6 +1,7 @@
 """``fastembed-native bench sparse`` end to end, small: a tiny SPLADE (DistilBERT) built into a models
 folder, a few real texts in two interleaved rounds, every contender, then the report files, each
-contender's sparse vectors against sentence-transformers (torch), and the built model found again."""
+contender's sparse vectors against sentence-transformers (torch), and the built model found again;
+then the contenders' worker processes (none is built in the benchmark's own process, each is ended)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fastembed_native.bench import sparse, sparse_contenders
 from fastembed_native.bench.corpus import sample_texts
 from fastembed_native.bench.head_models import MAXPOOL_OUTPUT, ensure_model
 from fastembed_native.bench.sparse import agreement, peak_rss_mb
@@ -131,6 +133,77 @@ def test_peak_rss_of_a_fresh_process(bench_run):
     args = argparse.Namespace(models_dir=models, threads=1)
     peak = peak_rss_mb("fastembed_native", model, ["what is splade?", "a sparse vector"], args)
     assert peak is not None and 20 < peak < 4000
+
+
+@pytest.fixture
+def started_workers(monkeypatch) -> list[sparse.SparseWorker]:
+    """The workers ``sparse.run_model`` starts, recorded; the contenders' factories made to fail in
+    this process (they must run only in the workers, which import their own)."""
+
+    def not_here(*_: object) -> None:
+        raise AssertionError("a contender was built in the benchmark's own process")
+
+    for name in list(sparse_contenders.FACTORIES):
+        monkeypatch.setitem(sparse_contenders.FACTORIES, name, not_here)
+    started: list[sparse.SparseWorker] = []
+
+    class Recorded(sparse.SparseWorker):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(sparse, "SparseWorker", Recorded)
+    return started
+
+
+def _args(models: Path, contenders: list[str]) -> argparse.Namespace:
+    return argparse.Namespace(
+        models_dir=models, contenders=contenders, threads=1, rounds=2, queries=1, settle=0, memory=False
+    )
+
+
+SMALL_TEXTS = [
+    "what is splade?",
+    "Sparse lexical vectors keep one weight per vocabulary word that the text makes likely.",
+    "a short one",
+    "Return the number of items in a container; for a mapping, the number of its keys, for a "
+    "sequence its length, and a TypeError for an object without a length.",
+    "the quick brown fox jumps over the lazy dog",
+    "expand the query with related words",
+]
+
+
+@pytest.mark.real_model
+def test_each_contender_runs_in_its_own_worker_process(bench_run, started_workers, capsys):
+    model = ensure_model(MODEL, bench_run[1], [])
+    names = ["st_torch", "fastembed_native", "naive_ort"]
+    out = sparse.run_model(model, SMALL_TEXTS, SMALL_TEXTS[:2], _args(bench_run[1], [*names, "no_such"]))
+    assert (
+        "skipping no_such: RuntimeError: no_such worker: ValueError: unknown contender"
+        in capsys.readouterr().err
+    )
+    pids = {worker.pid for worker in started_workers}
+    assert len(pids) == len(names) and os.getpid() not in pids  # the failed one never got recorded
+    assert all(worker.worker.process.poll() is not None for worker in started_workers)  # all ended
+    assert list(out["contenders"]) == names and out["reference"] == "st_torch"
+    for name, r in out["contenders"].items():
+        assert r["max_relative_difference"] <= TOLERANCE, name
+        assert r["texts_with_same_indices"] == len(SMALL_TEXTS), name
+        assert r["worker_peak_rss_mb"] > 20 and r["latency_ms"]["p50"] > 0, name
+    assert out["fastembed_native_engine"]["runs"] >= 2  # asked of the worker
+
+
+@pytest.mark.real_model
+def test_workers_are_ended_when_the_run_is_interrupted(bench_run, started_workers, monkeypatch):
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sparse, "_run", interrupted)
+    model = ensure_model(MODEL, bench_run[1], [])
+    with pytest.raises(KeyboardInterrupt):
+        sparse.run_model(model, SMALL_TEXTS, SMALL_TEXTS[:1], _args(bench_run[1], ["fastembed_native"]))
+    (worker,) = started_workers
+    assert worker.worker.process.poll() is not None
 
 
 def test_agreement_counts_index_flips_and_relative_differences():

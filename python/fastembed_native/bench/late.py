@@ -63,17 +63,19 @@ def run_model(
 ) -> dict[str, Any]:
     """Every contender on ``model``, then MaxSim: the results of one model."""
     contenders: dict[str, Contender] = {}
-    for name in args.contenders:
-        try:
-            contenders[name] = make(name, model, args.threads, args.pylate)
-            contenders[name](texts[:8])  # warm-up: lazy loads, ORT's arena, torch's first call
-            contenders[name].queries(queries[:2])
-        except Exception as exc:  # a missing optional peer is reported, not fatal
-            print(f"skipping {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            contenders.pop(name, None)
-    if not contenders:
-        raise RuntimeError(f"no contender could run {model.name}")
     try:
+        for name in args.contenders:
+            try:
+                contenders[name] = make(name, model, args.threads, args.pylate)
+                contenders[name](texts[:8])  # warm-up: lazy loads, ORT's arena, torch's first call
+                contenders[name].queries(queries[:2])
+            except Exception as exc:  # a missing optional peer is reported, not fatal
+                print(f"skipping {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                failed = contenders.pop(name, None)
+                if isinstance(failed, PylateContender):
+                    failed.close()
+        if not contenders:
+            raise RuntimeError(f"no contender could run {model.name}")
         return _run(model, texts, queries, contenders, args)
     finally:
         for contender in contenders.values():

@@ -19,9 +19,7 @@ import contextlib
 import itertools
 import json
 import os
-import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .head_models import ColbertShape, HeadModel
+from .worker_protocol import Worker, time_each
 
 PEER_BATCH = 32
 CONTENDERS = ("naive_ort", "fastembed", "fastembed_native")
@@ -59,12 +58,7 @@ class Contender:
         return self._queries(texts)
 
     def time_queries(self, texts: list[str]) -> list[float]:
-        spent = []
-        for text in texts:
-            start = time.perf_counter()
-            self._queries([text])
-            spent.append(time.perf_counter() - start)
-        return spent
+        return time_each(self._queries, texts)
 
 
 def make_fastembed_native(model: HeadModel, threads: int) -> Contender:
@@ -174,32 +168,18 @@ def make_fastembed(model: HeadModel, threads: int) -> Contender:
 
 
 class PylateContender(Contender):
-    """pylate's ``ColBERT`` in a child process of its own venv (:mod:`.pylate_worker`): each call
-    sends the texts, the child encodes them, times itself (``last_seconds``) and writes the arrays
-    to a file read back here."""
+    """pylate's ``ColBERT`` in a child process of its own venv (:mod:`.pylate_worker`, a
+    :class:`~.worker_protocol.Worker`): each call sends the texts, the child encodes them, times
+    itself (``last_seconds``) and writes the arrays to a file read back here."""
 
     def __init__(self, model: HeadModel, threads: int, python: str) -> None:
-        worker = Path(__file__).with_name("pylate_worker.py")
-        self.process = subprocess.Popen(
-            [python, str(worker), str(model.checkpoint), str(threads)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        script = Path(__file__).with_name("pylate_worker.py")
+        self.worker = Worker([python, str(script), str(model.checkpoint), str(threads)], "pylate")
         self.last_seconds: float | None = None
-        self.version = self._ask({"op": "hello"})["pylate"]
+        self.version = self.worker.hello["pylate"]
 
     def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(json.dumps(request) + "\n")
-        self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the pylate worker exited (status {self.process.wait()}); see its stderr")
-        reply = json.loads(line)
-        if "error" in reply:
-            raise RuntimeError(f"pylate worker: {reply['error']}")
-        return reply
+        return self.worker.ask(request)
 
     def _encode(self, texts: list[str], is_query: bool) -> list[np.ndarray]:
         with tempfile.TemporaryDirectory() as folder:
@@ -234,13 +214,10 @@ class PylateContender(Contender):
         return reply["seconds"], scores
 
     def peak_rss_mb(self) -> float:
-        return float(self._ask({"op": "peak_rss"})["mb"])
+        return self.worker.peak_rss_mb()
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(Exception):
-                self._ask({"op": "quit"})
-            self.process.wait(timeout=60)
+        self.worker.close()
 
 
 def pylate_python(venv: str | os.PathLike[str]) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..models import cosine_rows
+from .worker_protocol import own_peak_rss_mb as own_peak_rss_mb  # re-exported: children print it
 
 
 def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
@@ -58,20 +59,6 @@ def child_peak_rss_mb(label: str, code: str, payload: object, timeout: float) ->
         print(f"peak RSS of {label} not measured: {result.stderr.strip()[-500:]}", file=sys.stderr)
         return None
     return float(result.stdout.strip().splitlines()[-1])
-
-
-def own_peak_rss_mb() -> float:
-    """This process's peak RSS. On Linux from VmHWM, which belongs to the address space made at
-    exec; ru_maxrss would carry over the peak of the parent that forked us."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def find_onnx(model_dir: Path) -> Path:

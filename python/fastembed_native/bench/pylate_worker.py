@@ -2,11 +2,11 @@
 
     PYTHON pylate_worker.py CHECKPOINT THREADS
 
-loads ``pylate.models.ColBERT(CHECKPOINT)`` on the CPU with THREADS torch threads, then answers one JSON
-request per line of stdin with one JSON line on stdout, timing its own work (so the transfer of texts
-and arrays between the processes is not counted):
+loads ``pylate.models.ColBERT(CHECKPOINT)`` on the CPU with THREADS torch threads, says
+``{"pylate": version}``, then answers one JSON request per line of stdin with one JSON line on stdout
+(:mod:`.worker_protocol`), timing its own work (so the transfer of texts and arrays between the
+processes is not counted):
 
-- ``{"op": "hello"}``: ``{"pylate": version}``;
 - ``{"op": "encode", "texts": [...], "is_query": bool, "out": path}``: ``ColBERT.encode`` (batch 32),
   the arrays packed into ``path`` (npz: ``vectors``, ``offsets``), ``{"seconds": s}``;
 - ``{"op": "time_queries", "texts": [...]}``: each text encoded alone as a query: ``{"seconds": [...]}``;
@@ -15,23 +15,25 @@ and arrays between the processes is not counted):
   n times; the scores added to ``path``; ``{"seconds": [...]}``;
 - ``{"op": "peak_rss"}``: ``{"mb": this process's peak RSS}``; ``{"op": "quit"}``.
 
-It imports only the standard library, numpy, torch and pylate.
+It imports only the standard library, numpy, torch, pylate and :mod:`.worker_protocol` (the file
+beside it: this package is not installed in pylate's venv).
 """
 
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import sys
 import time
-from pathlib import Path
+from typing import Any
+
+try:
+    from .worker_protocol import serve, time_each
+except ImportError:  # run as a script: the file beside this one is on sys.path
+    from worker_protocol import serve, time_each  # type: ignore[no-redef]
 
 
-def main() -> int:
+def setup() -> tuple[dict[str, Any], dict[str, Any]]:
     checkpoint, threads = sys.argv[1], int(sys.argv[2])
-    replies = os.fdopen(os.dup(sys.stdout.fileno()), "w")
-    sys.stdout = sys.stderr  # whatever the libraries print must not mix with the replies
     import numpy as np
     import pylate
     import torch
@@ -43,57 +45,36 @@ def main() -> int:
     def encode(texts: list[str], is_query: bool) -> list[np.ndarray]:
         return model.encode(texts, is_query=is_query, batch_size=32, show_progress_bar=False)
 
-    for line in sys.stdin:
-        request = json.loads(line)
-        op = request["op"]
-        try:
-            if op == "hello":
-                reply: dict = {"pylate": pylate.__version__}
-            elif op == "encode":
-                start = time.perf_counter()
-                arrays = encode(request["texts"], request["is_query"])
-                reply = {"seconds": time.perf_counter() - start}
-                offsets = np.cumsum([0] + [len(a) for a in arrays])
-                vectors = np.concatenate(arrays) if arrays else np.zeros((0, 1), np.float32)
-                np.savez(request["out"], vectors=vectors, offsets=offsets)
-            elif op == "time_queries":
-                spent = []
-                for text in request["texts"]:
-                    start = time.perf_counter()
-                    encode([text], True)
-                    spent.append(time.perf_counter() - start)
-                reply = {"seconds": spent}
-            elif op == "maxsim":
-                with np.load(request["arrays"]) as data:
-                    query, vectors, offsets = data["query"], data["vectors"], data["offsets"]
-                documents = torch.nn.utils.rnn.pad_sequence(
-                    [torch.from_numpy(vectors[a:b]) for a, b in itertools.pairwise(offsets)], batch_first=True
-                )
-                queries = torch.from_numpy(query)[None]
-                spent = []
-                for _ in range(request["repeats"]):
-                    start = time.perf_counter()
-                    result = scores.colbert_scores(queries, documents)
-                    spent.append(time.perf_counter() - start)
-                np.savez(
-                    request["arrays"], query=query, vectors=vectors, offsets=offsets, scores=result[0].numpy()
-                )
-                reply = {"seconds": spent}
-            elif op == "peak_rss":
-                status = Path("/proc/self/status").read_text().splitlines()
-                reply = {"mb": next(int(s.split()[1]) / 1024 for s in status if s.startswith("VmHWM:"))}
-            elif op == "quit":
-                replies.write("{}\n")
-                replies.flush()
-                return 0
-            else:
-                reply = {"error": f"unknown op {op!r}"}
-        except Exception as exc:  # answered, so the parent names it instead of waiting forever
-            reply = {"error": f"{type(exc).__name__}: {exc}"}
-        replies.write(json.dumps(reply) + "\n")
-        replies.flush()
-    return 0
+    def encode_op(request: dict[str, Any]) -> dict[str, Any]:
+        start = time.perf_counter()
+        arrays = encode(request["texts"], request["is_query"])
+        reply = {"seconds": time.perf_counter() - start}
+        offsets = np.cumsum([0] + [len(a) for a in arrays])
+        vectors = np.concatenate(arrays) if arrays else np.zeros((0, 1), np.float32)
+        np.savez(request["out"], vectors=vectors, offsets=offsets)
+        return reply
+
+    def time_queries(request: dict[str, Any]) -> dict[str, Any]:
+        return {"seconds": time_each(lambda texts: encode(texts, True), request["texts"])}
+
+    def maxsim(request: dict[str, Any]) -> dict[str, Any]:
+        with np.load(request["arrays"]) as data:
+            query, vectors, offsets = data["query"], data["vectors"], data["offsets"]
+        documents = torch.nn.utils.rnn.pad_sequence(
+            [torch.from_numpy(vectors[a:b]) for a, b in itertools.pairwise(offsets)], batch_first=True
+        )
+        queries = torch.from_numpy(query)[None]
+        spent = []
+        for _ in range(request["repeats"]):
+            start = time.perf_counter()
+            result = scores.colbert_scores(queries, documents)
+            spent.append(time.perf_counter() - start)
+        np.savez(request["arrays"], query=query, vectors=vectors, offsets=offsets, scores=result[0].numpy())
+        return {"seconds": spent}
+
+    handlers = {"encode": encode_op, "time_queries": time_queries, "maxsim": maxsim}
+    return {"pylate": pylate.__version__}, handlers
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve(setup))

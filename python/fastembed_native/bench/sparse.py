@@ -8,12 +8,21 @@ fastembed_native's ``SparseTextEmbedding``, the same engine with the pooling mov
 (``fastembed_native_graph_max``), fastembed's ``SparseTextEmbedding``, sentence-transformers'
 ``SparseEncoder`` on torch and on its ONNX backend, and a naive onnxruntime loop.
 
+Each contender runs in a worker process of its own (:mod:`.sparse_worker`), started and warmed up
+before the rounds and ended after them (on an error or Ctrl-C too); one that cannot start is reported
+and skipped. This process holds only the texts and the sparse vectors sent back: every contender keeps
+its batch x tokens x vocabulary logits buffers (ONNX Runtime's arena, torch's allocator) alive, and
+at SPLADE's shape all of them in one process reached 19 GB. A worker times its own calls, so the
+transfer is not counted.
+
 Interleaved: the texts are cut into ``--rounds`` parts; part by part every contender encodes it in
-turn (the order rotating), after a pause that lets the one before it go idle; then single queries
-the same way, ``--queries`` per contender per round. Reported per contender: texts/s over all parts,
-p50/p99 ms of one query, peak RSS of a fresh process encoding ``--rss-texts`` texts, and the
-agreement with sentence-transformers on torch: the largest |difference| relative to the text's
-largest weight (over both sides' indices) and the texts whose non-zero indices are the same.
+turn (the order rotating), after a pause that lets the one before it go idle (one worker computes at a
+time; the idle ones keep their memory); then single queries the same way, ``--queries`` per contender
+per round, each timed alone in its worker. Reported per contender: texts/s over all parts, p50/p99 ms
+of one query, peak RSS of a fresh process encoding ``--rss-texts`` texts (after the workers have
+ended), and the agreement with sentence-transformers on torch: the largest |difference| relative to
+the text's largest weight (over both sides' indices) and the texts whose non-zero indices are the
+same. The JSON also has each worker's peak RSS over the rounds and this process's own.
 
 Writes ``sparse.json`` and ``sparse.md`` to ``--out``.
 """
@@ -23,7 +32,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +40,8 @@ import numpy as np
 from . import measure, report
 from .corpus import gather_corpus, query_sentences, sample_texts
 from .head_models import MAXPOOL_FILE, SPLADE_SHAPES, HeadModel, ensure_model
-from .sparse_contenders import BATCHING, CONTENDERS, FACTORIES, Encode, Sparse
+from .sparse_contenders import BATCHING, CONTENDERS, FACTORIES, Sparse
+from .sparse_worker import SparseWorker
 
 REFERENCE = "st_torch"
 OURS = "fastembed_native"
@@ -60,10 +69,10 @@ def agreement(ours: list[Sparse], reference: list[Sparse]) -> tuple[float, int]:
 def run_model(
     model: HeadModel, texts: list[str], queries: list[str], args: argparse.Namespace
 ) -> dict[str, Any]:
-    """Every contender on ``model``: the results of one model."""
+    """Every contender on ``model``, each in a worker process of its own: the results of one model."""
     from ..sparse_text_embedding import SparseTextEmbedding
 
-    counter = SparseTextEmbedding(model.onnx_dir)
+    counter = SparseTextEmbedding(model.onnx_dir, lazy_load=True)  # its tokenizer: no session made here
     tokens = sum(len(e) for e in counter.engine.tokenizer.encode(texts))
     max_length = counter.max_length
     del counter
@@ -71,19 +80,45 @@ def run_model(
         f"{model.name}: {len(texts)} texts, {tokens} tokens (max length {max_length}); threads={args.threads}",
         file=sys.stderr,
     )
-    encoders: dict[str, Encode] = {}
-    for name in args.contenders:
-        try:
-            encoders[name] = FACTORIES[name](model, args.threads)
-            encoders[name](texts[:8])  # warm-up: lazy loads, ORT's arena, torch's first call
-        except Exception as exc:  # a missing optional peer is reported, not fatal
-            print(f"skipping {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            encoders.pop(name, None)
-    if not encoders:
-        raise RuntimeError(f"no contender could run {model.name}")
-    ours = getattr(encoders.get(OURS), "encoder", None)
+    workers: dict[str, SparseWorker] = {}
+    try:
+        for name in args.contenders:
+            try:
+                workers[name] = SparseWorker(name, model, args.models_dir, args.threads)
+                workers[name].warm_up(texts[:8])
+            except Exception as exc:  # a missing optional peer is reported, not fatal
+                print(f"skipping {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                failed = workers.pop(name, None)
+                if failed is not None:
+                    failed.close()
+        if not workers:
+            raise RuntimeError(f"no contender could run {model.name}")
+        out = _run(model, texts, queries, workers, args, tokens=tokens, max_length=max_length)
+    finally:
+        for worker in workers.values():
+            worker.close()
+    if args.memory:
+        rss_texts = texts[: args.rss_texts] if args.rss_texts else texts
+        out["rss_texts"] = len(rss_texts)
+        for name in out["contenders"]:
+            out["contenders"][name]["peak_rss_mb"] = peak_rss_mb(name, model, rss_texts, args)
+    return out
+
+
+def _run(
+    model: HeadModel,
+    texts: list[str],
+    queries: list[str],
+    workers: dict[str, SparseWorker],
+    args: argparse.Namespace,
+    *,
+    tokens: int,
+    max_length: int,
+) -> dict[str, Any]:
+    """The interleaved rounds and the agreement, on the started workers."""
+    ours = workers.get(OURS)
     if ours is not None:
-        ours.engine.stats(reset=True)
+        ours.engine_stats(reset=True)
 
     parts = [list(p) for p in np.array_split(np.array(texts, dtype=object), args.rounds) if len(p)]
 
@@ -95,14 +130,14 @@ def run_model(
             file=sys.stderr,
         )
 
-    seconds, outputs = measure.interleaved(encoders, parts, args.settle, progress)
-    stats = ours.engine.stats() if ours is not None else None
+    seconds, outputs = measure.interleaved(workers, parts, args.settle, progress)
+    engine = ours.engine_stats() if ours is not None else None
     blocks = [queries[i : i + args.queries] for i in range(0, len(queries), args.queries)]
-    timers = {name: _timer(encode) for name, encode in encoders.items()}
+    timers = {name: worker.time_queries for name, worker in workers.items()}
     _, latencies = measure.interleaved(timers, blocks, args.settle)
 
-    reference_name = REFERENCE if REFERENCE in encoders else next(iter(encoders))
-    vectors = {name: [v for part in outputs[name] for v in part] for name in encoders}
+    reference_name = REFERENCE if REFERENCE in workers else next(iter(workers))
+    vectors = {name: [v for part in outputs[name] for v in part] for name in workers}
     reference = vectors[reference_name]
     out: dict[str, Any] = {
         "shape": model.shape.describe(),
@@ -117,7 +152,7 @@ def run_model(
         "reference_mean_active_dims": float(np.mean([len(i) for i, _ in reference])),
         "contenders": {},
     }
-    for name in encoders:
+    for name, worker in workers.items():
         total = sum(seconds[name])
         worst, same = agreement(vectors[name], reference)
         out["contenders"][name] = {
@@ -128,34 +163,15 @@ def run_model(
             "latency_ms": measure.percentiles_ms([t for block in latencies[name] for t in block]),
             "max_relative_difference": worst,
             "texts_with_same_indices": same,
+            "worker_peak_rss_mb": worker.peak_rss_mb(),
         }
-    if stats is not None:
+    if engine is not None:
         out["fastembed_native_engine"] = {
-            "runs": stats["runs"],
-            "padding_efficiency": stats["padding_efficiency"],
-            "logits_budget_bytes": encoders[OURS].encoder.logits_budget_bytes,  # type: ignore[attr-defined]
+            "runs": engine["stats"]["runs"],
+            "padding_efficiency": engine["stats"]["padding_efficiency"],
+            "logits_budget_bytes": engine["logits_budget_bytes"],
         }
-    del encoders, outputs, vectors, reference
-    if args.memory:
-        rss_texts = texts[: args.rss_texts] if args.rss_texts else texts
-        out["rss_texts"] = len(rss_texts)
-        for name in out["contenders"]:
-            out["contenders"][name]["peak_rss_mb"] = peak_rss_mb(name, model, rss_texts, args)
     return out
-
-
-def _timer(encode: Encode):
-    """A call timing each query of a block alone: one text per call, as a search query is encoded."""
-
-    def time_each(block: list[str]) -> list[float]:
-        spent = []
-        for query in block:
-            start = time.perf_counter()
-            encode([query])
-            spent.append(time.perf_counter() - start)
-        return spent
-
-    return time_each
 
 
 def peak_rss_mb(name: str, model: HeadModel, texts: list[str], args: argparse.Namespace) -> float | None:
@@ -264,6 +280,12 @@ def markdown(results: dict[str, Any]) -> str:
         + (f"{results['rss_texts']} texts in one call" if results["rss_texts"] else "nothing (not measured)")
         + f"; machine: {machine['platform']}, {machine['cpus']} CPUs."
     )
+    parent = results.get("parent_peak_rss_mb")
+    if parent is not None:
+        footer += (
+            " Each contender ran in a worker process of its own, which timed its own calls; the "
+            f"benchmark's process, holding the texts and the sparse vectors, peaked at {parent:.0f} MB."
+        )
     return "\n\n".join([*sections, footer]) + "\n"
 
 
@@ -285,6 +307,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     for name in args.models:
         results["models"][name] = run_model(ensure_model(name, args.models_dir, corpus), texts, queries, args)
+    results["parent_peak_rss_mb"] = measure.own_peak_rss_mb()
     return results
 
 
