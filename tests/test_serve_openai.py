@@ -148,7 +148,7 @@ def test_truncation_by_default_and_refusal_when_asked(server, minilm):
     assert status == 200
     assert_same(np.array(body, dtype=np.float32), minilm.embed([long]))
     status, body = server.json("POST", "/embed", {"inputs": ["short", long], "truncate": False})
-    assert status == 413  # as TEI answers (its tokenizer's Validation error)
+    assert status == 422  # as TEI answers (its Validation errors, since TEI #818)
     assert "input[1] has 402 tokens" in body["error"]["message"] and "256" in body["error"]["message"]
     assert body["error"]["code"] == "input_too_long"
     # The OpenAI route answers 400, as OpenAI answers a context that is too long.

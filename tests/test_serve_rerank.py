@@ -275,11 +275,11 @@ def _pair_tokens(model_dir: Path, query: str, document: str) -> int:
     return len(tokenizer.encode(query, document))
 
 
-def test_tei_truncate_false_refuses_an_over_long_pair_with_413_naming_it(server, local, reranker_dir):
+def test_tei_truncate_false_refuses_an_over_long_pair_with_422_naming_it(server, local, reranker_dir):
     texts = ["short", "also short", LONG_DOCUMENT]
     body = {"model": "ranker", "query": "q", "texts": texts, "truncate": False}
     status, answer = server.json("POST", "/rerank", body)
-    assert status == 413, answer  # TEI's tokenizer Validation error
+    assert status == 422, answer  # TEI's Validation error (422 since TEI #818)
     tokens = _pair_tokens(reranker_dir, "q", LONG_DOCUMENT)
     assert tokens > local.max_length
     error = answer["error"]
@@ -319,7 +319,7 @@ def test_tei_truncate_false_takes_pairs_up_to_the_max_length(server, local, rera
     status, _ = server.json(
         "POST", "/rerank", {"model": "ranker", "query": "q", "texts": [exact + " word"], "truncate": False}
     )
-    assert status == 413
+    assert status == 422
 
 
 def test_a_huge_over_long_document_is_counted_as_a_lower_bound(server, local):
@@ -328,7 +328,7 @@ def test_a_huge_over_long_document_is_counted_as_a_lower_bound(server, local):
     status, answer = server.json(
         "POST", "/rerank", {"model": "ranker", "query": "q", "texts": [huge], "truncate": False}, timeout=120
     )
-    assert status == 413
+    assert status == 422
     assert "documents[0] and the query make " in answer["error"]["message"]
     assert "+ tokens, more than the model's max length" in answer["error"]["message"]
 
@@ -349,7 +349,7 @@ def strict_server(reranker_dir):
 def test_no_auto_truncate_refuses_over_long_pairs_on_tei_routes_only(strict_server):
     texts = ["short", LONG_DOCUMENT]
     status, answer = strict_server.json("POST", "/rerank", {"query": "q", "texts": texts})
-    assert status == 413 and "documents[1] and the query make" in answer["error"]["message"]
+    assert status == 422 and "documents[1] and the query make" in answer["error"]["message"]
     status, ranks = strict_server.json("POST", "/rerank", {"query": "q", "texts": texts, "truncate": True})
     assert status == 200 and len(ranks) == 2
     # Cohere's API has no truncate field and always cuts.

@@ -81,7 +81,7 @@ def test_embed_sparse_equals_in_process(server, local):
 def test_embed_sparse_prompt_truncate_and_token_ids(server, local):
     long = " ".join(f"token{i}" for i in range(400))
     status, answer = server.json("POST", "/embed_sparse", {"inputs": [long], "truncate": False})
-    assert status == 413 and answer["error"]["code"] == "input_too_long", answer
+    assert status == 422 and answer["error"]["code"] == "input_too_long", answer
     assert "more than the model's max length" in answer["error"]["message"]
     status, answer = server.json("POST", "/embed_sparse", {"inputs": [long], "truncate": True})
     assert status == 200

@@ -316,7 +316,7 @@ class VariedReranks:
              {"query": "q", "texts": ["d"] * (self.max_inputs + 1)}, 413),
             ("a 1 MiB query", "/rerank", {"query": "x" * (2**20 + 1), "texts": ["d"]}, 413),
             ("an over-long pair with truncate false", "/rerank",
-             {"query": "q", "texts": ["short", self._words(800, 1200)], "truncate": False}, 413),
+             {"query": "q", "texts": ["short", self._words(800, 1200)], "truncate": False}, 422),
             ("an unknown model", "/rerank", {"query": "q", "texts": ["d"], "model": "no-such-model"}, 404),
         )  # fmt: skip
         return [

@@ -102,12 +102,12 @@ class PayloadTooLarge(ApiError):
 
 
 class InputTooLong(ApiError):
-    """413: an input (or a rerank pair) over the model's max length with truncation off. TEI answers
-    it so on every route (its tokenizer's ``Validation`` error is 413); the OpenAI route answers 400
-    instead, as OpenAI answers a context that is too long (:meth:`as_openai`). INVALID_ARGUMENT over
-    gRPC, as TEI's gRPC answers."""
+    """422: an input (or a rerank pair) over the model's max length with truncation off. TEI answers
+    it so on every route (its ``Validation`` errors are 422 since its #818, 413 before); the OpenAI
+    route answers 400 instead, as OpenAI answers a context that is too long (:meth:`as_openai`).
+    INVALID_ARGUMENT over gRPC, as TEI's gRPC answers."""
 
-    status = 413
+    status = 422
     grpc_code = "INVALID_ARGUMENT"
 
     def __init__(self, message: str, *, param: str | None = None) -> None:

@@ -9,6 +9,7 @@ with messages that name the item at fault, the same for HTTP and gRPC.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -80,7 +81,7 @@ class TEIEmbedRequest(_Request):
 
 class TEIEmbedSparseRequest(_Request):
     """``POST /embed_sparse`` as TEI defines it (``model`` is our extension: unset, the server's first
-    sparse model)."""
+    model with sparse output, SPLADE or BGE-M3)."""
 
     inputs: Any
     truncate: StrictBool | None = None
@@ -93,8 +94,8 @@ class TEIEmbedSparseRequest(_Request):
 
 
 class MultiVectorEmbedRequest(_Request):
-    """``POST /embed_multi_vector``: a ColBERT model's token vectors (unset ``model``: the server's
-    first multi-vector model). ``input_type`` "document" (default: skiplist dropped, cut to the
+    """``POST /embed_multi_vector``: a ColBERT or BGE-M3 model's token vectors (unset ``model``: the
+    server's first model with multi-vector output; BGE-M3 encodes both input types alike). ``input_type`` "document" (default: skiplist dropped, cut to the
     model's ``document_length``) or "query" ([MASK]-expanded to ``query_length`` rows);
     ``encoding_format`` "float" (nested arrays) or "base64" (little-endian float32, row after row)."""
 
@@ -119,7 +120,7 @@ class TEITokenizeRequest(_Request):
 class TEIRerankRequest(_Request):
     """``POST /rerank`` as TEI defines it (``model`` and ``instruction`` are our extensions). Pairs
     over the model's max length are cut longest-first; with ``"truncate": false`` they are refused
-    with 413, as TEI refuses them (unset: the server's ``--no-auto-truncate``, cut by default)."""
+    with 422, as TEI refuses them (unset: the server's ``--no-auto-truncate``, cut by default)."""
 
     query: Any
     texts: Any
@@ -205,13 +206,20 @@ def multivector_response(result: MultiVectorResult, encoding_format: str) -> dic
     }
 
 
-def models_response(names: list[str], created: int) -> dict[str, Any]:
-    """``GET /v1/models``."""
+def models_response(models: dict[str, Sequence[str]], created: int) -> dict[str, Any]:
+    """``GET /v1/models``: each served model by name, with what it offers (``outputs``, our
+    extension: ``["embedding"]``, ``["sparse"]``, ...; a BGE-M3 model's three)."""
     return {
         "object": "list",
         "data": [
-            {"id": name, "object": "model", "created": created, "owned_by": "fastembed-native"}
-            for name in names
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "fastembed-native",
+                "outputs": list(outputs),
+            }
+            for name, outputs in models.items()
         ],
     }
 

@@ -36,7 +36,7 @@ class RerankRequest:
     raw_scores: bool = False  # the logits instead of the activation (TEI's raw_scores)
     return_documents: bool = False
     instruction: Any = None  # an LLM reranker's task instruction (our extension)
-    # Cut an over-long pair (True), refuse it with 413 (False: TEI's "truncate": false), or follow
+    # Cut an over-long pair (True), refuse it with 422 (False: TEI's "truncate": false), or follow
     # the server's --no-auto-truncate (None: TEI's default). Cohere's route always cuts.
     truncate: bool | None = True
 
