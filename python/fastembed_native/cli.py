@@ -109,15 +109,24 @@ def cmd_fuse(args: argparse.Namespace) -> int:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from .models import quantize_model, resolve_model
+    from .models.quantize import describe_parity
 
     model_dir = Path(resolve_model(args.model))
     report = quantize_model(
-        model_dir, method=args.method, calibration=args.calibration, outliers=args.outliers
+        model_dir,
+        method=args.method,
+        calibration=args.calibration,
+        outliers=args.outliers,
+        vocab_projection=args.vocab_projection,
     )
+    if report.kind == "embedding":
+        measured = f"cosine vs fp32 min {report.min_cosine:.4f} mean {report.mean_cosine:.4f}"
+    else:
+        measured = f"{report.kind} model; {describe_parity(report.recipe)}"
+    loader = {"rerank": "TextCrossEncoder", "sparse": "SparseTextEmbedding"}.get(report.kind, "TextEmbedding")
     print(
-        f"wrote {report.path} ({args.method}): cosine vs fp32 min {report.min_cosine:.4f} mean "
-        f"{report.mean_cosine:.4f}, {report.speedup:.2f}x the fp32 speed; recipe in "
-        f"{report.path.with_suffix('.json').name}; load it with TextEmbedding(model, quantized=True) "
+        f"wrote {report.path} ({args.method}): {measured}, {report.speedup:.2f}x the fp32 speed; recipe in "
+        f"{report.path.with_suffix('.json').name}; load it with {loader}(model, quantized=True) "
         "(embed/serve --quantized)"
     )
     return 0
@@ -298,7 +307,8 @@ def add_serve_parser(sub: Any) -> None:
     serve.add_argument(
         "--quantized",
         action="store_true",
-        help="serve the embedding models' int8 files (onnx/model_int8.onnx, made by `quantize`)",
+        help="serve the int8 files (onnx/model_int8.onnx, made by `quantize`) of the embedding, reranker "
+        "and sparse models (ColBERT models stay fp32)",
     )
     serve.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=cmd_serve)
@@ -349,7 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.set_defaults(func=cmd_fuse)
 
     quantize = sub.add_parser(
-        "quantize", help="write an int8 copy of a model (about 2x faster) with its recipe and quality"
+        "quantize",
+        help="write an int8 copy of an embedding, reranker or SPLADE model (about 2x faster) with its "
+        "recipe and quality",
     )
     quantize.add_argument(
         "model", help="model directory or id; the copy goes to onnx/model_int8.onnx inside it"
@@ -373,6 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="shared",
         help="rowwise: which inputs keep outlier channels in float32: shared (default: attention's "
         "query/key/value input), all (closest to fp32, slower), none",
+    )
+    quantize.add_argument(
+        "--vocab-projection",
+        choices=["int8", "float32"],
+        default="int8",
+        help="rowwise, SPLADE models: the MLM head's vocabulary projection in int8 (default) or float32",
     )
     quantize.set_defaults(func=cmd_quantize)
 

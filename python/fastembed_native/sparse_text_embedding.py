@@ -13,6 +13,7 @@ from typing import Any
 
 from .engine.sparse import SparseEmbedder, SparseEmbedding
 from .models import SUPPORTED_SPARSE_MODELS, resolve_model_argument
+from .models.cache import quantized_file
 
 __all__ = ["SparseEmbedding", "SparseTextEmbedding"]
 
@@ -26,8 +27,15 @@ class SparseTextEmbedding(SparseEmbedder):
         model: a model directory, a model id, or None for ``model_name``.
         model_name: the same as ``model`` (fastembed's name).
         cache_dir: the model cache to look in (default ``$FASTEMBED_NATIVE_CACHE``).
+        quantized: load the model's int8 file (``onnx/model_int8.onnx``, written by
+            ``fastembed-native quantize``; its recipe and measured agreement with fp32 are in
+            ``onnx/model_int8.json``, which ``inspect`` prints) instead of fp32.
         **options: ``max_active_dims``, ``logits_budget_bytes`` and the engine's options (providers,
             max_length, batch_size, threads, parallel_runs, onnx_file, lazy_load, ...).
+
+    Raises:
+        FileNotFoundError: ``quantized`` and the model has no int8 file (the message says how to
+            make it); otherwise as the model resolution and the engine raise.
     """
 
     def __init__(
@@ -36,9 +44,13 @@ class SparseTextEmbedding(SparseEmbedder):
         *,
         model_name: str | os.PathLike[str] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
+        quantized: bool = False,
         **options: Any,
     ) -> None:
-        super().__init__(resolve_model_argument(model, model_name, cache_dir), **options)
+        model_dir = resolve_model_argument(model, model_name, cache_dir)
+        if quantized:
+            options["onnx_file"] = quantized_file(model_dir, options.get("onnx_file"))
+        super().__init__(model_dir, **options)
 
     @staticmethod
     def list_supported_models() -> list[dict[str, Any]]:

@@ -18,6 +18,9 @@ import numpy as np
 from .engine import Embedder, check_positive
 from .engine.stream import STREAM_WINDOW, Progress, embed_stream
 from .models import DEFAULT_MODEL, SUPPORTED_MODELS, model_info, resolve_model
+from .models.cache import quantized_file
+
+__all__ = ["TextEmbedding", "quantized_file"]
 
 
 class TextEmbedding(Embedder):
@@ -147,26 +150,6 @@ class TextEmbedding(Embedder):
         Any other model with a sentence-transformers layout works too, from its own config files.
         """
         return [asdict(info) for info in SUPPORTED_MODELS]
-
-
-def quantized_file(model_dir: str | os.PathLike[str], onnx_file: str | None = None) -> str:
-    """The int8 file ``quantized=True`` loads from ``model_dir`` (relative to it).
-
-    Raises:
-        ValueError: ``onnx_file`` names another file too.
-        FileNotFoundError: the model has no int8 file yet (the message gives the command).
-    """
-    from pathlib import Path
-
-    from .engine import INT8_FILE
-
-    if onnx_file is not None and onnx_file != INT8_FILE:
-        raise ValueError(f"give quantized=True or onnx_file={onnx_file!r}, not both")
-    if not (Path(model_dir) / INT8_FILE).is_file():
-        raise FileNotFoundError(
-            f"{model_dir} has no int8 model ({INT8_FILE}); make it with: fastembed-native quantize {model_dir}"
-        )
-    return INT8_FILE
 
 
 #: The engine's keyword options, which TextEmbedding passes on.

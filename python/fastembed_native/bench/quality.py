@@ -21,6 +21,11 @@ A labeled retrieval task built from real text on this machine, plus cosine again
 Vectors are cached per (set, ONNX file contents) under ``<model cache>/eval/vectors/``, so a
 reference is embedded once. ``--quick`` runs a few hundred queries over a small set from a few
 standard-library packages (a smoke test, not a measurement).
+
+Rerankers and SPLADE models (``--kind rerank|sparse``, by default read from the model's files) are
+judged on the same set by agreement with fp32: a reranker by NDCG@10 of its ordering against fp32's,
+Spearman and max |score difference|; SPLADE by retrieval over a candidate pool and the share of
+non-zero indices kept (:mod:`.quality_heads`).
 """
 
 from __future__ import annotations
@@ -439,7 +444,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--reference", help="the file compared against (default: the model's fp32 file)")
     parser.add_argument("--quick", action="store_true", help="a small set from a few stdlib packages")
-    parser.add_argument("--queries", type=int, help=f"queries drawn (default {DEFAULT_QUERIES})")
+    parser.add_argument(
+        "--kind",
+        choices=["auto", "dense", "rerank", "sparse"],
+        default="auto",
+        help="what the model is (default: read from its files): dense retrieval, a reranker's ordering, "
+        "or SPLADE retrieval against fp32",
+    )
+    parser.add_argument(
+        "--queries",
+        type=int,
+        help=f"queries drawn (default {DEFAULT_QUERIES}; rerank: the first 50 of them, sparse: 200)",
+    )
+    parser.add_argument(
+        "--candidates",
+        type=int,
+        help="rerank: candidates per query (default 20); sparse: texts in the candidate pool (default 600)",
+    )
+    parser.add_argument(
+        "--note",
+        help="rerank/sparse: what the weights are, kept in the report and the recipe (default: said for "
+        "bench rerank / bench sparse's random models, else none)",
+    )
     parser.add_argument("--threads", type=int)
     parser.add_argument("--no-cache", dest="use_cache", action="store_false", help="embed afresh")
     parser.add_argument("--json", type=Path, help="write the report here as JSON")
@@ -456,6 +482,13 @@ def main(argv: list[str] | None = None) -> int:
 
     model_dir = Path(resolve_model(args.model))
     variants = args.variant or ([INT8_FILE] if (model_dir / INT8_FILE).is_file() else [])
+    kind = args.kind
+    if kind == "auto":
+        from ..models.quantize import model_kind
+
+        kind = {"embedding": "dense"}.get(model_kind(model_dir), model_kind(model_dir))
+    if kind != "dense":
+        return _main_heads(args, kind, model_dir, variants)
     eval_set = load_eval_set(quick=args.quick, queries=args.queries)
     report = evaluate(
         model_dir,
@@ -471,6 +504,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.record:
         record(model_dir, report)
     print(markdown(report))
+    return 0
+
+
+def _main_heads(args: argparse.Namespace, kind: str, model_dir: Path, variants: list[str]) -> int:
+    """``--kind rerank|sparse``: agreement with fp32 on the docstring set (see quality_heads)."""
+    from . import quality_heads as heads
+
+    eval_set = load_eval_set(quick=args.quick)  # its first queries: the set's draw is already random
+    options: dict[str, Any] = {"reference": args.reference, "threads": args.threads, "note": args.note}
+    for key in ("queries", "candidates"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    evaluate_heads = heads.evaluate_rerank if kind == "rerank" else heads.evaluate_sparse
+    report = evaluate_heads(model_dir, variants, eval_set, **options)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+    if args.record:
+        heads.record(model_dir, report)
+    print(heads.markdown(report))
     return 0
 
 

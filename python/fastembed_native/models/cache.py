@@ -217,6 +217,25 @@ def resolve_model_argument(
     return resolve_model(model if model is not None else model_name, cache=cache_dir)
 
 
+def quantized_file(model_dir: str | os.PathLike[str], onnx_file: str | None = None) -> str:
+    """The int8 file ``quantized=True`` loads from ``model_dir`` (relative to it), for every model
+    class (``TextEmbedding``, ``TextCrossEncoder``, ``SparseTextEmbedding``) and the CLI and server.
+
+    Raises:
+        ValueError: ``onnx_file`` names another file too.
+        FileNotFoundError: the model has no int8 file yet (the message gives the command).
+    """
+    from ..engine import INT8_FILE
+
+    if onnx_file is not None and onnx_file != INT8_FILE:
+        raise ValueError(f"give quantized=True or onnx_file={onnx_file!r}, not both")
+    if not (Path(model_dir) / INT8_FILE).is_file():
+        raise FileNotFoundError(
+            f"{model_dir} has no int8 model ({INT8_FILE}); make it with: fastembed-native quantize {model_dir}"
+        )
+    return INT8_FILE
+
+
 def resolve_model(model: str | os.PathLike[str] | None, cache: str | os.PathLike[str] | None = None) -> Path:
     """A model argument to a model directory, in the order of the module docstring.
 

@@ -106,9 +106,10 @@ def export_model(
     stores weights and arithmetic in half precision for GPUs and Core ML, with float32 inputs and
     outputs kept, and is checked at ``FP16_MIN_COSINE`` unless ``min_cosine`` says otherwise
     (float32: 0.9999); fp16 graphs are not fused, and on a CPU they run correctly but slowly.
-    ``dtype="int8"`` (embedding models) exports float32 as usual, checks it, and adds
-    ``onnx/model_int8.onnx`` with its recipe (:func:`~fastembed_native.models.quantize.quantize_model`,
-    the rowwise recipe), which ``TextEmbedding(output, quantized=True)`` loads.
+    ``dtype="int8"`` (embedding, reranker and SPLADE models) exports float32 as usual, checks it, and
+    adds ``onnx/model_int8.onnx`` with its recipe (:func:`~fastembed_native.models.quantize.quantize_model`,
+    the rowwise recipe), which ``TextEmbedding`` / ``TextCrossEncoder`` / ``SparseTextEmbedding``
+    load with ``quantized=True``.
 
     The export is written to a temporary folder beside ``output`` and moved into place only after
     the parity check passes, so ``output`` never holds a half-written or wrong model.
@@ -136,12 +137,15 @@ def export_model(
     sparse = is_sparse_encoder(source)
     colbert = is_colbert(source)
     m3 = is_m3_model(source)
-    if dtype == "int8" and (scores or sparse or colbert or m3 or is_llm_reranker(source)):
+    if dtype == "int8" and (colbert or m3):
         raise ValueError(
-            "--dtype int8 is for embedding models; this checkpoint is a reranker, sparse or ColBERT"
+            "--dtype int8 is for embedding, reranker and SPLADE models; this checkpoint is "
+            + ("BGE-M3" if m3 else "ColBERT")
         )
     if is_llm_reranker(source):  # a yes/no LLM reranker: its own graph (see llm_reranker.py)
         worst = export_llm_reranker(source, output)
+        if dtype == "int8":
+            _quantize(output)
         return ExportReport(output, float("nan"), (), worst)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
@@ -202,6 +206,8 @@ def export_model(
                     f"exported sparse model disagrees with {source}: relative difference {worst:.2e} "
                     f"> {SPARSE_TOLERANCE}"
                 )
+            if dtype == "int8":
+                _quantize(model)
             model.rename(output)
             return ExportReport(output, float("nan"), (), worst)
 
@@ -212,6 +218,8 @@ def export_model(
                     f"exported cross-encoder disagrees with {source}: score difference "
                     f"{float(differences.max()):.2e} > {SCORE_TOLERANCE} (pair {int(differences.argmax())})"
                 )
+            if dtype == "int8":
+                _quantize(model)
             model.rename(output)
             return ExportReport(output, float("nan"), (), float(differences.max()))
         cosines = parity_check(model, source)
@@ -226,9 +234,7 @@ def export_model(
 
             fuse_model(model)
         if dtype == "int8":
-            from .quantize import quantize_model
-
-            quantize_model(model, measure_speed=False)
+            _quantize(model)
         model.rename(output)
         return ExportReport(output, worst, tuple(float(c) for c in cosines))
     except (ModelLoadError, FileNotFoundError, FileExistsError):
@@ -237,6 +243,13 @@ def export_model(
         raise ModelLoadError(f"exporting {source} failed: {exc}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _quantize(model_dir: Path) -> None:
+    """``--dtype int8``: the rowwise int8 file and its recipe beside the checked float32 export."""
+    from .quantize import quantize_model
+
+    quantize_model(model_dir, measure_speed=False)
 
 
 def is_sparse_encoder(checkpoint: Path) -> bool:

@@ -21,10 +21,34 @@ Two methods (``fastembed-native quantize --method``):
 
 ``dynamic``: ONNX Runtime's ``quantize_dynamic`` (MatMul weights per channel), kept for comparison.
 
+Three kinds of model, read from the directory's files (:func:`model_kind`), each calibrated on what
+it runs and measured against fp32 by what it outputs:
+
+* **embedding** models: texts; cosine of the vectors.
+* **rerankers** (``TextCrossEncoder``: BERT / XLM-R ``*ForSequenceClassification`` cross-encoders and
+  Qwen3-style LLM rerankers): (query, document) pairs, an LLM reranker's in its prompt frame; the
+  max |logit difference| and the ordering's agreement (NDCG@10 against fp32's order, Spearman:
+  :mod:`.agreement`). The per-token MatMuls of the encoder are int8; the *head* stays float32: the
+  MatMuls (or Gemms) that read one row per pair (BERT's pooler and classifier, XLM-R's classifier
+  dense and out_proj, an LLM reranker's yes-minus-no vector) are found from the calibration run
+  (their input has one row per sequence, not per token). They cost one row per pair against a few
+  hundred token rows for the encoder, so int8 would buy nothing there, and the classifier's output is
+  the score itself, where a per-row int8 rounding would land undamped.
+* **sparse** (SPLADE, ``SparseTextEmbedding``): texts; the share of fp32's non-zero indices kept,
+  cosine, value differences (:func:`.agreement.sparse_agreement`). The MLM head's vocabulary
+  projection (hidden x 30,522 for BERT: a third of a DistilBERT SPLADE's work per token) is int8
+  too by default (``vocab_projection``; benchmarks/results/int8_heads.md measures both).
+
+ColBERT and BGE-M3 models are refused (their int8 files would not be measured), as are graphs with
+nothing rowwise can quantize (float16 weights, an already quantized graph): never a file that was
+not checked. The int8 file is written under a temporary name and moved into place only once it has
+loaded, run on the parity inputs and given finite outputs.
+
 Both write ``onnx/model_int8.onnx`` and ``onnx/model_int8.json`` (:data:`RECIPE_SUFFIX`): how the
-file was made and what was measured (cosine against fp32 on the parity texts, speed, and, once
-``bench quality --record`` has run, retrieval against fp32). ``TextEmbedding(model, quantized=True)``
-loads the int8 file; ``inspect`` prints the recipe. Uses onnxruntime's Python package and ``onnx``:
+file was made and what was measured (against fp32 on the parity inputs, speed, and, once
+``bench quality --record`` has run, retrieval or ranking against fp32). ``TextEmbedding(model,
+quantized=True)`` (``TextCrossEncoder``, ``SparseTextEmbedding`` likewise) loads the int8 file;
+``inspect`` prints the recipe. Uses onnxruntime's Python package and ``onnx``:
 run it as a tool, not in a process that embeds.
 """
 
@@ -32,6 +56,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -46,6 +72,27 @@ from .parity import PARITY_TEXTS, cosine_rows
 METHODS = ("rowwise", "dynamic")
 OUTLIER_INPUTS = ("shared", "all", "none")
 DEFAULT_METHOD = "rowwise"
+#: What quantize makes int8 files of (:func:`model_kind`).
+KINDS = ("embedding", "rerank", "sparse")
+#: A SPLADE model's vocabulary projection: int8 like the encoder (default), or kept float32.
+VOCAB_PROJECTIONS = ("int8", "float32")
+DEFAULT_VOCAB_PROJECTION = "int8"
+#: The recipe's keys for ``bench quality --record``'s results: retrieval (embedding, sparse) and
+#: ranking (rerankers).
+QUALITY_KEYS = ("retrieval", "ranking")
+#: Node types of a graph quantized already (refused: quantize its float32 export instead).
+QUANTIZED_OPS = (
+    "MatMulInteger",
+    "MatMulIntegerToFloat",
+    "DynamicQuantizeLinear",
+    "DynamicQuantizeMatMul",
+    "QLinearMatMul",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "QGemm",
+)
+#: Calibration pairs for a reranker take a text's first words as the query.
+CALIBRATION_QUERY_WORDS = 12
 #: The recipe file beside an int8 model: ``onnx/model_int8.onnx`` -> ``onnx/model_int8.json``.
 RECIPE_SUFFIX = ".json"
 RECIPE_VERSION = 1
@@ -69,14 +116,48 @@ _EPS = 1e-8
 
 @dataclass(frozen=True)
 class QuantizeReport:
-    """The int8 file, its cosine against the fp32 model (min and mean over the parity texts), the
-    speed-up measured on those texts (NaN when not measured), and the recipe written beside it."""
+    """The int8 file, its cosine against the fp32 model (min and mean over the parity texts; for a
+    SPLADE model the cosine of the sparse vectors, for a reranker NaN), the speed-up measured on
+    the parity inputs (NaN when not measured), and the recipe written beside it (its ``parity``
+    holds each kind's measures; :func:`describe_parity` says them in words)."""
 
     path: Path
     min_cosine: float
     mean_cosine: float
     speedup: float
     recipe: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return str(self.recipe.get("kind", "embedding"))
+
+
+def model_kind(model_dir: str | Path) -> str:
+    """What the model in ``model_dir`` is, read from its files as the server reads them: "rerank"
+    (a cross-encoder or LLM reranker: ``TextCrossEncoder``), "sparse" (SPLADE: ``SparseTextEmbedding``)
+    or "embedding" (``TextEmbedding``).
+
+    Raises:
+        ValueError: a ColBERT or BGE-M3 model (quantize does not make their int8 files: nothing would
+            measure them against fp32).
+    """
+    from ..engine.m3 import is_m3_model
+    from ..engine.multivector import is_colbert
+    from ..engine.scores import is_score_model
+    from ..engine.sparse import is_sparse_model
+
+    model_dir = Path(model_dir)
+    if is_m3_model(model_dir) or is_colbert(model_dir):
+        what = "BGE-M3" if is_m3_model(model_dir) else "ColBERT"
+        raise ValueError(
+            f"{model_dir} is a {what} model: quantize makes int8 files of embedding, reranker and SPLADE "
+            f"models only (a {what} model's token vectors are not measured against fp32 here)"
+        )
+    if is_score_model(model_dir):
+        return "rerank"
+    if is_sparse_model(model_dir):
+        return "sparse"
+    return "embedding"
 
 
 def recipe_path(onnx_path: str | Path) -> Path:
@@ -96,22 +177,73 @@ def read_recipe(onnx_path: str | Path) -> dict[str, Any] | None:
     return recipe if isinstance(recipe, dict) else None
 
 
+def describe_parity(recipe: dict[str, Any]) -> str:
+    """What was measured against fp32 when the file was made, in words (by the model's kind)."""
+    parity = recipe.get("parity") or {}
+    nan = float("nan")
+    kind = recipe.get("kind", "embedding")
+    if kind == "rerank":
+        return (
+            f"scores vs fp32 on the parity pairs: max |logit difference| "
+            f"{parity.get('max_abs_score_difference', nan):.4f}, NDCG@10 {parity.get('ndcg@10', nan):.4f}, "
+            f"Spearman {parity.get('spearman', nan):.4f}"
+        )
+    if kind == "sparse":
+        return (
+            f"sparse vectors vs fp32 on the parity texts: cosine min {parity.get('min_cosine', nan):.4f}, "
+            f"non-zero indices kept {parity.get('indices_kept', nan):.4f} (min "
+            f"{parity.get('min_indices_kept', nan):.4f}, {parity.get('mass_kept', nan):.4f} of the value mass)"
+        )
+    return f"cosine vs fp32 on the parity texts min {parity.get('min_cosine', nan):.4f}"
+
+
 def describe_recipe(recipe: dict[str, Any]) -> str:
     """One line on how an int8 file was made and what was measured (what ``inspect`` prints)."""
     method = recipe.get("method", "?")
+    kind = recipe.get("kind", "embedding")
     if method == "rowwise":
         outliers = recipe.get("outlier_channels") or {}
         made = (
             f"rowwise: int8 per-token activations, GPTQ int8 weights, {outliers.get('count', 0)} float32 "
             f"outlier channels, {'int8' if 'int8' in str(recipe.get('embedding_table')) else 'float32'} "
-            f"embedding table; calibrated on {recipe.get('calibration', '?')}"
+            f"embedding table"
         )
+        if kind == "rerank":
+            head = recipe.get("head") or {}
+            made += f", float32 head ({len(head.get('nodes', []))} nodes reading one row per pair)"
+        if kind == "sparse":
+            made += f", {(recipe.get('vocab_projection') or {}).get('precision', '?')} vocabulary projection"
+        made += f"; calibrated on {recipe.get('calibration', '?')}"
     else:
         made = f"{method}: {recipe.get('activations', '?')}; weights {recipe.get('weights', '?')}"
-    parity = recipe.get("parity") or {}
-    text = f"{made}; cosine vs fp32 on the parity texts min {parity.get('min_cosine', float('nan')):.4f}"
+    if kind != "embedding":
+        made = f"{kind} model, {made}"
+    text = f"{made}; {describe_parity(recipe)}"
+    ranking = recipe.get("ranking")
     retrieval = recipe.get("retrieval")
-    if retrieval:
+    if kind == "rerank":
+        if ranking:
+            text += (
+                f"; ranking on {ranking['set']}: NDCG@10 {ranking['ndcg@10']:.4f} of fp32's order (min "
+                f"{ranking['min_ndcg@10']:.4f}), Spearman {ranking['spearman']:.4f}, top-10 overlap "
+                f"{ranking['top10_overlap']:.4f}, max |score difference| {ranking['max_abs_score_difference']:.4f}"
+            )
+            if ranking.get("note"):
+                text += f" ({ranking['note']})"
+        else:
+            text += "; ranking not measured (fastembed-native bench quality --kind rerank --record)"
+    elif kind == "sparse":
+        if retrieval:
+            text += (
+                f"; retrieval on {retrieval['set']}: recall@10 of fp32's top 10 {retrieval['recall@10_of_reference']:.4f}, "
+                f"MRR of fp32's top hit {retrieval['mrr_of_reference_top1']:.4f}, labeled MRR {retrieval['mrr']:.4f} vs "
+                f"fp32 {retrieval['reference_mrr']:.4f}, non-zero indices kept {retrieval['indices_kept']:.4f}"
+            )
+            if retrieval.get("note"):
+                text += f" ({retrieval['note']})"
+        else:
+            text += "; retrieval not measured (fastembed-native bench quality --kind sparse --record)"
+    elif retrieval:
         low, high = retrieval["mrr_difference_95"]
         text += (
             f"; retrieval on {retrieval['set']}: MRR {retrieval['mrr']:.4f} vs fp32 {retrieval['reference_mrr']:.4f} "
@@ -124,12 +256,15 @@ def describe_recipe(recipe: dict[str, Any]) -> str:
     return text
 
 
-def record_quality(onnx_path: str | Path, quality: dict[str, Any]) -> None:
-    """Add retrieval results (``bench quality --record``) to the recipe beside ``onnx_path``."""
+def record_quality(onnx_path: str | Path, quality: dict[str, Any], key: str = "retrieval") -> None:
+    """Add ``bench quality --record``'s results to the recipe beside ``onnx_path``, under ``key``
+    ("retrieval" for embedding and SPLADE models, "ranking" for rerankers)."""
+    if key not in QUALITY_KEYS:
+        raise ValueError(f"key must be one of {', '.join(QUALITY_KEYS)}, got {key!r}")
     recipe = read_recipe(onnx_path)
     if recipe is None:
         raise FileNotFoundError(f"{recipe_path(onnx_path)} does not exist: quantize the model first")
-    recipe["retrieval"] = {**quality, "file_sha256": _digest(Path(onnx_path))}
+    recipe[key] = {**quality, "file_sha256": _digest(Path(onnx_path))}
     _write_json(recipe_path(onnx_path), recipe)
 
 
@@ -139,12 +274,12 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _seconds(model: Embedder, texts: list[str], repeats: int = 3) -> float:
-    model.embed(texts)  # warm-up
+def _seconds(call: Any, repeats: int = 3) -> float:
+    call()  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        model.embed(texts)
+        call()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 
@@ -166,54 +301,84 @@ def quantize_model(
     calibration: str | Path | None = None,
     calibration_count: int | None = None,
     outliers: str = "shared",
+    vocab_projection: str = DEFAULT_VOCAB_PROJECTION,
     measure_speed: bool = True,
 ) -> QuantizeReport:
     """Write an int8 copy of ``model_dir``'s ONNX file to ``model_dir / output``, its recipe beside
-    it, and measure it against the fp32 file.
+    it, and measure it against the fp32 file (an embedding model, a reranker or a SPLADE model:
+    :func:`model_kind`; see the module doc).
 
     Args:
         method: "rowwise" (per-token activations, GPTQ weights, float32 outlier channels, int8
             embedding table; see the module doc) or "dynamic" (ONNX Runtime's quantize_dynamic).
         calibration: a text file (one text per line) to calibrate on; default: found on this
-            machine (:func:`fastembed_native.models.calibration.calibration_texts`).
+            machine (:func:`fastembed_native.models.calibration.calibration_texts`). A reranker is
+            calibrated on pairs made of these texts (:func:`calibration_pairs`).
         calibration_count: calibration texts to use (default 256).
         outliers: rowwise: which inputs keep their outlier channels in float32: "shared" (those
             several MatMuls read: attention's query/key/value input), "all", or "none".
-        measure_speed: time fp32 and int8 on the parity texts (seconds); False skips it.
+        vocab_projection: rowwise, SPLADE models: "int8" (default) or "float32" for the MLM head's
+            vocabulary projection.
+        measure_speed: time fp32 and int8 on the parity inputs (seconds); False skips it.
 
     Raises:
-        ValueError: an unknown method.
+        ValueError: an unknown method or option; a model or graph quantize cannot handle (ColBERT,
+            BGE-M3, float16 weights, a graph quantized already), said by name; an int8 graph whose
+            outputs are not finite (nothing is written then).
         ImportError: onnx is not installed.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if outliers not in OUTLIER_INPUTS:
         raise ValueError(f"outliers must be one of {', '.join(OUTLIER_INPUTS)}, got {outliers!r}")
+    if vocab_projection not in VOCAB_PROJECTIONS:
+        raise ValueError(
+            f"vocab_projection must be one of {', '.join(VOCAB_PROJECTIONS)}, got {vocab_projection!r}"
+        )
     try:
         import onnx  # noqa: F401
     except ImportError:
         raise ImportError("quantize needs the onnx package: pip install onnx") from None
     model_dir = Path(model_dir)
+    kind = model_kind(model_dir)
     source = find_onnx(model_dir)
+    _check_quantizable(source)
     target = model_dir / output
     target.parent.mkdir(parents=True, exist_ok=True)
-    previous = (read_recipe(target) or {}).get("retrieval")
+    previous = read_recipe(target) or {}
     started = time.perf_counter()
-    if method == "dynamic":
-        details = _quantize_dynamic(source, target)
-    else:
-        from .calibration import DEFAULT_COUNT, calibration_texts
+    # Written and checked in a folder of its own, moved into place only once it has run.
+    staging = target.parent / f".{target.stem}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    staged = staging / target.name
+    try:
+        if method == "dynamic":
+            details = _quantize_dynamic(source, staged)
+        else:
+            from .calibration import DEFAULT_COUNT, calibration_texts
 
-        texts, described = calibration_texts(calibration, calibration_count or DEFAULT_COUNT)
-        details = quantize_rowwise(source, target, model_dir, texts, outliers)
-        details["calibration"] = described
-    fp32 = Embedder(model_dir, onnx_file=str(source.relative_to(model_dir)), fused=False)
-    int8 = Embedder(model_dir, onnx_file=output, fused=False)
-    texts = list(PARITY_TEXTS) * 8
-    cosines = cosine_rows(fp32.embed(texts), int8.embed(texts))
-    speedup = _seconds(fp32, texts) / _seconds(int8, texts) if measure_speed else float("nan")
+            texts, described = calibration_texts(calibration, calibration_count or DEFAULT_COUNT)
+            details = quantize_rowwise(
+                source, staged, model_dir, texts, outliers, kind=kind, vocab_projection=vocab_projection
+            )
+            details["calibration"] = described + (" (as query/document pairs)" if kind == "rerank" else "")
+        parity, (low, mean), speedup = _measure(
+            model_dir,
+            kind,
+            str(source.relative_to(model_dir)),
+            str(staged.relative_to(model_dir)),
+            measure_speed,
+        )
+        for part in target.parent.glob(target.name + "_data"):
+            part.unlink()
+        for part in staging.iterdir():
+            os.replace(part, target.parent / part.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     recipe = {
         "version": RECIPE_VERSION,
+        "kind": kind,
         "method": method,
         **details,
         "source": str(source.relative_to(model_dir)),
@@ -223,17 +388,107 @@ def quantize_model(
             "fp32": round(sum(p.stat().st_size for p in source.parent.glob(source.name + "*")) / 2**20, 1),
             "int8": round(sum(p.stat().st_size for p in target.parent.glob(target.name + "*")) / 2**20, 1),
         },
-        "parity": {
-            "texts": "fastembed_native.models.parity.PARITY_TEXTS",
-            "min_cosine": round(float(cosines.min()), 6),
-            "mean_cosine": round(float(cosines.mean()), 6),
-        },
+        "parity": parity,
         "speedup_on_parity_texts": None if np.isnan(speedup) else round(speedup, 2),
     }
-    if previous and previous.get("file_sha256") == _digest(target):
-        recipe["retrieval"] = previous  # the same bytes as the file it was measured on: still true
+    digest = _digest(target)
+    for key in QUALITY_KEYS:
+        kept = previous.get(key)
+        if kept and kept.get("file_sha256") == digest:
+            recipe[key] = kept  # the same bytes as the file it was measured on: still true
     _write_json(recipe_path(target), recipe)
-    return QuantizeReport(target, float(cosines.min()), float(cosines.mean()), speedup, recipe)
+    return QuantizeReport(target, low, mean, speedup, recipe)
+
+
+def _check_quantizable(source: Path) -> None:
+    """Refuse a graph quantized already, by name, before anything is written."""
+    import onnx
+
+    proto = onnx.load(str(source), load_external_data=False)
+    found = sorted({n.op_type for n in proto.graph.node if n.op_type in QUANTIZED_OPS})
+    if found:
+        raise ValueError(
+            f"{source} is quantized already (it has {', '.join(found)} nodes): quantize the float32 export"
+        )
+
+
+def calibration_pairs(texts: list[str]) -> list[tuple[str, str]]:
+    """A reranker's calibration input: (query, document) pairs made of calibration texts, every
+    other one a match (a text's first :data:`CALIBRATION_QUERY_WORDS` words against the whole text)
+    and the rest not (against the next text), as a reranker sees both."""
+    pairs = []
+    for i, text in enumerate(texts):
+        query = " ".join(text.split()[:CALIBRATION_QUERY_WORDS])
+        pairs.append((query, text if i % 2 == 0 else texts[(i + 1) % len(texts)]))
+    return pairs
+
+
+def _measure(
+    model_dir: Path, kind: str, reference: str, variant: str, measure_speed: bool
+) -> tuple[dict[str, Any], tuple[float, float], float]:
+    """The variant file against the reference on the parity inputs, by ``kind``: the recipe's
+    ``parity`` entry, the min and mean cosine (of the vectors; NaN for a reranker), and the
+    speed-up (NaN when not measured).
+
+    Raises:
+        ValueError: the variant's outputs are not all finite.
+    """
+    from .agreement import ranking_agreement, sparse_agreement
+    from .parity import parity_pairs
+
+    cosines = (float("nan"), float("nan"))
+    if kind == "rerank":
+        from ..engine.scores import Scorer
+
+        pairs = parity_pairs()
+        fp32, int8 = (Scorer(model_dir, onnx_file=f) for f in (reference, variant))
+        a, b = (m.predict(pairs, raw_scores=True)[:, 0] for m in (fp32, int8))
+        _check_finite(b, variant)
+        queries = list(dict.fromkeys(q for q, _ in pairs))
+        by_query = [np.array([i for i, (q, _) in enumerate(pairs) if q == query]) for query in queries]
+        agreement = ranking_agreement([a[i] for i in by_query], [b[i] for i in by_query])
+        parity = {"inputs": "fastembed_native.models.parity.parity_pairs()", "scores": "logits", **agreement}
+
+        def runs(model: Any) -> Any:
+            return lambda: model.predict(pairs * 4, raw_scores=True)
+    elif kind == "sparse":
+        from ..engine.sparse import SparseEmbedder
+
+        texts = list(PARITY_TEXTS)
+        fp32, int8 = (SparseEmbedder(model_dir, onnx_file=f) for f in (reference, variant))
+        ref, got = fp32.embed(texts), int8.embed(texts)
+        _check_finite(np.concatenate([e.values for e in got] or [np.zeros(0)]), variant)
+        agreement = sparse_agreement(ref, got)
+        cosines = (agreement["min_cosine"], agreement["mean_cosine"])
+        parity = {"inputs": "fastembed_native.models.parity.PARITY_TEXTS", **agreement}
+
+        def runs(model: Any) -> Any:
+            return lambda: model.embed(texts * 8)
+    else:
+        texts = list(PARITY_TEXTS) * 8
+        fp32, int8 = (Embedder(model_dir, onnx_file=f, fused=False) for f in (reference, variant))
+        got = int8.embed(texts)
+        _check_finite(got, variant)
+        rows = cosine_rows(fp32.embed(texts), got)
+        cosines = (float(rows.min()), float(rows.mean()))
+        parity = {
+            "texts": "fastembed_native.models.parity.PARITY_TEXTS",
+            "min_cosine": round(cosines[0], 6),
+            "mean_cosine": round(cosines[1], 6),
+        }
+
+        def runs(model: Any) -> Any:
+            return lambda: model.embed(texts)
+
+    if kind != "embedding":
+        parity = {k: round(v, 6) if isinstance(v, float) else v for k, v in parity.items()}
+    speedup = _seconds(runs(fp32)) / _seconds(runs(int8)) if measure_speed else float("nan")
+    return parity, cosines, speedup
+
+
+def _check_finite(values: np.ndarray, name: str) -> None:
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"the int8 graph ({Path(name).name}) gives non-finite outputs; nothing was written")
 
 
 def _quantize_dynamic(source: Path, target: Path) -> dict[str, Any]:
@@ -291,13 +546,26 @@ def _weight_groups(graph: Any, initializers: dict[str, Any]) -> dict[str, _Group
     return groups
 
 
-def _feeds(model_dir: Path, graph: Any, texts: list[str], batch: int = 16) -> list[dict[str, np.ndarray]]:
-    """The graph's inputs for ``texts`` in length-sorted batches, tokenized as the engine does."""
+def _feeds(
+    model_dir: Path, graph: Any, texts: list[str], kind: str = "embedding", batch: int = 16
+) -> list[dict[str, np.ndarray]]:
+    """The graph's inputs for ``texts`` in length-sorted batches, tokenized as the engine does for
+    a model of ``kind``: a reranker's as :func:`calibration_pairs` (an LLM reranker's framed in
+    its prompt), a SPLADE or embedding model's as texts."""
     from ..engine import read_model_dir
     from ..engine.tokens import TextTokenizer
 
-    tokens = TextTokenizer(read_model_dir(model_dir))
-    encodings = tokens.encode(texts)
+    if kind == "rerank":
+        from ..engine.scores import Scorer
+
+        scorer = Scorer(model_dir, lazy_load=True)
+        tokens = scorer.engine.tokenizer
+        encodings = scorer.encode(calibration_pairs(texts))
+    else:
+        tokens = TextTokenizer(
+            read_model_dir(model_dir, task="fill-mask" if kind == "sparse" else "feature-extraction")
+        )
+        encodings = tokens.encode(texts)
     order = np.argsort([len(e.ids) for e in encodings], kind="stable")
     kinds = {i.name: i.type.tensor_type.elem_type for i in graph.input}
     names = [name for name, kind in kinds.items() if kind in (6, 7)]  # int32 / int64 inputs
@@ -323,10 +591,13 @@ def _feeds(model_dir: Path, graph: Any, texts: list[str], batch: int = 16) -> li
 
 
 def _statistics(
-    proto: Any, model_dir: Path, texts: list[str], groups: dict[str, _Group]
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    proto: Any, model_dir: Path, texts: list[str], groups: dict[str, _Group], kind: str = "embedding"
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], set[str]]:
     """Per group input: each channel's max |x| and the covariance X^T X / n over the real tokens
-    of ``texts`` (padding left out), from the fp32 graph."""
+    of ``texts`` (padding left out), from the fp32 graph; and the group inputs that have one row
+    per sequence instead of one per token (a classifier head's, read after pooling)."""
+    import tempfile
+
     import onnx
     import onnxruntime as ort
 
@@ -339,24 +610,43 @@ def _statistics(
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
     options.log_severity_level = 3
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory(prefix="fastembed-native-quantize.") as scratch:
+        if probe.ByteSize() > EXTERNAL_BYTES:  # past protobuf's 2 GB: the weights in a file beside it
+            path = Path(scratch) / "probe.onnx"
+            onnx.save_model(probe, str(path), save_as_external_data=True, location="probe.onnx_data")
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        else:
+            session = ort.InferenceSession(
+                probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
+        del probe
+        return _run_statistics(session, model_dir, proto.graph, texts, groups, kind)
+
+
+def _run_statistics(
+    session: Any, model_dir: Path, graph: Any, texts: list[str], groups: dict[str, _Group], kind: str
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], set[str]]:
     wanted = {i.name for i in session.get_inputs()}
     names = list(groups)
     amax = {n: np.zeros(groups[n].k) for n in names}
     cov = {n: np.zeros((groups[n].k, groups[n].k)) for n in names}
+    per_sequence = set(names)
     count = 0
-    for feed in _feeds(model_dir, proto.graph, texts):
+    for feed in _feeds(model_dir, graph, texts, kind):
         mask = next((v for k, v in feed.items() if "mask" in k.lower()), None)
+        batch, width = next(iter(feed.values())).shape
         values = session.run(names, {k: v for k, v in feed.items() if k in wanted})
         for name, value in zip(names, values, strict=True):
             rows = value.reshape(-1, value.shape[-1])
+            if len(rows) != batch or width == 1:  # one row per token (or a batch that cannot tell)
+                per_sequence.discard(name)
             if mask is not None and value.ndim == 3 and value.shape[:2] == mask.shape:
                 rows = value[mask.astype(bool)]
             rows = rows.astype(np.float64)
             amax[name] = np.maximum(amax[name], np.abs(rows).max(axis=0))
             cov[name] += rows.T @ rows
         count += int(mask.sum()) if mask is not None else len(rows)
-    return amax, {n: c / max(count, 1) for n, c in cov.items()}
+    return amax, {n: c / max(count, 1) for n, c in cov.items()}, per_sequence
 
 
 def gptq_quantize(weight: np.ndarray, cov: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -401,10 +691,23 @@ def _column_scales(weight: np.ndarray) -> np.ndarray:
 
 
 def quantize_rowwise(
-    source: Path, target: Path, model_dir: Path, texts: list[str], outliers: str = "shared"
+    source: Path,
+    target: Path,
+    model_dir: Path,
+    texts: list[str],
+    outliers: str = "shared",
+    *,
+    kind: str = "embedding",
+    vocab_projection: str = DEFAULT_VOCAB_PROJECTION,
 ) -> dict[str, Any]:
     """Write the rowwise int8 graph of ``source`` (see the module doc) to ``target``; returns the
-    recipe's details."""
+    recipe's details. ``kind``: what the model is (:func:`model_kind`): how it is calibrated, and
+    for a SPLADE model whether ``vocab_projection`` applies.
+
+    Raises:
+        ValueError: the graph has no MatMul by a float32 weight matrix over its tokens (float16
+            weights, or none at all): nothing to quantize.
+    """
     import onnx
     from onnx import helper, numpy_helper
 
@@ -412,7 +715,30 @@ def quantize_rowwise(
     graph = proto.graph
     inits = {t.name: t for t in graph.initializer}
     groups = _weight_groups(graph, inits)
-    amax, cov = _statistics(proto, model_dir, texts, groups) if groups else ({}, {})
+    if not groups:
+        half = any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
+        raise ValueError(
+            f"{source} has no MatMul by a float32 weight matrix: nothing for int8 to replace"
+            + ("; its weights are float16: quantize the float32 export" if half else "")
+        )
+    amax, cov, per_sequence = _statistics(proto, model_dir, texts, groups, kind)
+    # A head reads one row per sequence (pooled): it stays float32 (see the module doc).
+    head = [node.name or node.output[0] for name in per_sequence for node in groups.pop(name).nodes]
+    head += [n.name or n.output[0] for n in graph.node if n.op_type == "Gemm"]
+    vocabulary = []
+    if kind == "sparse":
+        size = _vocabulary_size(graph, model_dir)
+        for name, group in list(groups.items()):
+            found = [n for n in group.nodes if int(inits[n.input[1]].dims[1]) == size]
+            vocabulary += [n.name or n.output[0] for n in found]
+            if found and vocab_projection == "float32":
+                group.nodes = [n for n in group.nodes if n not in found]
+                if not group.nodes:
+                    del groups[name]
+    if not groups:
+        raise ValueError(
+            f"{source}: every MatMul by a weight reads one row per sequence: nothing for int8 to replace"
+        )
     for name, group in groups.items():
         if outliers == "all" or (outliers == "shared" and len(group.nodes) >= 2):
             median = float(np.median(amax[name])) or _EPS
@@ -423,7 +749,16 @@ def quantize_rowwise(
         graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
+    # ReduceMax / ReduceMin take their axes as an attribute before opset 18, as an input from it.
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+    def reduce(op: str, x: str, out: str) -> Any:
+        if opset >= 18:
+            return helper.make_node(op, [x, axis1], [out], keepdims=0)
+        return helper.make_node(op, [x], [out], axes=[1], keepdims=0)
+
     prefix = "q8"
+    axis1 = const(f"{prefix}/axis1", np.array([1], np.int64))
     eps = const(f"{prefix}/eps", np.array(_EPS, np.float32))
     inv127 = const(f"{prefix}/inv127", np.array(1.0 / 127.0, np.float32))
     zero_point = const(f"{prefix}/zero_point", np.array(128, np.uint8))
@@ -486,15 +821,15 @@ def quantize_rowwise(
             # zero point GELU_ZERO_POINT, twice as fine as symmetric int8, and need no ReduceMin.
             group_zero_point = gelu_zero_point
             pre += [
-                helper.make_node("ReduceMax", [f"{p}/rows"], [f"{p}/max"], axes=[1], keepdims=0),
+                reduce("ReduceMax", f"{p}/rows", f"{p}/max"),
                 helper.make_node("Mul", [f"{p}/max", gelu_inv_range], [f"{p}/scale_max"]),
                 helper.make_node("Max", [f"{p}/scale_max", gelu_min_scale], [f"{p}/scale"]),
             ]
         else:
             group_zero_point = zero_point
             pre += [
-                helper.make_node("ReduceMax", [f"{p}/rows"], [f"{p}/max"], axes=[1], keepdims=0),
-                helper.make_node("ReduceMin", [f"{p}/rows"], [f"{p}/min"], axes=[1], keepdims=0),
+                reduce("ReduceMax", f"{p}/rows", f"{p}/max"),
+                reduce("ReduceMin", f"{p}/rows", f"{p}/min"),
                 helper.make_node("Neg", [f"{p}/min"], [f"{p}/neg_min"]),
                 helper.make_node("Max", [f"{p}/max", f"{p}/neg_min", eps], [f"{p}/absmax"]),
                 helper.make_node("Mul", [f"{p}/absmax", inv127], [f"{p}/scale"]),
@@ -581,7 +916,7 @@ def quantize_rowwise(
         all_tensors_to_one_file=True,
         location=target.name + "_data",
     )
-    return {
+    details: dict[str, Any] = {
         "activations": "int8 per token (row max |x|, symmetric), computed at run time",
         "weights": "int8 per output channel (symmetric), GPTQ-rounded on the calibration activations",
         "outlier_channels": {
@@ -594,6 +929,27 @@ def quantize_rowwise(
         "embedding_table": f"int8 per row ({embedding_tables} table(s))" if embedding_tables else "float32",
         "calibration_texts": len(texts),
     }
+    if kind == "rerank":  # what stays float32, by node name
+        details["head"] = {"precision": "float32", "rule": "nodes reading one row per pair", "nodes": head}
+    if kind == "sparse":
+        details["vocab_projection"] = {
+            "precision": vocab_projection if vocabulary else "none found",
+            "nodes": vocabulary,
+        }
+    return details
+
+
+def _vocabulary_size(graph: Any, model_dir: Path) -> int:
+    """A SPLADE graph's vocabulary: its logits' last dimension, else config.json's vocab_size."""
+    dims = graph.output[0].type.tensor_type.shape.dim
+    if dims and dims[-1].dim_value:
+        return int(dims[-1].dim_value)
+    config = (
+        json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        if (model_dir / "config.json").is_file()
+        else {}
+    )
+    return int(config.get("vocab_size") or 0)
 
 
 def _is_gelu_output(name: str, graph: Any) -> bool:

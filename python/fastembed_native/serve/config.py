@@ -51,8 +51,8 @@ class ServeConfig:
         stuck_after: seconds one engine call may take before /health reports the engine stuck.
         drain_seconds: how long SIGTERM waits for in-flight requests before exiting.
         threads: ORT threads per model (None: every CPU).
-        quantized: serve the embedding models' int8 files (``onnx/model_int8.onnx``, made by
-            ``fastembed-native quantize``); rerankers, sparse and ColBERT models stay as they are.
+        quantized: serve the int8 files (``onnx/model_int8.onnx``, made by ``fastembed-native
+            quantize``) of the embedding, reranker and sparse models; ColBERT models stay fp32.
         grpc_max_message_bytes: the largest gRPC message the server receives (bigger ones get
             RESOURCE_EXHAUSTED from grpc itself).
         max_inflight_bytes: bytes of requests in flight, all clients together: each request is

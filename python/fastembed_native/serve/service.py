@@ -203,7 +203,8 @@ class EmbeddingService:
         """Load every model of ``config`` (each resolved like ``TextEmbedding(source)``), as its
         files say it is: a reranker (``is_score_model``) as a ``TextCrossEncoder``, a SPLADE model
         (``is_sparse_model``) as a ``SparseTextEmbedding``, a ColBERT model (``is_colbert``) as a
-        ``LateInteractionTextEmbedding``, anything else as a ``TextEmbedding``."""
+        ``LateInteractionTextEmbedding``, anything else as a ``TextEmbedding``. ``config.quantized``
+        loads the int8 file of every model but ColBERT ones (``quantize`` makes none for them)."""
         embedders: dict[str, Embedder] = {}
         scorers: dict[str, Scorer] = {}
         heads: dict[str, Head] = {}
@@ -212,10 +213,10 @@ class EmbeddingService:
                 raise ValueError(f"two models are served as {spec.name!r}; name them with NAME=SOURCE")
             model_dir = resolve_model(spec.source)
             if is_score_model(model_dir):
-                scorer = TextCrossEncoder(spec.source, threads=config.threads)
+                scorer = TextCrossEncoder(spec.source, threads=config.threads, quantized=config.quantized)
                 scorers[spec.name], embedders[spec.name] = scorer, scorer.engine
             elif is_sparse_model(model_dir):
-                sparse = SparseTextEmbedding(spec.source, threads=config.threads)
+                sparse = SparseTextEmbedding(spec.source, threads=config.threads, quantized=config.quantized)
                 heads[spec.name], embedders[spec.name] = sparse, sparse.engine
             elif is_colbert(model_dir):
                 colbert = LateInteractionTextEmbedding(spec.source, threads=config.threads)
