@@ -36,7 +36,8 @@ COLBERT_OUTPUT = "colbert_vectors"
 
 @dataclass(frozen=True)
 class M3Output:
-    """What :meth:`M3Embedder.embed` computed, in input order; None for an output not asked for."""
+    """What :meth:`M3Embedder.embed` computed, in input order; None for an output not asked for.
+    (:meth:`M3Embedder.embed_encodings` fills one: its fields not None say what to compute.)"""
 
     dense: np.ndarray | None  # float32 (n, dim), unit rows
     sparse: list[SparseEmbedding] | None  # FlagEmbedding's lexical weights
@@ -109,41 +110,76 @@ class M3Embedder:
         if not (dense or sparse or colbert):
             raise ValueError("ask for at least one of dense, sparse, colbert")
         items, size, runs = self.engine.call_arguments(texts, batch_size, parallel)
-        names = [
-            n for n, on in ((DENSE_OUTPUT, dense), (SPARSE_OUTPUT, sparse), (COLBERT_OUTPUT, colbert)) if on
-        ]
-        dense_out = np.zeros((len(items), self.engine.dim), dtype=np.float32) if dense else None
-        sparse_out: list[Any] = [None] * len(items)
-        colbert_out: list[Any] = [None] * len(items)
-        engine = self.engine
+        n = len(items)
+        out = M3Output(
+            np.zeros((n, self.engine.dim), dtype=np.float32) if dense else None,
+            [None] * n if sparse else None,
+            [None] * n if colbert else None,
+        )
+        for start in range(0, n, TOKENIZE_WINDOW):
+            encodings = self.engine.tokenizer.encode(items[start : start + TOKENIZE_WINDOW], start)
+            self.embed_encodings(encodings, out, size, start=start, parallel_runs=runs)
+        return out
 
-        def run_batch(session: _core.Session, rows: np.ndarray, encodings: list[Any], start: int) -> None:
+    @property
+    def colbert_dim(self) -> int:
+        """Width of each multi-vector row: the encoder's (``colbert_linear`` maps the hidden size to
+        itself, as BGE-M3 ships it and the graph's ``colbert_vectors`` output says)."""
+        return self.engine.dim
+
+    @property
+    def vocab_size(self) -> int:
+        """Width of the sparse vectors: the vocabulary (their indices are token ids)."""
+        return self.engine.config.vocab_size or self.engine.tokenizer.tokenizer.get_vocab_size()
+
+    def embed_encodings(
+        self,
+        encodings: Sequence[Any],
+        out: M3Output,
+        batch_size: int,
+        *,
+        start: int = 0,
+        normalize: bool = True,
+        parallel_runs: int | None = None,
+    ) -> None:
+        """Embed already tokenized texts (the engine tokenizer's encodings, [CLS] ... [EOS]) into
+        ``out`` at ``start + i``, one forward pass per batch: the outputs ``out`` has (fields not
+        None: ``dense`` a float32 ``(rows, dim)`` array, ``sparse`` and ``colbert`` lists) are
+        computed, the others not fetched. ``normalize`` False leaves the dense rows as the [CLS]
+        states (the server normalises per request, after ``dimensions``)."""
+        names = [
+            name
+            for name, field in (
+                (DENSE_OUTPUT, out.dense),
+                (SPARSE_OUTPUT, out.sparse),
+                (COLBERT_OUTPUT, out.colbert),
+            )
+            if field is not None
+        ]
+        if not names:
+            raise ValueError("ask for at least one of dense, sparse, colbert")
+        engine = self.engine
+        dense_out, sparse_out, colbert_out = out.dense, out.sparse, out.colbert
+
+        def run_batch(session: _core.Session, rows: np.ndarray) -> None:
             ids, mask, types = engine.pad(encodings, rows)
             results = dict(
                 zip(names, session.run(ids, mask, types, names, engine.config.vocab_size or 0), strict=True)
             )
             if dense_out is not None:
-                dense_out[start + rows] = _core.pool(results[DENSE_OUTPUT], mask, "cls", True)
-            if SPARSE_OUTPUT in results:
+                dense_out[start + rows] = _core.pool(results[DENSE_OUTPUT], mask, "cls", normalize)
+            if sparse_out is not None:
                 offsets, indices, values = _core.token_weights(
                     results[SPARSE_OUTPUT], ids, mask, self.dropped_ids
                 )
                 for r, row in enumerate(rows):
                     a, b = offsets[r], offsets[r + 1]
                     sparse_out[start + int(row)] = SparseEmbedding(indices[a:b], values[a:b])
-            if COLBERT_OUTPUT in results:
+            if colbert_out is not None:
                 keep = mask.astype(bool)
                 keep[:, 0] = False  # every token after [CLS]
                 vectors, offsets = _core.pack_tokens(results[COLBERT_OUTPUT], keep, True)
                 for r, row in enumerate(rows):
                     colbert_out[start + int(row)] = vectors[offsets[r] : offsets[r + 1]]
 
-        for start in range(0, len(items), TOKENIZE_WINDOW):
-            encodings = engine.tokenizer.encode(items[start : start + TOKENIZE_WINDOW], start)
-            engine.run_batches(
-                encodings,
-                size,
-                lambda session, rows, e=encodings, s=start: run_batch(session, rows, e, s),
-                parallel_runs=runs,
-            )
-        return M3Output(dense_out, sparse_out if sparse else None, colbert_out if colbert else None)
+        engine.run_batches(encodings, batch_size, run_batch, parallel_runs=parallel_runs)

@@ -28,6 +28,10 @@ in, one result per encoding out (a float32 array's rows for embeddings and a rer
 of sparse vectors for SPLADE, a list of ``(tokens, dim)`` arrays for ColBERT), handed back to each job's
 ``out`` slice by slice. Jobs carry a ``group``, and a call holds jobs of one group only: what changes
 the engine call for every row (the prompt tokens the pooling skips; a ColBERT query or document).
+Jobs also carry what they ``asks`` of a head with several outputs (BGE-M3's dense, sparse and
+multi-vector rows of one forward pass): jobs of one group that ask for different outputs share a
+call, which computes every output any of them asks for (the union, handed to the call), and each
+job's ``out`` takes its own from the call's rows (serve/m3.py).
 
 Threads: ``submit``, ``cancel`` and ``abandon`` run on the event loop; the engine thread only touches a
 job's ``out`` and hands results back with ``loop.call_soon_threadsafe``. The engine releases the GIL
@@ -60,10 +64,11 @@ class TokenSequence(Protocol):
     def __len__(self) -> int: ...
 
 
-#: One engine call of a head: ``(encodings, group) -> results``, one result per encoding in order (a
-#: float32 array's rows, or a list). Runs on the queue's engine thread; an exception fails every job
-#: of the call.
-EngineCall = Callable[[Sequence[TokenSequence], Any], "np.ndarray | Sequence[Any]"]
+#: One engine call of a head: ``(encodings, group, asks) -> results``, one result per encoding in
+#: order (a float32 array's rows, or a sequence). ``asks`` is the union of the call's jobs'
+#: :attr:`Job.asks` (empty for heads of one output, which ignore it). Runs on the queue's engine
+#: thread; an exception fails every job of the call.
+EngineCall = Callable[[Sequence[TokenSequence], Any, frozenset[str]], "np.ndarray | Sequence[Any]"]
 
 
 class DenseEngine(Protocol):
@@ -80,7 +85,7 @@ def dense_call(engine: DenseEngine) -> EngineCall:
     """The engine's pooled rows (embeddings unnormalised, or a reranker's logits): float32
     ``(len(encodings), dim)``; the group is the prompt tokens the pooling skips."""
 
-    def run(encodings: Sequence[TokenSequence], skip_prefix: Any) -> np.ndarray:
+    def run(encodings: Sequence[TokenSequence], skip_prefix: Any, asks: frozenset[str]) -> np.ndarray:
         out = np.empty((len(encodings), engine.dim), dtype=np.float32)
         engine.embed_encodings(encodings, out, engine.batch_size, normalize=False, skip_prefix=skip_prefix)
         return out
@@ -91,7 +96,8 @@ def dense_call(engine: DenseEngine) -> EngineCall:
 @dataclass(eq=False)  # compared by identity: the queue finds and removes jobs by ``in`` / ``remove``
 class Job:
     """One request's inputs for one model, and where their results go: ``out[i]`` receives input
-    ``i``'s (a float32 array of rows for :func:`dense_call`, a list for the other heads)."""
+    ``i``'s (a float32 array of rows for :func:`dense_call`, a list for the other heads; for a head
+    of several outputs, whatever takes its own output from the call's rows)."""
 
     encodings: Sequence[TokenSequence]
     out: np.ndarray | MutableSequence[Any]
@@ -99,6 +105,8 @@ class Job:
     tokens: int
     #: Jobs of one group share calls (dense: prompt tokens left out of pooling; ColBERT: is_query).
     group: Hashable = 0
+    #: The outputs it wants of a head with several (BGE-M3): jobs that ask for different ones share calls.
+    asks: frozenset[str] = frozenset()
     enqueued: float = field(default_factory=time.perf_counter)
     done: int = 0  # encodings embedded so far
     taken: int = 0  # encodings handed to calls so far
@@ -326,7 +334,8 @@ class BatchQueue:
             if job.started is None:
                 job.started = start
         try:
-            out = self.call(encodings, parts[0][0].group)
+            asks = frozenset().union(*(job.asks for job, _, _ in parts))
+            out = self.call(encodings, parts[0][0].group, asks)
         except Exception as exc:  # the engine failed on validated input: every job in the call fails
             self.busy_since = None
             failure = EngineFailure(f"the engine failed: {type(exc).__name__}: {exc}")

@@ -293,7 +293,8 @@ def create_app(service: EmbeddingService) -> FastAPI:
 
     @app.get("/v1/models")
     async def list_models() -> Response:
-        return JSONBytes(models_response(list(service.models), int(service.started)))
+        outputs = {name: served.outputs for name, served in service.models.items()}
+        return JSONBytes(models_response(outputs, int(service.started)))
 
     @app.get("/info")
     async def info() -> Response:

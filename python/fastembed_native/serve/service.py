@@ -4,10 +4,13 @@ their wire formats to :class:`EmbedRequest` (and the rerank, sparse and multi-ve
 back, so both protocols behave (and batch) as one.
 
 Each served model has a kind, read from its files when it is loaded: ``embedding`` (dense vectors),
-``reranker`` (scores pairs), ``sparse`` (SPLADE) or ``multi-vector`` (ColBERT). Every kind runs on
-the same batching core (serve/batcher.py) with its own engine call; a request that names a model of
-another kind than its route serves gets 400 ``wrong_model_kind`` saying what the model is and where
-to send it.
+``reranker`` (scores pairs), ``sparse`` (SPLADE), ``multi-vector`` (ColBERT) or ``bge-m3`` (BGE-M3:
+dense, sparse and multi-vector from one forward pass, serve/m3.py). A kind offers outputs
+(:data:`KINDS`), and a route asks whether the model it is sent offers its output
+(:meth:`ServedModel.offers`), so one BGE-M3 model answers the embedding, sparse and multi-vector
+routes. Every kind runs on the same batching core (serve/batcher.py) with its own engine call; a
+request that names a model that does not offer its route's output gets 400 ``wrong_model_kind``
+saying what the model is and where to send it.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .. import __version__
+from ..bge_m3 import BGEM3
 from ..cross_encoder import TextCrossEncoder
 from ..engine import Embedder, truncate_dimensions
+from ..engine.m3 import M3Embedder, is_m3_model
 from ..engine.multivector import MultiVectorEmbedder, is_colbert
 from ..engine.scores import Scorer, activate, is_score_model
 from ..engine.sparse import SparseEmbedder, SparseEmbedding, is_sparse_model
@@ -36,6 +41,7 @@ from .config import ServeConfig
 from .errors import BadRequest, Draining, ModelNotFound, PayloadTooLarge, quote_input
 from .inputs import TokenIds, check_inputs, token_ids
 from .limits import ANSWER_BYTES_PER_DIMENSION, TOKENIZE_BYTES_PER_TOKEN, RequestBudget, charge_answer
+from .m3 import M3_OUTPUTS, OutputSink, m3_call, m3_multivector_answer, m3_sparse_answer
 from .metrics import Metrics
 from .rerank import RERANK_BYTES_PER_RESULT, RerankRequest, RerankResult, check_rerank, encode_pairs, ranked
 from .sparse import (
@@ -88,8 +94,9 @@ class EmbedResult:
     timings: Timings = field(default_factory=Timings)
 
 
-#: What a model of each kind is called in messages, and where its requests go.
-KINDS = {
+#: Each output a route serves: what a model of that one output is called in messages, and where
+#: requests for it go.
+OUTPUTS = {
     "embedding": ("an embedding model", "/v1/embeddings (OpenAI), /embed (TEI) or the Embed gRPC calls"),
     "reranker": ("a reranker", "/rerank (TEI), /v1/rerank (Cohere) or the Rerank gRPC calls"),
     "sparse": ("a sparse (SPLADE) model", "/embed_sparse (TEI) or the EmbedSparse gRPC calls"),
@@ -99,8 +106,14 @@ KINDS = {
     ),
 }
 
-#: A head other than dense pooling: what a sparse or multi-vector model is served by.
-Head = SparseEmbedder | MultiVectorEmbedder
+#: Each kind of model: what it is called in messages, and the outputs it offers.
+KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    **{output: (what, (output,)) for output, (what, _) in OUTPUTS.items()},
+    "bge-m3": ("a BGE-M3 model (dense, sparse and multi-vector)", M3_OUTPUTS),
+}
+
+#: A head other than dense pooling: what a sparse, multi-vector or BGE-M3 model is served by.
+Head = SparseEmbedder | MultiVectorEmbedder | M3Embedder
 
 
 @dataclass
@@ -109,7 +122,7 @@ class ServedModel:
     embedder: Embedder  # the engine (every head runs on one)
     queue: BatchQueue
     scorer: Scorer | None = None  # set for a reranker: what turns its logits into scores
-    head: Head | None = None  # set for a sparse or multi-vector model
+    head: Head | None = None  # set for a sparse, multi-vector or BGE-M3 model
 
     @property
     def kind(self) -> str:
@@ -119,7 +132,27 @@ class ServedModel:
             return "sparse"
         if isinstance(self.head, MultiVectorEmbedder):
             return "multi-vector"
+        if isinstance(self.head, M3Embedder):
+            return "bge-m3"
         return "embedding"
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """What the model offers: the outputs of :data:`OUTPUTS` its kind produces."""
+        return KINDS[self.kind][1]
+
+    def offers(self, output: str) -> bool:
+        """Whether the model produces ``output`` (a key of :data:`OUTPUTS`)."""
+        return output in self.outputs
+
+    @property
+    def normalize(self) -> bool:
+        """The default of a dense request's ``normalize``: the model's own (BGE-M3's dense is)."""
+        return True if isinstance(self.head, M3Embedder) else self.embedder.normalize
+
+    def sparse_width(self) -> int:
+        """Width of the model's sparse vectors: its vocabulary."""
+        return self.head.vocab_size if isinstance(self.head, (SparseEmbedder, M3Embedder)) else 0
 
     def describe(self) -> dict[str, Any]:
         """What /info and ListModels say of the model: its width (a sparse model's is its
@@ -138,14 +171,18 @@ class ServedModel:
             colbert = self.head.colbert
             facts.update(max_length=colbert.document_length, pooling="none", normalize=True)
             facts["query_length"] = colbert.query_length
+        elif isinstance(self.head, M3Embedder):  # dim: the dense width; the other two widths beside it
+            facts.update(pooling="cls", normalize=True, prompts={})
+            facts.update(sparse_dim=self.head.vocab_size, multi_vector_dim=self.head.colbert_dim)
         return facts
 
     def refuse(self, wanted: str) -> BadRequest:
-        """400 ``wrong_model_kind``: this model is not of the ``wanted`` kind; says what it is and
-        where to send it."""
-        what, routes = KINDS[self.kind]
+        """400 ``wrong_model_kind``: this model does not offer the ``wanted`` output; says what it
+        is and where to send it (every route of what it offers)."""
+        what, outputs = KINDS[self.kind]
+        routes = "; ".join(OUTPUTS[output][1] for output in outputs)
         return BadRequest(
-            f"model {self.name!r} is {what}, not {KINDS[wanted][0]}: send it to {routes}",
+            f"model {self.name!r} is {what}, not {OUTPUTS[wanted][0]}: send it to {routes}",
             param="model",
             code="wrong_model_kind",
         )
@@ -163,8 +200,8 @@ class EmbeddingService:
         heads: dict[str, Head] | None = None,
     ) -> None:
         """``embedders``: each served model's engine by name; ``scorers``: the rerankers among them
-        (their score heads, whose engines ``embedders`` holds); ``heads``: the sparse and
-        multi-vector models among them (their heads, whose engines ``embedders`` holds)."""
+        (their score heads, whose engines ``embedders`` holds); ``heads``: the sparse, multi-vector
+        and BGE-M3 models among them (their heads, whose engines ``embedders`` holds)."""
         scorers = scorers or {}
         heads = heads or {}
         if not embedders:
@@ -179,6 +216,8 @@ class EmbeddingService:
                 call = sparse_call(head)
             elif isinstance(head, MultiVectorEmbedder):
                 call = multivector_call(head)
+            elif isinstance(head, M3Embedder):  # every output of every route on one queue
+                call = m3_call(head)
             else:  # embeddings, and a reranker's logits: the engine's pooled rows
                 call = dense_call(embedder)
             queue = BatchQueue(
@@ -201,10 +240,11 @@ class EmbeddingService:
     @classmethod
     def load(cls, config: ServeConfig) -> EmbeddingService:
         """Load every model of ``config`` (each resolved like ``TextEmbedding(source)``), as its
-        files say it is: a reranker (``is_score_model``) as a ``TextCrossEncoder``, a SPLADE model
-        (``is_sparse_model``) as a ``SparseTextEmbedding``, a ColBERT model (``is_colbert``) as a
-        ``LateInteractionTextEmbedding``, anything else as a ``TextEmbedding``. ``config.quantized``
-        loads the int8 file of every model but ColBERT ones (``quantize`` makes none for them)."""
+        files say it is: BGE-M3 (``is_m3_model``) as a ``BGEM3``, a reranker (``is_score_model``) as
+        a ``TextCrossEncoder``, a SPLADE model (``is_sparse_model``) as a ``SparseTextEmbedding``, a
+        ColBERT model (``is_colbert``) as a ``LateInteractionTextEmbedding``, anything else as a
+        ``TextEmbedding``. ``config.quantized`` loads the int8 file of every model but ColBERT and
+        BGE-M3 ones (``quantize`` makes none for them)."""
         embedders: dict[str, Embedder] = {}
         scorers: dict[str, Scorer] = {}
         heads: dict[str, Head] = {}
@@ -212,7 +252,10 @@ class EmbeddingService:
             if spec.name in embedders:
                 raise ValueError(f"two models are served as {spec.name!r}; name them with NAME=SOURCE")
             model_dir = resolve_model(spec.source)
-            if is_score_model(model_dir):
+            if is_m3_model(model_dir):
+                m3 = BGEM3(spec.source, threads=config.threads)
+                heads[spec.name], embedders[spec.name] = m3, m3.engine
+            elif is_score_model(model_dir):
                 scorer = TextCrossEncoder(spec.source, threads=config.threads, quantized=config.quantized)
                 scorers[spec.name], embedders[spec.name] = scorer, scorer.engine
             elif is_sparse_model(model_dir):
@@ -261,7 +304,7 @@ class EmbeddingService:
     async def _embed(self, request: EmbedRequest) -> EmbedResult:
         start = time.perf_counter()
         served = self.resolve(request.model)
-        if served.kind != "embedding":
+        if not served.offers("embedding"):
             raise served.refuse("embedding")
         embedder = served.embedder
         inputs = check_inputs(request.inputs, self.config.max_inputs)
@@ -277,7 +320,7 @@ class EmbeddingService:
             )
         charge_answer(len(inputs) * embedder.dim * ANSWER_BYTES_PER_DIMENSION)  # or 429 (serve/limits.py)
         truncate = self.config.auto_truncate if request.truncate is None else bool(request.truncate)
-        normalize = embedder.normalize if request.normalize is None else bool(request.normalize)
+        normalize = served.normalize if request.normalize is None else bool(request.normalize)
         timings = Timings()
 
         raw = np.empty((len(inputs), embedder.dim), dtype=np.float32)
@@ -285,6 +328,8 @@ class EmbeddingService:
         skip = 0
         if inputs and isinstance(inputs[0], str):
             texts, skip = self._prompted(served, inputs, request.prompt_name)  # type: ignore[arg-type]
+            if isinstance(served.head, M3Embedder):
+                skip = 0  # its [CLS] row: nothing of a prompt is pooled, and its jobs share one group
             keys, missing = self._cache_lookup(served.name, texts, truncate, skip, raw, tokens)
             tokenize_start = time.perf_counter()
             encodings = await self._tokenize(embedder, [texts[i] for i in missing], missing, truncate)
@@ -297,7 +342,7 @@ class EmbeddingService:
 
         if encodings:
             job_out = np.empty((len(encodings), embedder.dim), dtype=np.float32)
-            job = await self._run_job(served, encodings, job_out, group=skip)
+            job = await self._run_job(served, encodings, job_out, group=skip, output="embedding")
             if len(missing) == len(inputs):
                 raw = job_out  # nothing came from the cache: the engine's rows are the whole answer
             else:
@@ -314,11 +359,18 @@ class EmbeddingService:
         self._count(served.name, len(inputs), int(tokens.sum()), timings)
         return EmbedResult(served.name, vectors, int(tokens.sum()), timings)
 
-    async def _run_job(self, served: ServedModel, encodings: Any, out: Any, group: Any = 0) -> Job:
+    async def _run_job(
+        self, served: ServedModel, encodings: Any, out: Any, group: Any = 0, output: str = ""
+    ) -> Job:
         """Queue ``encodings`` on ``served``'s batching queue and wait until ``out`` holds their
-        results; cancelling the awaiting task drops what has not run yet."""
+        results (of ``output``, for a model of several: its rows of that output alone, computed in
+        the calls it shares with the model's other requests); cancelling the awaiting task drops
+        what has not run yet."""
         future = asyncio.get_running_loop().create_future()
-        job = Job(encodings, out, future, sum(len(e) for e in encodings), group=group)
+        asks: frozenset[str] = frozenset()
+        if isinstance(served.head, M3Embedder):
+            out, asks = OutputSink(out, output), frozenset((output,))
+        job = Job(encodings, out, future, sum(len(e) for e in encodings), group=group, asks=asks)
         served.queue.submit(job)
         try:
             await job.future
@@ -328,18 +380,19 @@ class EmbeddingService:
         return job
 
     # -- reranking -----------------------------------------------------------------------------
-    def default_of(self, kind: str) -> str:
-        """The first model of ``kind`` served (TEI's Rerank and EmbedSparse calls name no model).
+    def default_of(self, output: str) -> str:
+        """The first model served that offers ``output`` (TEI's Rerank and EmbedSparse calls name no
+        model).
 
         Raises:
-            BadRequest: no model of that kind is served.
+            BadRequest: no model served offers it.
         """
-        name = next((n for n, s in self.models.items() if s.kind == kind), None)
+        name = next((n for n, s in self.models.items() if s.offers(output)), None)
         if name is None:
-            what = KINDS[kind][0].split(" ", 1)[1]
+            what = OUTPUTS[output][0].split(" ", 1)[1]
             raise BadRequest(
                 f"no {what} is served here (models: {', '.join(self.models)}); start the server with "
-                f"--model NAME=<{KINDS[kind][0]}>",
+                f"--model NAME=<{OUTPUTS[output][0]}>",
                 code="wrong_model_kind",
             )
         return name
@@ -405,8 +458,8 @@ class EmbeddingService:
 
     # -- sparse and multi-vector ----------------------------------------------------------------
     async def embed_sparse(self, request: SparseRequest) -> SparseResult:
-        """One sparse vector per input from a SPLADE model (the first served when the request names
-        none), batched with every other request to the same model.
+        """One sparse vector per input from a SPLADE or BGE-M3 model (the first served when the
+        request names none), batched with every other request to the same model.
 
         Raises:
             ApiError: as :meth:`embed` does; BadRequest ``wrong_model_kind`` for a model of another kind.
@@ -417,12 +470,17 @@ class EmbeddingService:
         start = time.perf_counter()
         served = self.resolve(request.model or self.default_of("sparse"))
         head = served.head
-        if not isinstance(head, SparseEmbedder):
+        if not served.offers("sparse"):
             raise served.refuse("sparse")
         inputs = check_inputs(request.inputs, self.config.max_inputs)
-        self._charge_answer(
-            sparse_answer_bytes(head, len(inputs)), len(inputs), "a vocabulary-wide sparse vector"
-        )
+        if isinstance(head, M3Embedder):
+            charge, each = m3_sparse_answer(head, len(inputs))
+            self._charge_answer(charge, len(inputs), each)
+        else:
+            assert isinstance(head, SparseEmbedder)
+            self._charge_answer(
+                sparse_answer_bytes(head, len(inputs)), len(inputs), "a vocabulary-wide sparse vector"
+            )
         truncate = self.config.auto_truncate if request.truncate is None else bool(request.truncate)
         timings = Timings()
         if isinstance(inputs[0], str):
@@ -435,7 +493,7 @@ class EmbeddingService:
                 raise BadRequest("prompt_name applies to text inputs, not to token ids", param="prompt_name")
             encodings = token_ids(served.embedder, inputs, truncate)
         vectors: list[SparseEmbedding] = [None] * len(encodings)  # type: ignore[list-item]
-        job = await self._run_job(served, encodings, vectors)
+        job = await self._run_job(served, encodings, vectors, output="sparse")
         timings.queue = (job.started or job.enqueued) - job.enqueued
         timings.inference = job.inference_seconds
         timings.total = time.perf_counter() - start
@@ -445,8 +503,9 @@ class EmbeddingService:
     async def embed_multi_vector(
         self, request: MultiVectorRequest, encoding_format: str = "float"
     ) -> MultiVectorResult:
-        """One float32 ``(tokens, dim)`` array per input from a ColBERT model (the first served when
-        the request names none), batched with every other request of the same model and input type.
+        """One float32 ``(tokens, dim)`` array per input from a ColBERT or BGE-M3 model (the first
+        served when the request names none), batched with every other request of the same model and
+        input type (a BGE-M3 model's, of any type and route: it encodes both sides alike).
         ``encoding_format`` only sizes the answer's charge.
 
         Raises:
@@ -460,10 +519,13 @@ class EmbeddingService:
         start = time.perf_counter()
         served = self.resolve(request.model or self.default_of("multi-vector"))
         head = served.head
-        if not isinstance(head, MultiVectorEmbedder):
+        if not served.offers("multi-vector"):
             raise served.refuse("multi-vector")
         is_query = check_input_type(request.input_type)
         inputs = check_inputs(request.inputs, self.config.max_inputs)
+        if isinstance(head, M3Embedder):
+            return await self._m3_multi_vector(served, head, inputs, encoding_format, start)
+        assert isinstance(head, MultiVectorEmbedder)
         if not isinstance(inputs[0], str):
             raise BadRequest(
                 "a multi-vector model takes text inputs, not token ids (ColBERT adds its own markers)",
@@ -488,6 +550,30 @@ class EmbeddingService:
         timings.total = time.perf_counter() - start
         self._count(served.name, len(inputs), job.tokens, timings)
         return MultiVectorResult(served.name, vectors, head.dim, job.tokens, timings)
+
+    async def _m3_multi_vector(
+        self, served: ServedModel, head: M3Embedder, inputs: list[Any], encoding_format: str, start: float
+    ) -> MultiVectorResult:
+        """A BGE-M3 model's ColBERT vectors: its inputs tokenized as for its other outputs (strings
+        or token ids, cut to its max length unless the server says not to), one job asking for them
+        on the model's one queue."""
+        charge, each = m3_multivector_answer(head, len(inputs), encoding_format)
+        self._charge_answer(charge, len(inputs), each)
+        truncate = self.config.auto_truncate
+        timings = Timings()
+        if isinstance(inputs[0], str):
+            tokenize_start = time.perf_counter()
+            encodings = await self._tokenize(served.embedder, inputs, list(range(len(inputs))), truncate)
+            timings.tokenize = time.perf_counter() - tokenize_start
+        else:
+            encodings = token_ids(served.embedder, inputs, truncate)
+        vectors: list[np.ndarray] = [None] * len(encodings)  # type: ignore[list-item]
+        job = await self._run_job(served, encodings, vectors, output="multi-vector")
+        timings.queue = (job.started or job.enqueued) - job.enqueued
+        timings.inference = job.inference_seconds
+        timings.total = time.perf_counter() - start
+        self._count(served.name, len(inputs), job.tokens, timings)
+        return MultiVectorResult(served.name, vectors, head.colbert_dim, job.tokens, timings)
 
     def _charge_answer(self, n: int, inputs: int, each: str) -> None:
         """Charge the request's answer of ``n`` bytes (``inputs`` inputs, ``each`` one of them at
@@ -594,6 +680,7 @@ class EmbeddingService:
                 {
                     "id": name,
                     "kind": served.kind,
+                    "outputs": list(served.outputs),
                     "path": str(served.embedder.model_dir),
                     **served.describe(),
                     "providers": served.embedder.providers,

@@ -79,7 +79,7 @@ def sparse_call(head: SparseEmbedder) -> EngineCall:
     """One engine call of a SPLADE model: a :class:`SparseEmbedding` per encoding, the logits of each
     batch pooled as they appear (never a batch's whole logits tensor held past its batch)."""
 
-    def run(encodings: Sequence[TokenSequence], group: Any) -> list[SparseEmbedding]:
+    def run(encodings: Sequence[TokenSequence], group: Any, asks: frozenset[str]) -> list[SparseEmbedding]:
         out: list[SparseEmbedding | None] = [None] * len(encodings)
         head.embed_encodings(
             encodings, out, head.engine.batch_size, max_active_dims=head.max_active_dims or 0
@@ -93,7 +93,7 @@ def multivector_call(head: MultiVectorEmbedder) -> EngineCall:
     """One engine call of a ColBERT model: a float32 ``(tokens, dim)`` array per encoding; the group
     is whether the call's encodings are queries."""
 
-    def run(encodings: Sequence[TokenSequence], is_query: Any) -> list[np.ndarray]:
+    def run(encodings: Sequence[TokenSequence], is_query: Any, asks: frozenset[str]) -> list[np.ndarray]:
         out: list[np.ndarray | None] = [None] * len(encodings)
         head.embed_encodings(encodings, out, head.engine.batch_size, is_query=bool(is_query))  # type: ignore[arg-type]
         return out  # type: ignore[return-value]  # every row is filled

@@ -27,8 +27,9 @@ if _version_not_supported:
 
 class EmbedderStub:
     """Embeddings (dense, sparse and multi-vector) and reranking from the models this server serves,
-    batched across every client (gRPC and HTTP). Each call serves models of one kind (ModelInfo.kind);
-    a model of another kind is INVALID_ARGUMENT naming what the model is.
+    batched across every client (gRPC and HTTP). Each call serves models that offer its output
+    (ModelInfo.outputs: a BGE-M3 model offers Embed, EmbedSparse and EmbedMultiVector); a model that
+    does not is INVALID_ARGUMENT naming what the model is.
     """
 
     def __init__(self, channel):
@@ -76,8 +77,9 @@ class EmbedderStub:
 
 class EmbedderServicer:
     """Embeddings (dense, sparse and multi-vector) and reranking from the models this server serves,
-    batched across every client (gRPC and HTTP). Each call serves models of one kind (ModelInfo.kind);
-    a model of another kind is INVALID_ARGUMENT naming what the model is.
+    batched across every client (gRPC and HTTP). Each call serves models that offer its output
+    (ModelInfo.outputs: a BGE-M3 model offers Embed, EmbedSparse and EmbedMultiVector); a model that
+    does not is INVALID_ARGUMENT naming what the model is.
     """
 
     def Embed(self, request, context):
@@ -106,8 +108,9 @@ class EmbedderServicer:
         raise NotImplementedError('Method not implemented!')
 
     def EmbedSparse(self, request, context):
-        """Sparse vectors of a batch of texts from a SPLADE model (kind "sparse"), in the shape a vector
-        database stores them (Qdrant's SparseVector: indices and values).
+        """Sparse vectors of a batch of texts from a SPLADE model (kind "sparse") or a BGE-M3 model (its
+        lexical weights, indexed by token id), in the shape a vector database stores them (Qdrant's
+        SparseVector: indices and values).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -115,7 +118,8 @@ class EmbedderServicer:
 
     def EmbedMultiVector(self, request, context):
         """Token vectors (late interaction) of a batch of texts from a ColBERT model (kind
-        "multi-vector"): one matrix per text, for a multi-vector field (Qdrant's MaxSim multivector).
+        "multi-vector") or a BGE-M3 model (its ColBERT vectors): one matrix per text, for a
+        multi-vector field (Qdrant's MaxSim multivector).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -183,8 +187,9 @@ def add_EmbedderServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Embedder:
     """Embeddings (dense, sparse and multi-vector) and reranking from the models this server serves,
-    batched across every client (gRPC and HTTP). Each call serves models of one kind (ModelInfo.kind);
-    a model of another kind is INVALID_ARGUMENT naming what the model is.
+    batched across every client (gRPC and HTTP). Each call serves models that offer its output
+    (ModelInfo.outputs: a BGE-M3 model offers Embed, EmbedSparse and EmbedMultiVector); a model that
+    does not is INVALID_ARGUMENT naming what the model is.
     """
 
     @staticmethod

@@ -171,7 +171,7 @@ class EmbedderServicer:
         result = await self.service.embed_sparse(request)
         return v1.EmbedSparseResponse(
             model=result.model,
-            dimensions=self.service.models[result.model].embedder.dim,
+            dimensions=self.service.models[result.model].sparse_width(),
             embeddings=[
                 v1.SparseVector(indices=v.indices.tolist(), values=v.values.tolist()) for v in result.vectors
             ],
@@ -216,6 +216,7 @@ class EmbedderServicer:
                     normalize=facts["normalize"],
                     prompts=facts["prompts"],
                     query_length=facts.get("query_length", 0),
+                    outputs=served.outputs,
                 )
             )
         return models
