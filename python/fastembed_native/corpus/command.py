@@ -14,8 +14,9 @@ from typing import Any
 from ..engine.stream import STREAM_WINDOW
 from .inputs import CorpusError, CorpusUsageError
 from .job import COMMIT_SECONDS
-from .outputs import OUTPUT_FORMATS, partial_path
+from .outputs import OUTPUT_FORMATS, check_kind, partial_path
 from .resume import load_state
+from .rows import m3_kind
 
 
 def add_embed_parser(sub: Any) -> None:
@@ -29,7 +30,8 @@ def add_embed_parser(sub: Any) -> None:
         "an interrupted run continues with --resume. The model's files say what it makes: dense vectors "
         "(an 'embedding' column), sparse vectors of a SPLADE model ('indices' and 'values' list columns) "
         "or token vectors of a ColBERT model (an 'embedding' column of lists of vectors; no .npy for "
-        "either of these two).",
+        "either of these two). A BGE-M3 model writes its dense vectors, or with --outputs any of its "
+        "three outputs side by side from one forward pass.",
     )
     embed.add_argument(
         "inputs",
@@ -53,6 +55,14 @@ def add_embed_parser(sub: Any) -> None:
     )
     embed.add_argument(
         "--model", metavar="DIR_OR_ID", help="model directory or id (default: all-MiniLM-L6-v2)"
+    )
+    embed.add_argument(
+        "--outputs",
+        metavar="LIST",
+        help="a BGE-M3 model's outputs to write, comma-separated, of dense, sparse, colbert (default: "
+        "dense), all from one forward pass: dense as the 'embedding' column, sparse (its lexical "
+        "weights by token id) as 'indices' and 'values' list columns, colbert as a 'colbert' column of "
+        "token vectors; .parquet or .jsonl (.npy holds dense alone)",
     )
     embed.add_argument(
         "--onnx-file",
@@ -150,7 +160,6 @@ def _embed(args: argparse.Namespace) -> int:
     from .encoders import Encoder, model_kind
     from .inputs import count_texts
     from .job import plan, run
-    from .outputs import check_kind
 
     if args.commit_seconds < 0:
         raise CorpusUsageError(f"--commit-seconds must be 0 or more, got {args.commit_seconds}")
@@ -162,6 +171,7 @@ def _embed(args: argparse.Namespace) -> int:
         except ValueError:
             raise CorpusUsageError("give --quantized or --onnx-file, not both") from None
 
+    outputs = _m3_outputs(args)  # before plan: a refused run leaves any partial output as it was
     job = plan(
         args.inputs,
         args.output,
@@ -178,6 +188,7 @@ def _embed(args: argparse.Namespace) -> int:
             "prompt_text": args.prompt_text,
             # Only when set, so that a partial run of a version without --query still resumes.
             **({"query": True} if args.query else {}),
+            **({"outputs": list(outputs)} if outputs else {}),
         },
         resume=args.resume,
         overwrite=args.overwrite,
@@ -188,7 +199,7 @@ def _embed(args: argparse.Namespace) -> int:
     if job.complete:
         return 0
     # What the model makes, from its files, before it is loaded: .npy holds dense vectors only.
-    kind = model_kind(resolve_model(args.model), args.model)
+    kind = model_kind(resolve_model(args.model), args.model) if not outputs else m3_kind(outputs)
     check_kind(args.output, kind)
     options: dict[str, Any] = {
         "providers": [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None,
@@ -209,7 +220,11 @@ def _embed(args: argparse.Namespace) -> int:
                     "document lengths and markers come from its config (use --query for the query side)"
                 )
     model = Encoder.load(
-        args.model, query=args.query, kind=kind, **{k: v for k, v in options.items() if v is not None}
+        args.model,
+        query=args.query,
+        kind=kind,
+        outputs=outputs or None,
+        **{k: v for k, v in options.items() if v is not None},
     )
     prompt = args.prompt_text or ""
     if args.prompt is not None:
@@ -245,6 +260,36 @@ def _embed(args: argparse.Namespace) -> int:
         texts = "text" if rows == 1 else "texts"
         print(f"embedded {rows} {texts} -> {args.output or 'stdout'} ({model.describe()})", file=sys.stderr)
     return 0
+
+
+def _m3_outputs(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--outputs``, checked before any work: BGE-M3's names, a BGE-M3 model, and an output format
+    that holds them; () without the option, and for dense alone (the model's plain dense run).
+
+    Raises:
+        CorpusUsageError: an unknown output, a model that is not BGE-M3, or a .npy output of
+            sparse or colbert rows; the message says what to do instead.
+    """
+    if args.outputs is None:
+        return ()
+    from ..engine.m3 import is_m3_model
+    from ..models import resolve_model
+    from .encoders import check_outputs
+
+    try:
+        outputs = check_outputs(args.outputs)
+    except ValueError as exc:
+        raise CorpusUsageError(f"--outputs: {exc}") from None
+    model = args.model or "the default model"
+    if not is_m3_model(resolve_model(args.model)):
+        raise CorpusUsageError(
+            f"--outputs is for BGE-M3 models (with colbert_linear.pt and sparse_linear.pt), and {model} is "
+            "not one: leave --outputs out (its files say what it writes)"
+        )
+    if outputs == ("dense",):
+        return ()
+    check_kind(args.output, m3_kind(outputs))
+    return outputs
 
 
 def _interrupted_message(output: str | None) -> str:

@@ -4,7 +4,9 @@ What kind a model is comes from its files (:func:`model_kind`): a ColBERT model 
 ``model_type`` or modules) makes multi-vector rows, a SPLADE model (sentence-transformers'
 ``SparseEncoder`` or ``SpladePooling``) sparse rows, anything else dense rows. An id the registry
 lists as a sparse or ColBERT model counts as one even where its files do not say (fastembed's
-layout). BGE-M3 is dense here, as its files say (its Pooling); its other outputs are ``BGEM3``'s.
+layout). BGE-M3 is dense here, as its files say (its Pooling), unless its ``outputs`` are asked for
+(``fastembed-native embed --outputs dense,sparse,colbert``): then it runs as ``BGEM3`` and its rows
+hold each output asked for, side by side, from one forward pass per batch (:class:`~.rows.M3Rows`).
 
 :class:`Encoder` embeds a few thousand texts exactly as the model's own ``embed`` would (the same
 tokenize-and-sort windows, the same batches, the same sessions), calling ``progress`` every few
@@ -24,13 +26,31 @@ from typing import Any
 import numpy as np
 
 from ..engine.embedder import TOKENIZE_WINDOW, Embedder, check_positive
+from ..engine.m3 import M3Embedder, M3Output, is_m3_model
 from ..engine.multivector import MultiVectorEmbedder, is_colbert
 from ..engine.sparse import SparseEmbedder, is_sparse_model
 from ..engine.stream import Drivers, Progress, embed_window
 from ..engine.tokens import check_utf8
-from .rows import KIND_NAMES, DenseRows, MultiVectorRows, Rows, SparseRows
+from .rows import KIND_NAMES, M3_OUTPUTS, DenseRows, M3Rows, MultiVectorRows, Rows, SparseRows, m3_kind
 
-Model = Embedder | SparseEmbedder | MultiVectorEmbedder
+Model = Embedder | SparseEmbedder | MultiVectorEmbedder | M3Embedder
+
+
+def check_outputs(outputs: str | Sequence[str]) -> tuple[str, ...]:
+    """BGE-M3 outputs (a comma-separated string or names of :data:`~.rows.M3_OUTPUTS`), in the
+    order their columns are written.
+
+    Raises:
+        ValueError: none, or a name that is not one of them (the message lists them).
+    """
+    names = [o.strip() for o in outputs.split(",")] if isinstance(outputs, str) else list(outputs)
+    unknown = [o for o in names if o not in M3_OUTPUTS]
+    if unknown or not names:
+        got = ", ".join(map(repr, unknown)) if unknown else "none"
+        raise ValueError(
+            f"BGE-M3's outputs are {', '.join(M3_OUTPUTS)} (comma-separated, e.g. dense,sparse,colbert); got {got}"
+        )
+    return tuple(o for o in M3_OUTPUTS if o in names)
 
 
 def model_kind(model_dir: str | os.PathLike[str], source: str | os.PathLike[str] | None = None) -> str:
@@ -59,13 +79,27 @@ class Encoder:
     """A loaded model of any kind, embedding lists of texts into :class:`Rows`.
 
     Args:
-        model: a ``TextEmbedding`` (or any engine ``Embedder``), a ``SparseTextEmbedding`` or a
-            ``LateInteractionTextEmbedding``.
+        model: a ``TextEmbedding`` (or any engine ``Embedder``), a ``SparseTextEmbedding``, a
+            ``LateInteractionTextEmbedding`` or a ``BGEM3``.
         query: encode texts as queries (see the module docstring).
+        outputs: a ``BGEM3``'s outputs to write (:func:`check_outputs`; default dense). Its dense
+            output alone makes dense rows, as the model as a ``TextEmbedding`` does.
+
+    Raises:
+        ValueError: ``outputs`` of a model that is not a ``BGEM3``, or not BGE-M3's outputs.
     """
 
-    def __init__(self, model: Model, *, query: bool = False) -> None:
-        if isinstance(model, SparseEmbedder):
+    def __init__(
+        self, model: Model, *, query: bool = False, outputs: str | Sequence[str] | None = None
+    ) -> None:
+        self.outputs: tuple[str, ...] = ()
+        if isinstance(model, M3Embedder):
+            self.outputs = check_outputs("dense" if outputs is None else outputs)
+            self.kind = "dense" if self.outputs == ("dense",) else m3_kind(self.outputs)
+            self.engine = model.engine
+        elif outputs is not None:
+            raise ValueError(f"outputs are BGE-M3's (a BGEM3 model), not a {type(model).__name__}'s")
+        elif isinstance(model, SparseEmbedder):
             self.kind, self.engine = "sparse", model.engine
         elif isinstance(model, MultiVectorEmbedder):
             self.kind, self.engine = "multi-vector", model.engine
@@ -73,7 +107,7 @@ class Encoder:
             self.kind, self.engine = "dense", model
         else:
             raise TypeError(
-                "expected a TextEmbedding, SparseTextEmbedding or LateInteractionTextEmbedding, "
+                "expected a TextEmbedding, SparseTextEmbedding, LateInteractionTextEmbedding or BGEM3, "
                 f"not {type(model).__name__}"
             )
         self.model = model
@@ -86,15 +120,18 @@ class Encoder:
         *,
         query: bool = False,
         kind: str | None = None,
+        outputs: str | Sequence[str] | None = None,
         **options: Any,
     ) -> Encoder:
         """Load ``source`` (a directory, a model id, None for the default model) with the class its
         files call for; ``options`` are the engine's (threads, batch_size, providers, ...).
+        ``outputs``: a BGE-M3 model's outputs to write (:func:`check_outputs`), loaded as ``BGEM3``.
 
         Raises:
             ValueError: an option the model's kind does not take (``max_length`` of a ColBERT model,
-                whose lengths are its config's), naming it.
+                whose lengths are its config's; ``outputs`` of a model that is not BGE-M3), naming it.
         """
+        from ..bge_m3 import BGEM3
         from ..late_interaction import LateInteractionTextEmbedding
         from ..models import resolve_model
         from ..sparse_text_embedding import SparseTextEmbedding
@@ -109,6 +146,14 @@ class Encoder:
             )
         options = {k: v for k, v in options.items() if not (k == "max_length" and v is None)}
         model: Model
+        if outputs is not None:
+            check_outputs(outputs)
+            if not is_m3_model(resolve_model(source)):
+                raise ValueError(
+                    f"outputs are BGE-M3's: {source} is not a BGE-M3 model (it has no colbert_linear.pt "
+                    "and sparse_linear.pt)"
+                )
+            return cls(BGEM3(source, **options), query=query, outputs=outputs)
         if kind == "sparse":
             model = SparseTextEmbedding(source, **options)
         elif kind == "multi-vector":
@@ -129,6 +174,13 @@ class Encoder:
 
     def describe(self) -> str:
         """What one row holds, for messages: "384 dims", "sparse over 30522 words", ..."""
+        if isinstance(self.model, M3Embedder) and self.kind != "dense":
+            what = {
+                "dense": f"dense {self.dim} dims",
+                "sparse": f"sparse over a {self.model.vocab_size}-word vocabulary",
+                "colbert": f"colbert {self.model.colbert_dim} dims per token",
+            }
+            return "BGE-M3 " + ", ".join(what[o] for o in self.outputs)
         if self.kind == "sparse":
             return f"sparse over a {self.dim}-word vocabulary"
         if self.kind == "multi-vector":
@@ -167,6 +219,8 @@ class Encoder:
         prompt = self.check_prompt(prompt)
         size = self.engine.batch_size if batch_size is None else batch_size
         check_positive(size)
+        if isinstance(self.model, M3Embedder):
+            return self._embed_m3(texts, prompt, size, first_index, progress)
         if self.kind == "dense":
             vectors = embed_window(
                 self.engine, texts, batch_size=size, prompt=prompt, progress=progress, first_index=first_index
@@ -181,6 +235,45 @@ class Encoder:
         if self.kind == "sparse":
             return SparseRows(out)
         return MultiVectorRows(out, self.dim)
+
+    def _embed_m3(
+        self, texts: Sequence[str], prompt: str, size: int, first_index: int, progress: Progress | None
+    ) -> Rows:
+        """BGE-M3's outputs asked for, as ``BGEM3.embed`` gives them (its tokenize-and-sort windows,
+        its batches, one forward pass each), stepping through each window's batches with
+        ``progress``."""
+        head = self.model
+        assert isinstance(head, M3Embedder)
+        items = [prompt + text for text in texts] if prompt else list(texts)
+        out = _m3_output(self.outputs, len(items), self.dim)
+        with Drivers(self.engine) as drivers:
+            for start in range(0, len(items), TOKENIZE_WINDOW):
+                encodings = head.engine.tokenizer.encode(
+                    items[start : start + TOKENIZE_WINDOW], first_index + start
+                )
+                if progress is None:
+                    head.embed_encodings(encodings, out, size, start=start)
+                    continue
+
+                def embed_group(rows: np.ndarray, encodings: Any = encodings, start: int = start) -> None:
+                    part = _m3_output(self.outputs, len(rows), self.dim)
+                    head.embed_encodings([encodings[i] for i in rows], part, size)
+                    if out.dense is not None and part.dense is not None:
+                        out.dense[start + rows] = part.dense
+                    for mine, theirs in ((out.sparse, part.sparse), (out.colbert, part.colbert)):
+                        if mine is not None and theirs is not None:
+                            for i, row in enumerate(rows):
+                                mine[start + int(row)] = theirs[i]
+
+                drivers.run_in_steps(encodings, size, head.engine.token_budget(size), embed_group, progress)
+        parts: dict[str, Rows] = {}
+        if out.dense is not None:
+            parts["dense"] = DenseRows(out.dense)
+        if out.sparse is not None:
+            parts["sparse"] = SparseRows(out.sparse)
+        if out.colbert is not None:
+            parts["colbert"] = MultiVectorRows(out.colbert, head.colbert_dim)
+        return parts["dense"] if self.kind == "dense" else M3Rows(parts)
 
     def _embed_part(
         self,
@@ -229,3 +322,12 @@ class Encoder:
             head.embed_encodings(encodings, out, size, start=start, is_query=query)
         else:
             drivers.run_in_steps(encodings, size, head.token_budget(size), embed_tokens, progress)
+
+
+def _m3_output(outputs: Sequence[str], n: int, dim: int) -> M3Output:
+    """Room for ``n`` texts' rows of the BGE-M3 ``outputs`` asked for (None for the others)."""
+    return M3Output(
+        np.empty((n, dim), dtype=np.float32) if "dense" in outputs else None,
+        [None] * n if "sparse" in outputs else None,
+        [None] * n if "colbert" in outputs else None,
+    )

@@ -20,6 +20,7 @@ from .encoders import Encoder, Model
 from .inputs import STDIN, CorpusError, CorpusUsageError, Input, fingerprint, plan_inputs, read_texts
 from .outputs import WRITERS, check_kind, check_output, output_format, partial_path
 from .resume import clear_state, differences, load_state, save_state, state_path
+from .rows import M3_KIND, m3_outputs
 
 #: Seconds of work after which a run commits what it has embedded, even in the middle of a window:
 #: a Ctrl-C or a crash then loses seconds, not a 16,384-text window (a minute or more on a CPU).
@@ -183,8 +184,9 @@ def run(
 ) -> int:
     """Embed the job's inputs into its output; returns the rows written in all.
 
-    ``model`` is a ``TextEmbedding``, a ``SparseTextEmbedding`` or a ``LateInteractionTextEmbedding``
-    (or an :class:`~.encoders.Encoder` of one); its kind decides the rows' columns (:mod:`.rows`).
+    ``model`` is a ``TextEmbedding``, a ``SparseTextEmbedding``, a ``LateInteractionTextEmbedding``
+    or a ``BGEM3`` (or an :class:`~.encoders.Encoder` of one, which says which of a ``BGEM3``'s
+    outputs to write); its kind decides the rows' columns (:mod:`.rows`).
     ``query`` encodes the texts as queries (:mod:`.encoders`).
 
     Texts are embedded a sort window (``TOKENIZE_WINDOW`` texts, or the job's window if smaller)
@@ -275,6 +277,8 @@ def run(
 
 
 def _rows_of(kind: str, dim: Any) -> str:
+    if kind.startswith(M3_KIND):
+        return f"BGE-M3 rows of {' and '.join(m3_outputs(kind))} ({dim} dims)"
     if kind == "sparse":
         return f"sparse vectors over {dim} words"
     if kind == "multi-vector":

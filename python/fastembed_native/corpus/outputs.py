@@ -7,8 +7,9 @@ seconds of work within one, a writer *commits*: its bytes reach the disk (fsync)
 state that a resume needs to cut the partial output back to that point (see :mod:`.resume`).
 
 What a row holds depends on the model's kind (:mod:`.rows`): a dense vector, a sparse vector
-(indices and values) or one vector per token (multi-vector). Every format takes dense rows;
-``.jsonl`` and ``.parquet`` take the other kinds too, whose rows differ in length.
+(indices and values), one vector per token (multi-vector), or several of BGE-M3's outputs side by
+side. Every format takes dense rows; ``.jsonl`` and ``.parquet`` take the other kinds too, whose
+rows differ in length.
 
 - ``.npy``: float32 ``(rows, dim)``, dense rows only (:func:`check_kind`). Rows are appended with
   plain writes behind a fixed-size header that is rewritten with the row count at every commit, so
@@ -17,13 +18,15 @@ What a row holds depends on the model's kind (:mod:`.rows`): a dense vector, a s
   staying flat.
 - ``.jsonl``: one ``{"id", "text", "embedding"}`` object per line (``text`` unless ``--no-text``);
   a sparse row has ``"indices"`` and ``"values"`` instead of ``"embedding"``, and a multi-vector
-  row's ``"embedding"`` is a list of token vectors. Each float is written as the shortest decimal
+  row's ``"embedding"`` is a list of token vectors; a BGE-M3 row has the fields of each output it
+  holds (its ColBERT vectors as ``"colbert"``). Each float is written as the shortest decimal
   that reads back as the same float32 (orjson), not as the 17 digits of the float64 it would
   become in Python; serialised a few hundred lines at a time, so no window's worth of text is
   ever held.
 - ``.parquet``: columns ``id`` (int64), ``text`` (unless ``--no-text``) and the kind's columns:
   ``embedding`` (``fixed_size_list<float32>[dim]``); ``indices`` (``list<int32>``) and ``values``
-  (``list<float32>``); or ``embedding`` (``list<fixed_size_list<float32>[dim]>``); in row groups
+  (``list<float32>``); or ``embedding`` (``list<fixed_size_list<float32>[dim]>``); BGE-M3's side by
+  side (``embedding``, ``indices``, ``values``, ``colbert``, as its outputs are asked); in row groups
   of about ``ROW_GROUP_BYTES`` of values (whole rows, 256 at least). A Parquet file cannot be
   appended to nor read before its footer is written, so each write is also a complete part file
   in ``<out>.partial/``, and a commit records how many there are, which is what a resume continues
@@ -44,7 +47,7 @@ import numpy as np
 import orjson
 
 from .inputs import PYARROW_HINT, CorpusError, CorpusUsageError
-from .rows import KIND_NAMES, Rows, arrow_fields, as_rows, row_groups
+from .rows import KIND_NAMES, M3_KIND, Rows, arrow_fields, as_rows, m3_outputs, row_groups
 
 #: Output formats by file extension (compared case-insensitively).
 OUTPUT_FORMATS = {".jsonl": "jsonl", ".npy": "npy", ".parquet": "parquet"}
@@ -90,6 +93,14 @@ def check_kind(path: str | None, kind: str) -> None:
     if kind == "dense" or output_format(path) != "npy":
         return
     assert path is not None
+    if kind.startswith(M3_KIND):
+        ragged = [o for o in m3_outputs(kind) if o != "dense"]
+        what = f"{' and '.join(ragged)} output{'s give' if len(ragged) > 1 else ' gives'}"
+        raise CorpusUsageError(
+            f"cannot write {path}: BGE-M3's {what} each text a different number of values, which a "
+            ".npy array cannot hold; write .parquet or .jsonl instead (or leave --outputs out for its "
+            "dense vectors alone in .npy)"
+        )
     what = "active vocabulary entries" if kind == "sparse" else "token vectors"
     columns = "indices and values columns" if kind == "sparse" else "an embedding column of token vectors"
     raise CorpusUsageError(

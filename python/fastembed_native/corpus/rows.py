@@ -5,6 +5,10 @@
   ``values`` (``list<float32>``), as fastembed's and Qdrant's sparse vectors are.
 - ``multi-vector`` (ColBERT): one float32 vector of ``dim`` values per kept token: ``embedding``,
   ``list<fixed_size_list<float32>[dim]>``.
+- BGE-M3 with several outputs (``bge-m3:`` and the outputs, e.g. ``bge-m3:dense,sparse,colbert``;
+  ``BGEM3.embed``'s names, :func:`m3_kind`): each output's columns side by side, from one forward
+  pass: ``embedding`` (dense, as above), ``indices`` and ``values`` (its lexical weights, indexed by
+  token id, as above) and ``colbert`` (its ColBERT vectors, ``list<fixed_size_list<float32>[dim]>``).
 
 A stretch of rows (:class:`Rows`) is what an encoder gives for a few thousand texts and what a
 writer takes: the file writers (:mod:`.outputs`) and Ray's ``BatchEmbedder`` build their columns
@@ -33,6 +37,21 @@ KIND_NAMES = {
     "sparse": "a sparse (SPLADE) model",
     "multi-vector": "a multi-vector (ColBERT) model",
 }
+
+#: BGE-M3's outputs, as ``BGEM3.embed`` names them, in the order their columns are written.
+M3_OUTPUTS = ("dense", "sparse", "colbert")
+#: The kind of rows holding several of them starts with this.
+M3_KIND = "bge-m3:"
+
+
+def m3_kind(outputs: Sequence[str]) -> str:
+    """The kind of BGE-M3 rows holding ``outputs`` (in :data:`M3_OUTPUTS`' order)."""
+    return M3_KIND + ",".join(o for o in M3_OUTPUTS if o in outputs)
+
+
+def m3_outputs(kind: str) -> tuple[str, ...]:
+    """The BGE-M3 outputs a kind's rows hold (none for the other kinds)."""
+    return tuple(kind[len(M3_KIND) :].split(",")) if kind.startswith(M3_KIND) else ()
 
 
 class Rows(ABC):
@@ -144,21 +163,62 @@ class MultiVectorRows(Rows):
         return [("embedding", _lists(offsets, _fixed_size_lists(tokens)))]
 
 
+class M3Rows(Rows):
+    """BGE-M3's outputs of one forward pass side by side, one row per text: ``parts`` maps each
+    output of :data:`M3_OUTPUTS` to its rows (:class:`DenseRows`, :class:`SparseRows`,
+    :class:`MultiVectorRows`), whose columns are written next to each other, the ColBERT ones
+    named ``colbert``."""
+
+    def __init__(self, parts: dict[str, Rows]) -> None:
+        self.parts = {name: parts[name] for name in M3_OUTPUTS if name in parts}
+        self.kind = m3_kind(tuple(self.parts))
+
+    def __len__(self) -> int:
+        return len(next(iter(self.parts.values())))
+
+    def slice(self, start: int, stop: int) -> M3Rows:
+        return M3Rows({name: rows.slice(start, stop) for name, rows in self.parts.items()})
+
+    def row_bytes(self) -> np.ndarray:
+        return np.sum([rows.row_bytes() for rows in self.parts.values()], axis=0, dtype=np.int64)
+
+    def record(self, i: int) -> dict[str, Any]:
+        record: dict[str, Any] = {}
+        for name, rows in self.parts.items():
+            fields = rows.record(i)
+            record.update({"colbert": fields["embedding"]} if name == "colbert" else fields)
+        return record
+
+    def arrow_columns(self) -> list[tuple[str, Any]]:
+        columns = []
+        for name, rows in self.parts.items():
+            for column, array in rows.arrow_columns():
+                columns.append(("colbert" if name == "colbert" else column, array))
+        return columns
+
+
 def as_rows(rows: Rows | np.ndarray) -> Rows:
     """``rows`` as :class:`Rows`: a float32 ``(n, dim)`` array is dense rows."""
     return rows if isinstance(rows, Rows) else DenseRows(rows)
 
 
 def arrow_fields(kind: str, dim: int) -> list[Any]:
-    """The Arrow fields (none nullable) of a kind's columns; ``dim``: the dense or per-token width."""
+    """The Arrow fields (none nullable) of a kind's columns; ``dim``: the dense or per-token width
+    (both BGE-M3's, whose ColBERT vectors are as wide as its dense ones)."""
     import pyarrow as pa
 
     vector = pa.list_(pa.float32(), dim)
-    types = {
+    columns = {
         "dense": [("embedding", vector)],
         "sparse": [("indices", pa.list_(pa.int32())), ("values", pa.list_(pa.float32()))],
         "multi-vector": [("embedding", pa.list_(vector))],
-    }[kind]
+        "colbert": [("colbert", pa.list_(vector))],  # BGE-M3's, beside its dense embedding
+    }
+    types = (
+        [c for output in m3_outputs(kind) for c in columns[output]]
+        if kind.startswith(M3_KIND)
+        else columns[kind]
+    )
     return [pa.field(name, type_, nullable=False) for name, type_ in types]
 
 
