@@ -172,7 +172,7 @@ class ServedModel:
             facts.update(max_length=colbert.document_length, pooling="none", normalize=True)
             facts["query_length"] = colbert.query_length
         elif isinstance(self.head, M3Embedder):  # dim: the dense width; the other two widths beside it
-            facts.update(pooling="cls", normalize=True, prompts={})
+            facts.update(pooling="cls", normalize=True)
             facts.update(sparse_dim=self.head.vocab_size, multi_vector_dim=self.head.colbert_dim)
         return facts
 
