@@ -65,21 +65,27 @@ def _quantized_copy(model_dir: Path, calibration: Path, **options) -> Path:
 
 @pytest.fixture(scope="module")
 def rerankers(tmp_path_factory, calibration_file) -> dict[str, tuple[Path, Path]]:
-    """(fp32 directory, quantized copy) per reranker: "gemm" (optimum's export of a BERT
-    cross-encoder: pooler and classifier as Gemm), "matmul" (the same checkpoint through the
-    torch-free builder: as MatMul) and "llm" (a Qwen3-style yes/no reranker)."""
+    """(fp32 directory, quantized directory) per reranker: "gemm" (optimum's export of a BERT
+    cross-encoder, pooler and classifier as Gemm nodes, made by ``export --dtype int8``), "matmul"
+    (the same checkpoint through the torch-free builder: as MatMul) and "llm" (a Qwen3-style yes/no
+    reranker); the last two quantized in a copy."""
     from test_cross_encoder import _cross_encoder, _qwen3_reranker
 
     from fastembed_native.models import build_bert_model, export_model
 
     root = tmp_path_factory.mktemp("rerankers")
     checkpoint = _cross_encoder(root, "bert")
+    exported = export_model(checkpoint, root / "gemm-int8", dtype="int8").model_dir
+    fp32 = root / "gemm"
+    shutil.copytree(exported, fp32, ignore=shutil.ignore_patterns("model_int8.*"))
     models = {
-        "gemm": export_model(checkpoint, root / "gemm").model_dir,
         "matmul": build_bert_model(checkpoint, root / "matmul", reference="numpy", fuse=False).model_dir,
         "llm": export_model(_qwen3_reranker(root), root / "llm").model_dir,
     }
-    return {name: (path, _quantized_copy(path, calibration_file)) for name, path in models.items()}
+    return {
+        "gemm": (fp32, exported),
+        **{name: (path, _quantized_copy(path, calibration_file)) for name, path in models.items()},
+    }
 
 
 def _scores(model: TextCrossEncoder) -> list[np.ndarray]:
@@ -99,6 +105,7 @@ def test_quantized_reranker_orders_as_fp32_and_keeps_its_head_float32(rerankers,
     if name == "gemm":
         assert all("Gemm" in node for node in head)
     assert recipe["parity"]["ndcg@10"] >= MIN_NDCG and "pairs" in recipe["calibration"]
+    assert not (fp32_dir / INT8_FILE).exists() and not list((int8_dir / "onnx").glob(".*staging*"))
     model = TextCrossEncoder(int8_dir, quantized=True)
     assert model.engine.config.onnx_path.name == "model_int8.onnx"
     reference, scores = _scores(TextCrossEncoder(fp32_dir)), _scores(model)
