@@ -269,7 +269,7 @@ def markdown(results: dict[str, Any]) -> str:
         if engine:
             lines.append(
                 f"{OURS}: {engine['runs']} ORT runs, padding efficiency {engine['padding_efficiency']:.3f}, "
-                f"logits budget {engine['logits_budget_bytes'] // 2**20} MB per run."
+                f"logits budget {engine['logits_budget_bytes'] // 2**20} MB at once (shared by the concurrent runs)."
             )
         sections.append("\n".join(lines))
     machine = results["machine"]

@@ -199,8 +199,7 @@ def make_graph_max(model: HeadModel, threads: int) -> Encode:
                     indices = np.flatnonzero(weights[i]).astype(np.int32)
                     out[start + int(row)] = SparseEmbedding(indices, weights[i, indices])
 
-            logits_tokens = max(1, self.logits_budget_bytes // (4 * self.vocab_size))
-            budget = min(engine.token_budget(batch_size), logits_tokens)  # the same batches as ours
+            budget = self.token_budget(batch_size, parallel_runs)  # the same batches as ours
             engine.run_batches(
                 encodings, batch_size, pool_batch, parallel_runs=parallel_runs, token_budget=budget
             )

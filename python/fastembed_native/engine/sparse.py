@@ -31,8 +31,9 @@ from .config import _optional_json, read_modules
 from .embedder import TOKENIZE_WINDOW, Embedder, check_positive, check_texts
 from .tokens import check_utf8
 
-#: Most bytes of logits one Run may produce (batch x longest text x vocabulary x 4): 32 texts of 256
-#: tokens over BERT's 30,522 words would be 1 GB; this allows about 2,200 tokens per batch there.
+#: Most bytes of logits held at once, all concurrent Runs together (each Run's batch x longest text x
+#: vocabulary x 4): 32 texts of 256 tokens over BERT's 30,522 words would be 1 GB for one Run; this
+#: allows about 2,200 tokens per Run there, or 1,100 for each of two concurrent Runs.
 LOGITS_BUDGET_BYTES = 256 * 2**20
 
 #: sentence-transformers' SpladePooling activation names -> what the C++ core computes.
@@ -130,7 +131,8 @@ class SparseEmbedder:
             tokens, vocabulary)``) and its ``tokenizer.json``; exported by ``fastembed-native export``.
         max_active_dims: keep only this many of each text's largest values (default: the model's
             ``config_sentence_transformers.json``, else all).
-        logits_budget_bytes: most bytes of logits one Run produces (:data:`LOGITS_BUDGET_BYTES`).
+        logits_budget_bytes: most bytes of logits held at once, shared by the concurrent Runs
+            (:data:`LOGITS_BUDGET_BYTES`).
         **options: the engine's options (providers, max_length, batch_size, max_batch_tokens,
             threads, parallel_runs, onnx_file, lazy_load, ...): see :class:`Embedder`.
     """
@@ -269,13 +271,15 @@ class SparseEmbedder:
             batch_size,
             pool_batch,
             parallel_runs=parallel_runs,
-            token_budget=self.token_budget(batch_size),
+            token_budget=self.token_budget(batch_size, parallel_runs),
         )
 
-    def token_budget(self, batch_size: int) -> int:
-        """Most tokens one Run takes: the engine's budget, cut further so that the Run's logits
-        (tokens x vocabulary floats) stay within ``logits_budget_bytes``."""
-        tokens_per_run = max(1, self.logits_budget_bytes // (4 * self.vocab_size))
+    def token_budget(self, batch_size: int, parallel_runs: int | None = None) -> int:
+        """Most tokens one Run takes: the engine's budget, cut further so that the logits of the
+        concurrent Runs (``parallel_runs``, default the engine's; tokens x vocabulary floats each)
+        stay within ``logits_budget_bytes`` together."""
+        runs = parallel_runs or self.engine.parallel_runs
+        tokens_per_run = max(1, self.logits_budget_bytes // (4 * self.vocab_size * runs))
         return min(self.engine.token_budget(batch_size), tokens_per_run)
 
 
