@@ -248,6 +248,10 @@ def test_ranking_metrics_on_known_numbers():
     assert agreement["queries"] == 2 and agreement["pairs"] == 6
     assert agreement["same_top1"] == 0.5 and agreement["max_abs_score_difference"] == 1.0
     assert agreement["min_ndcg@10"] < 1.0 == agreement["top10_overlap"]
+    # Within-query error spread over fp32's spread: std(-1, 1, 0, 0) and std(0.5, 0.5) = 0 (a shift)
+    # against std(4, 3, 2, 1) and std(4, 3); neighbours in fp32's top 10 are 1 apart.
+    expected = np.mean([np.sqrt(0.5), 0.0]) / np.mean([np.std([4, 3, 2, 1]), 0.5])
+    assert agreement["noise_to_spread"] == pytest.approx(expected) and agreement["reference_gap"] == 1.0
 
 
 def test_sparse_agreement_on_known_numbers():
@@ -265,6 +269,10 @@ def test_sparse_agreement_on_known_numbers():
     cosine = (16 + 9 + 5) / (np.sqrt(30) * np.sqrt(16 + 9 + 6.25 + 0.25))
     assert got["min_cosine"] == pytest.approx(cosine, rel=1e-6)
     assert got["max_relative_difference"] == pytest.approx(1.0 / 4.0)  # index 12 lost: 1 of the max 4
+    # The words' order over the union 1, 5, 9, 12, 20: (4, 3, 2, 1, 0) against (4, 3, 2.5, 0, 0.5), two
+    # ranks swapped: rho = 1 - 6 * 2 / (5 * 24); the empty pair counts 1.
+    assert got["term_spearman"] == pytest.approx((0.9 + 1.0) / 2)
+    assert got["top10_terms_kept"] == 1.0  # five words, all in both "top 10"
 
 
 def test_quantize_refuses_what_it_cannot_handle(rerankers, tmp_path, calibration_file):

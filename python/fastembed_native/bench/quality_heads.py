@@ -19,7 +19,8 @@ reference file (fp32) of the same model directory.
   the reference's top 10 and the MRR of the reference's top hit in the variant's ranking; labeled:
   recall@1 / recall@10 / MRR of the answer, with the paired bootstrap 95% interval of the MRR
   difference; the vectors themselves: the share of the reference's non-zero indices kept (and of
-  its value mass), indices added, cosine.
+  its value mass), indices added, the order of the words' weights (the reference's 10 heaviest
+  words kept among the variant's 10, Spearman over the words either has), cosine.
 
 Models built by ``bench rerank`` / ``bench sparse`` have random weights at a real model's shape: the
 report says so (``note``). Agreement with fp32 is what int8 changes and is measurable on them; the
@@ -259,7 +260,8 @@ def format_rerank_row(entry: dict[str, Any]) -> str:
         text += (
             f" NDCG@10 {entry['ndcg@10']:.4f} (min {entry['min_ndcg@10']:.4f}) Spearman {entry['spearman']:.4f} "
             f"top-10 overlap {entry['top10_overlap']:.4f} same top-1 {entry['same_top1']:.3f} "
-            f"max |logit diff| {entry['max_abs_score_difference']:.4f}"
+            f"max |logit diff| {entry['max_abs_score_difference']:.4f} noise/spread {entry['noise_to_spread']:.3f} "
+            f"(fp32 top-10 neighbours {entry['reference_gap']:.3f} apart)"
         )
     return text
 
@@ -281,29 +283,30 @@ def markdown(report: dict[str, Any]) -> str:
     if report["kind"] == "rerank":
         lines = [
             f"Set {s['name']}: {s['queries']} queries x {s['candidates_per_query']} candidates ({s['pairs']} pairs; "
-            f"{s['candidates']}); reference {report['reference']}.{note}",
+            f"{s['candidates']}); reference {report['reference']}. Noise / spread: the int8 scores' spread "
+            f"around fp32's within a query over fp32's own spread there.{note}",
             "",
             "| variant | NDCG@10 vs ref (min) | Spearman (min) | top-10 overlap | same top-1 | max abs logit diff "
-            "| labeled MRR |",
-            "|---|---|---|---|---|---|---|",
+            "| noise / spread | labeled MRR |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for name, e in report["variants"].items():
             if "ndcg@10" in e:
                 lines.append(
                     f"| {name} | {e['ndcg@10']:.4f} ({e['min_ndcg@10']:.4f}) | {e['spearman']:.4f} "
                     f"({e['min_spearman']:.4f}) | {e['top10_overlap']:.4f} | {e['same_top1']:.3f} | "
-                    f"{e['max_abs_score_difference']:.4f} | {e['labeled_mrr']:.4f} |"
+                    f"{e['max_abs_score_difference']:.4f} | {e['noise_to_spread']:.3f} | {e['labeled_mrr']:.4f} |"
                 )
             else:
-                lines.append(f"| {name} | (reference) | | | | | {e['labeled_mrr']:.4f} |")
+                lines.append(f"| {name} | (reference) | | | | | | {e['labeled_mrr']:.4f} |")
         return "\n".join(lines) + "\n"
     lines = [
         f"Set {s['name']}: {s['queries']} queries over {s['candidates']} candidates ({s['pool']}); sparse dot "
         f"products; reference {report['reference']}.{note}",
         "",
         "| variant | recall@10 of ref top-10 | MRR of ref top-1 | indices kept (min) | value mass kept | "
-        "indices added | min cos | recall@10 | MRR | MRR diff (95% interval) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "indices added | top-10 terms kept | term Spearman | min cos | recall@10 | MRR | MRR diff (95% interval) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, e in report["variants"].items():
         if "recall@10_of_reference" in e:
@@ -311,11 +314,12 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {e['recall@10_of_reference']:.4f} | {e['mrr_of_reference_top1']:.4f} | "
                 f"{e['indices_kept']:.4f} ({e['min_indices_kept']:.4f}) | {e['mass_kept']:.5f} | "
-                f"{e['indices_added']:.4f} | {e['min_cosine']:.4f} | {e['recall@10']:.4f} | {e['mrr']:.4f} | "
+                f"{e['indices_added']:.4f} | {e['top10_terms_kept']:.4f} | {e['term_spearman']:.4f} | "
+                f"{e['min_cosine']:.4f} | {e['recall@10']:.4f} | {e['mrr']:.4f} | "
                 f"{e['mrr_difference']:+.4f} [{low:+.4f}, {high:+.4f}] |"
             )
         else:
-            lines.append(f"| {name} | (reference) | | | | | | {e['recall@10']:.4f} | {e['mrr']:.4f} | |")
+            lines.append(f"| {name} | (reference) | | | | | | | | {e['recall@10']:.4f} | {e['mrr']:.4f} | |")
     return "\n".join(lines) + "\n"
 
 

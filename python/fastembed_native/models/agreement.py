@@ -96,7 +96,11 @@ def ranking_agreement(
 ) -> dict[str, Any]:
     """Per-query agreement of a variant's scores with the reference's (one array of candidate
     scores per query, both in the same units): NDCG@k (mean and min), Spearman (mean and min), the
-    top-k overlap, how often the top candidate is the same, and the largest |score difference|."""
+    top-k overlap, how often the top candidate is the same, the largest |score difference|, and how
+    large the variant's error is against what orders the candidates: ``noise_to_spread``, the spread
+    of its differences within a query (their standard deviation: a shift of the whole query moves no
+    candidate) over the spread of the reference's scores (both averaged over queries), and
+    ``reference_gap``, the median distance between neighbours in the reference's top k."""
     if len(reference) != len(scores):
         raise ValueError(f"{len(reference)} reference queries but {len(scores)} scored ones")
     ndcg = np.array([ndcg_at_k(r, s, k) for r, s in zip(reference, scores, strict=True)])
@@ -108,6 +112,11 @@ def ranking_agreement(
     diffs = [
         np.abs(np.asarray(r) - np.asarray(s)).max() for r, s in zip(reference, scores, strict=True) if len(r)
     ]
+    noise = [
+        float(np.std(np.asarray(s) - np.asarray(r))) for r, s in zip(reference, scores, strict=True) if len(r)
+    ]
+    spread = [float(np.std(r)) for r in reference if len(r)]
+    gaps = [-np.diff(np.sort(np.asarray(r, dtype=np.float64))[::-1][:k]) for r in reference if len(r) > 1]
     return {
         "queries": len(reference),
         "pairs": int(sum(len(r) for r in reference)),
@@ -118,6 +127,8 @@ def ranking_agreement(
         f"top{k}_overlap": float(overlap.mean()),
         "same_top1": float(same_top.mean()) if len(same_top) else 1.0,
         "max_abs_score_difference": float(max(diffs)) if diffs else 0.0,
+        "noise_to_spread": float(np.mean(noise) / np.mean(spread)) if spread and np.mean(spread) > 0 else 0.0,
+        "reference_gap": float(np.median(np.concatenate(gaps))) if gaps else 0.0,
     }
 
 
@@ -126,11 +137,13 @@ def sparse_agreement(reference: Sequence[Any], other: Sequence[Any]) -> dict[str
     ``values``, as :class:`~fastembed_native.engine.sparse.SparseEmbedding`): the share of the
     reference's non-zero indices that are non-zero in the other (mean and min over texts), the
     share of the reference's value mass on those kept indices, the share of the other's indices the
-    reference did not have, the cosine of the two vectors (min and mean), and the largest value
-    difference relative to the text's largest reference value."""
+    reference did not have, the cosine of the two vectors (min and mean), the largest value
+    difference relative to the text's largest reference value, and the order of the values (the
+    words' weights): the share of the reference's :data:`RANK_K` largest that are the other's
+    :data:`RANK_K` largest, and Spearman over the indices either has (a missing one counts 0)."""
     if len(reference) != len(other):
         raise ValueError(f"{len(reference)} reference vectors but {len(other)} others")
-    kept, mass, added, cosine, relative = [], [], [], [], []
+    kept, mass, added, cosine, relative, top, rho = [], [], [], [], [], [], []
     for ref, got in zip(reference, other, strict=True):
         ri, rv = np.asarray(ref.indices), np.asarray(ref.values, dtype=np.float64)
         gi, gv = np.asarray(got.indices), np.asarray(got.values, dtype=np.float64)
@@ -148,6 +161,8 @@ def sparse_agreement(reference: Sequence[Any], other: Sequence[Any]) -> dict[str
         b[np.searchsorted(union, gi)] = gv
         scale = float(rv.max()) if len(rv) else 1.0
         relative.append(float(np.abs(a - b).max() / scale) if len(union) else 0.0)
+        top.append(top_k_overlap(a, b) if len(union) else 1.0)
+        rho.append(spearman(a, b))
     return {
         "texts": len(reference),
         "indices_kept": float(np.mean(kept)),
@@ -160,4 +175,6 @@ def sparse_agreement(reference: Sequence[Any], other: Sequence[Any]) -> dict[str
         "min_cosine": float(np.min(cosine)),
         "mean_cosine": float(np.mean(cosine)),
         "max_relative_difference": float(np.max(relative)),
+        f"top{RANK_K}_terms_kept": float(np.mean(top)),
+        "term_spearman": float(np.mean(rho)),
     }
