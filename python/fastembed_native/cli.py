@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return int8_main(argv[2:])
     if argv[:2] == ["bench", "quality"]:  # a variant's retrieval against fp32 (bench/quality.py)
-        from .bench.quality import main as quality_main
+        from .bench.quality_cli import main as quality_main
 
         return quality_main(argv[2:])
     if argv[:2] == ["bench", "rerank"]:  # rerankers side by side (bench/rerank.py)
