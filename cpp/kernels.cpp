@@ -99,7 +99,32 @@ __attribute__((target("avx2,fma"))) void max_dots_avx2(const float* qt, int64_t 
                                                        int64_t dim, float* best) {
   for (int64_t q = 0; q < width; q += 16) {  // two registers of 8 query rows
     __m256 top0 = _mm256_loadu_ps(best + q), top1 = _mm256_loadu_ps(best + q + 8);
-    for (int64_t r = 0; r < rows; ++r) {
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) {  // 4 document vectors: eight independent FMA chains (see AVX-512)
+      const float* x0 = x + r * dim;
+      const float* x1 = x0 + dim;
+      const float* x2 = x1 + dim;
+      const float* x3 = x2 + dim;
+      __m256 a00 = _mm256_setzero_ps(), a01 = _mm256_setzero_ps(), a10 = _mm256_setzero_ps(), a11 = _mm256_setzero_ps(),
+             a20 = _mm256_setzero_ps(), a21 = _mm256_setzero_ps(), a30 = _mm256_setzero_ps(), a31 = _mm256_setzero_ps();
+      for (int64_t k = 0; k < dim; ++k) {
+        const __m256 c0 = _mm256_loadu_ps(qt + k * width + q);
+        const __m256 c1 = _mm256_loadu_ps(qt + k * width + q + 8);
+        const __m256 b0 = _mm256_set1_ps(x0[k]), b1 = _mm256_set1_ps(x1[k]);
+        const __m256 b2 = _mm256_set1_ps(x2[k]), b3 = _mm256_set1_ps(x3[k]);
+        a00 = _mm256_fmadd_ps(b0, c0, a00);
+        a01 = _mm256_fmadd_ps(b0, c1, a01);
+        a10 = _mm256_fmadd_ps(b1, c0, a10);
+        a11 = _mm256_fmadd_ps(b1, c1, a11);
+        a20 = _mm256_fmadd_ps(b2, c0, a20);
+        a21 = _mm256_fmadd_ps(b2, c1, a21);
+        a30 = _mm256_fmadd_ps(b3, c0, a30);
+        a31 = _mm256_fmadd_ps(b3, c1, a31);
+      }
+      top0 = _mm256_max_ps(top0, _mm256_max_ps(_mm256_max_ps(a00, a10), _mm256_max_ps(a20, a30)));
+      top1 = _mm256_max_ps(top1, _mm256_max_ps(_mm256_max_ps(a01, a11), _mm256_max_ps(a21, a31)));
+    }
+    for (; r < rows; ++r) {
       const float* xr = x + r * dim;
       __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
       for (int64_t k = 0; k < dim; ++k) {
@@ -172,21 +197,70 @@ __attribute__((target("avx512f"))) float dot_avx512(const float* a, const float*
 }
 __attribute__((target("avx512f"))) void max_dots_avx512(const float* qt, int64_t width, const float* x, int64_t rows,
                                                         int64_t dim, float* best) {
-  for (int64_t q = 0; q < width; q += 16) {
-    __m512 top = _mm512_loadu_ps(best + q);
+  // An FMA's result is ready 4 cycles after it starts and two start each cycle, so about eight
+  // independent accumulators keep the units busy: 32 query rows (two registers) x 4 document vectors.
+  // Each accumulator still sums its k in order, so the results are those of one chain per pair.
+  int64_t q = 0;
+  for (; q + 32 <= width; q += 32) {
+    __m512 top0 = _mm512_loadu_ps(best + q), top1 = _mm512_loadu_ps(best + q + 16);
     int64_t r = 0;
-    for (; r + 2 <= rows; r += 2) {  // two document vectors at once: two independent FMA chains
+    for (; r + 4 <= rows; r += 4) {
       const float* x0 = x + r * dim;
       const float* x1 = x0 + dim;
+      const float* x2 = x1 + dim;
+      const float* x3 = x2 + dim;
+      __m512 a00 = _mm512_setzero_ps(), a01 = _mm512_setzero_ps(), a10 = _mm512_setzero_ps(), a11 = _mm512_setzero_ps(),
+             a20 = _mm512_setzero_ps(), a21 = _mm512_setzero_ps(), a30 = _mm512_setzero_ps(), a31 = _mm512_setzero_ps();
+      for (int64_t k = 0; k < dim; ++k) {
+        const __m512 c0 = _mm512_loadu_ps(qt + k * width + q);
+        const __m512 c1 = _mm512_loadu_ps(qt + k * width + q + 16);
+        const __m512 b0 = _mm512_set1_ps(x0[k]), b1 = _mm512_set1_ps(x1[k]);
+        const __m512 b2 = _mm512_set1_ps(x2[k]), b3 = _mm512_set1_ps(x3[k]);
+        a00 = _mm512_fmadd_ps(b0, c0, a00);
+        a01 = _mm512_fmadd_ps(b0, c1, a01);
+        a10 = _mm512_fmadd_ps(b1, c0, a10);
+        a11 = _mm512_fmadd_ps(b1, c1, a11);
+        a20 = _mm512_fmadd_ps(b2, c0, a20);
+        a21 = _mm512_fmadd_ps(b2, c1, a21);
+        a30 = _mm512_fmadd_ps(b3, c0, a30);
+        a31 = _mm512_fmadd_ps(b3, c1, a31);
+      }
+      top0 = _mm512_max_ps(top0, _mm512_max_ps(_mm512_max_ps(a00, a10), _mm512_max_ps(a20, a30)));
+      top1 = _mm512_max_ps(top1, _mm512_max_ps(_mm512_max_ps(a01, a11), _mm512_max_ps(a21, a31)));
+    }
+    for (; r < rows; ++r) {
+      const float* x0 = x + r * dim;
       __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+      for (int64_t k = 0; k < dim; ++k) {
+        const __m512 b = _mm512_set1_ps(x0[k]);
+        a0 = _mm512_fmadd_ps(b, _mm512_loadu_ps(qt + k * width + q), a0);
+        a1 = _mm512_fmadd_ps(b, _mm512_loadu_ps(qt + k * width + q + 16), a1);
+      }
+      top0 = _mm512_max_ps(top0, a0);
+      top1 = _mm512_max_ps(top1, a1);
+    }
+    _mm512_storeu_ps(best + q, top0);
+    _mm512_storeu_ps(best + q + 16, top1);
+  }
+  for (; q < width; q += 16) {  // a last block of 16 query rows
+    __m512 top = _mm512_loadu_ps(best + q);
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) {
+      const float* x0 = x + r * dim;
+      const float* x1 = x0 + dim;
+      const float* x2 = x1 + dim;
+      const float* x3 = x2 + dim;
+      __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
       for (int64_t k = 0; k < dim; ++k) {
         const __m512 column = _mm512_loadu_ps(qt + k * width + q);
         a0 = _mm512_fmadd_ps(_mm512_set1_ps(x0[k]), column, a0);
         a1 = _mm512_fmadd_ps(_mm512_set1_ps(x1[k]), column, a1);
+        a2 = _mm512_fmadd_ps(_mm512_set1_ps(x2[k]), column, a2);
+        a3 = _mm512_fmadd_ps(_mm512_set1_ps(x3[k]), column, a3);
       }
-      top = _mm512_max_ps(top, _mm512_max_ps(a0, a1));
+      top = _mm512_max_ps(top, _mm512_max_ps(_mm512_max_ps(a0, a1), _mm512_max_ps(a2, a3)));
     }
-    if (r < rows) {
+    for (; r < rows; ++r) {
       const float* x0 = x + r * dim;
       __m512 a0 = _mm512_setzero_ps();
       for (int64_t k = 0; k < dim; ++k)

@@ -82,6 +82,24 @@ def test_pack_and_maxsim_equal_numpy(isa):
         assert scores[d] == pytest.approx(want, rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("query_rows", [1, 16, 17, 32, 33, 40])
+def test_maxsim_every_query_block_and_document_remainder(isa, query_rows):
+    """Query widths that use 32-row blocks, a trailing 16-row block or both (after zero padding), and
+    documents of 0 to 9 vectors (the 4-vector steps and every remainder), against numpy."""
+    rng = np.random.default_rng(query_rows)
+    dim = 24
+    lengths = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    vectors = rng.normal(size=(int(offsets[-1]), dim)).astype(np.float32)
+    query = rng.normal(size=(query_rows, dim)).astype(np.float32)
+    scores = _core.maxsim(query, vectors, offsets, isa=isa)
+    for d, n in enumerate(lengths):
+        doc = vectors[offsets[d] : offsets[d + 1]].astype(np.float64)
+        want = (query.astype(np.float64) @ doc.T).max(axis=1).sum() if n else 0.0
+        assert scores[d] == pytest.approx(want, rel=1e-5, abs=1e-5), (d, n)
+
+
 def test_kernels_name_bad_arguments():
     with pytest.raises(ValueError, match="unknown sparse pooling 'mean'"):
         _core.splade(np.zeros((1, 1, 2), np.float32), np.ones((1, 1), np.int64), "mean")

@@ -14,8 +14,9 @@ contender: documents/s, p50/p99 ms of one query, peak RSS of a fresh process enc
 runs, else fastembed_native) for documents and queries.
 
 MaxSim: one query (query length x dim, unit rows) against ``--maxsim-docs`` documents of about
-``--maxsim-tokens`` random unit vectors each: ``LateInteractionTextEmbedding.score``, its C++ kernel on
-the packed array, numpy (one matmul, then ``np.maximum.reduceat``), pylate's ``colbert_scores`` (with
+``--maxsim-tokens`` random unit vectors each: ``LateInteractionTextEmbedding.score`` on the list of
+arrays (packed on every call) and on what ``pack`` made of it once (the goals use this one, as
+pylate's documents are padded once before its timing), its C++ kernel on the packed array, numpy (one matmul, then ``np.maximum.reduceat``), pylate's ``colbert_scores`` (with
 ``--pylate``), and the time to read the vectors once (a numpy sum over them).
 
 Writes ``late.json`` and ``late.md`` to ``--out``.
@@ -181,8 +182,10 @@ def maxsim(
     def numpy_maxsim() -> np.ndarray:
         return np.maximum.reduceat(packed @ query.T, starts, axis=0).sum(axis=1)
 
+    packed_once = encoder.pack(documents)  # what a caller keeps to score many queries
     ways = {
         "LateInteractionTextEmbedding.score": lambda: encoder.score(query, documents),
+        "LateInteractionTextEmbedding.score (packed once)": lambda: encoder.score(query, packed_once),
         "_core.maxsim (packed)": lambda: _core.maxsim(query, packed, offsets),
         "numpy (matmul + maximum.reduceat)": numpy_maxsim,
         "read the vectors once (numpy sum)": lambda: packed.sum(),
@@ -243,6 +246,9 @@ def peak_rss_mb(name: str, model: HeadModel, texts: list[str], args: argparse.Na
     return measure.child_peak_rss_mb(name, code, texts, timeout=7200)
 
 
+PACKED_ONCE = "LateInteractionTextEmbedding.score (packed once)"
+
+
 def _goals(contenders: dict[str, Any], ways: dict[str, Any]) -> str:
     """Issue 19's goals for ColBERT, as this run measured them: >= 1.5x fastembed's and pylate's
     docs/s; MaxSim >= 2x pylate's colbert_scores and within 2x of reading the vectors once."""
@@ -252,7 +258,9 @@ def _goals(contenders: dict[str, Any], ways: dict[str, Any]) -> str:
         for peer in ("fastembed", "pylate")
         if ours and peer in contenders
     ]
-    score = ways["LateInteractionTextEmbedding.score"]["median_ms"]
+    # Documents already packed (score(query, pack(docs))), as pylate's are already padded: neither
+    # side's preparation counts; score() on a list of arrays packs it on every call.
+    score = ways[PACKED_ONCE]["median_ms"]
     if "pylate colbert_scores (padded)" in ways:
         parts.append(
             f"MaxSim {report.ratio(ways['pylate colbert_scores (padded)']['median_ms'], score)} as fast as "
