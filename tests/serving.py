@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 HOST = "127.0.0.1"
 
 
@@ -120,3 +122,36 @@ class Server:
 
 def model_arg(name: str, path: Path) -> list[str]:
     return ["--model", f"{name}={path}"]
+
+
+# -- Decoding the sparse and multi-vector answers (shared by the sparse, multi-vector and BGE-M3 tests) --
+def tei_sparse_rows(items: list[list[dict]], size: int) -> np.ndarray:
+    """TEI's ``/embed_sparse`` answer as dense rows, checking its shape: indices ascending and unique,
+    only ``index`` and ``value`` keys, every value positive."""
+    out = np.zeros((len(items), size), dtype=np.float32)
+    for row, values in enumerate(items):
+        indices = [v["index"] for v in values]
+        assert indices == sorted(indices) and len(set(indices)) == len(indices)
+        assert all(set(v) == {"index", "value"} and v["value"] > 0 for v in values)
+        out[row, indices] = [v["value"] for v in values]
+    return out
+
+
+def multi_vector_rows(body: dict, dim: int) -> list[np.ndarray]:
+    """``/embed_multi_vector``'s float answer as one ``(tokens, dim)`` array per input, checking each
+    item's index, object and shape."""
+    out = []
+    for i, item in enumerate(body["data"]):
+        assert item["index"] == i and item["object"] == "multi_vector"
+        rows = np.asarray(item["embedding"], dtype=np.float32).reshape(-1, dim)
+        assert list(rows.shape) == item["shape"]
+        out.append(rows)
+    return out
+
+
+def assert_arrays_close(answer: list[np.ndarray], expected: list[np.ndarray], atol: float) -> None:
+    """Two lists of arrays of the same shapes, equal within ``atol``."""
+    assert len(answer) == len(expected)
+    for ours, want in zip(answer, expected, strict=True):
+        assert ours.shape == want.shape
+        np.testing.assert_allclose(ours, want, atol=atol)

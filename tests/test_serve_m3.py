@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from families import MIXED_TEXTS
-from serving import Server, free_port, model_arg
+from serving import Server, assert_arrays_close, free_port, model_arg, multi_vector_rows, tei_sparse_rows
 
 from fastembed_native import BGEM3, SparseEmbedding
 
@@ -72,33 +72,6 @@ def _sparse_rows(vectors: list[SparseEmbedding], size: int) -> np.ndarray:
     return np.stack([v.to_dense(size) for v in vectors])
 
 
-def _from_tei(items: list[list[dict]], size: int) -> np.ndarray:
-    out = np.zeros((len(items), size), dtype=np.float32)
-    for row, values in enumerate(items):
-        indices = [v["index"] for v in values]
-        assert indices == sorted(indices) and len(set(indices)) == len(indices)
-        assert all(set(v) == {"index", "value"} and v["value"] > 0 for v in values)
-        out[row, indices] = [v["value"] for v in values]
-    return out
-
-
-def _assert_vectors_equal(answer: list[np.ndarray], expected: list[np.ndarray]) -> None:
-    assert len(answer) == len(expected)
-    for ours, want in zip(answer, expected, strict=True):
-        assert ours.shape == want.shape
-        np.testing.assert_allclose(ours, want, atol=TOLERANCE)
-
-
-def _floats(body: dict, dim: int) -> list[np.ndarray]:
-    out = []
-    for i, item in enumerate(body["data"]):
-        assert item["index"] == i and item["object"] == "multi_vector"
-        rows = np.asarray(item["embedding"], dtype=np.float32).reshape(-1, dim)
-        assert list(rows.shape) == item["shape"]
-        out.append(rows)
-    return out
-
-
 # -- HTTP ---------------------------------------------------------------------------------------------
 def test_dense_routes_equal_bgem3(server, expected):
     status, body = server.json("POST", "/v1/embeddings", {"model": "m3", "input": TEXTS})
@@ -123,13 +96,15 @@ def test_embed_sparse_equals_bgem3_lexical_weights(server, local, expected):
     )  # no model: the first with sparse
     assert status == 200, answer
     size = local.vocab_size
-    np.testing.assert_allclose(_from_tei(answer, size), _sparse_rows(expected.sparse, size), atol=TOLERANCE)
+    np.testing.assert_allclose(
+        tei_sparse_rows(answer, size), _sparse_rows(expected.sparse, size), atol=TOLERANCE
+    )
     # The model's own token ids (as /tokenize gives them) answer like its texts.
     ids = [list(e.ids) for e in local.engine.tokenizer.encode(TEXTS[:4])]
     status, answer = server.json("POST", "/embed_sparse", {"inputs": ids, "model": "m3"})
     assert status == 200, answer
     np.testing.assert_allclose(
-        _from_tei(answer, size), _sparse_rows(expected.sparse[:4], size), atol=TOLERANCE
+        tei_sparse_rows(answer, size), _sparse_rows(expected.sparse[:4], size), atol=TOLERANCE
     )
 
 
@@ -139,7 +114,7 @@ def test_embed_multi_vector_equals_bgem3_colbert(server, local, expected):
     )  # the first with multi-vector
     assert status == 200, body
     assert body["model"] == "m3" and body["usage"]["prompt_tokens"] > 0
-    _assert_vectors_equal(_floats(body, local.colbert_dim), expected.colbert)
+    assert_arrays_close(multi_vector_rows(body, local.colbert_dim), expected.colbert, TOLERANCE)
     # Queries are encoded as documents are (BGE-M3 has no query side); base64 holds the same floats.
     status, body = server.json(
         "POST",
@@ -151,7 +126,7 @@ def test_embed_multi_vector_equals_bgem3_colbert(server, local, expected):
         np.frombuffer(base64.b64decode(item["embedding"]), "<f4").reshape(item["shape"])
         for item in body["data"]
     ]
-    _assert_vectors_equal(decoded, expected.colbert[:5])
+    assert_arrays_close(decoded, expected.colbert[:5], TOLERANCE)
 
 
 def test_models_say_what_they_offer(server, local):
@@ -232,9 +207,9 @@ def test_concurrent_requests_of_all_three_routes_share_engine_calls(server, loca
             np.testing.assert_allclose(np.array(answers[i], np.float32), want.dense, atol=TOLERANCE)
         elif i % 3 == 1:
             rows = _sparse_rows(want.sparse, local.vocab_size)
-            np.testing.assert_allclose(_from_tei(answers[i], local.vocab_size), rows, atol=TOLERANCE)
+            np.testing.assert_allclose(tei_sparse_rows(answers[i], local.vocab_size), rows, atol=TOLERANCE)
         else:
-            _assert_vectors_equal(_floats(answers[i], local.colbert_dim), want.colbert)
+            assert_arrays_close(multi_vector_rows(answers[i], local.colbert_dim), want.colbert, TOLERANCE)
 
 
 # -- one forward pass for every route (in process: the calls are watched) --------------------------------
@@ -294,7 +269,7 @@ def test_routes_that_meet_in_the_queue_share_one_forward_pass(m3_dir, expected):
     for ours, want in zip(sparse.vectors, expected.sparse[:4], strict=True):
         np.testing.assert_array_equal(ours.indices, want.indices)
         np.testing.assert_allclose(ours.values, want.values, atol=TOLERANCE)
-    _assert_vectors_equal(colbert.vectors, expected.colbert[:4])
+    assert_arrays_close(colbert.vectors, expected.colbert[:4], TOLERANCE)
 
 
 # -- gRPC ---------------------------------------------------------------------------------------------
@@ -326,7 +301,7 @@ def test_grpc_three_outputs_equal_bgem3(channel, local, expected):
     colbert = stub.EmbedMultiVector(v1.EmbedMultiVectorRequest(inputs=TEXTS), timeout=60)  # no model: m3
     assert colbert.model == "m3" and colbert.dimensions == local.colbert_dim
     matrices = [np.frombuffer(m.vectors, "<f4").reshape(m.rows, m.dimensions) for m in colbert.embeddings]
-    _assert_vectors_equal(matrices, expected.colbert)
+    assert_arrays_close(matrices, expected.colbert, TOLERANCE)
 
     models = {m.id: m for m in stub.ListModels(v1.ListModelsRequest()).models}
     assert models["m3"].kind == "bge-m3" and list(models["m3"].outputs) == OUTPUTS
@@ -345,7 +320,7 @@ def test_grpc_tei_embed_sparse_and_errors(channel, local, expected):
     one = tei_stub.EmbedSparse(tei.EmbedSparseRequest(inputs=TEXTS[4]), timeout=60)  # the first with sparse
     items = [[{"index": v.index, "value": v.value} for v in one.sparse_embeddings]]
     want = _sparse_rows(expected.sparse[4:5], local.vocab_size)
-    np.testing.assert_allclose(_from_tei(items, local.vocab_size), want, atol=TOLERANCE)
+    np.testing.assert_allclose(tei_sparse_rows(items, local.vocab_size), want, atol=TOLERANCE)
 
     stub = v1_grpc.EmbedderStub(channel)
     cases = [

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from families import MIXED_TEXTS
-from serving import Server, free_port, model_arg
+from serving import Server, assert_arrays_close, free_port, model_arg, multi_vector_rows
 
 from fastembed_native import LateInteractionTextEmbedding
 
@@ -51,35 +51,18 @@ def server(colbert_dir, dense_dir):
         yield running
 
 
-def _assert_equal(answer: list[np.ndarray], expected: list[np.ndarray]) -> None:
-    assert len(answer) == len(expected)
-    for ours, want in zip(answer, expected, strict=True):
-        assert ours.shape == want.shape
-        np.testing.assert_allclose(ours, want, atol=TOLERANCE)
-
-
-def _floats(body: dict, dim: int) -> list[np.ndarray]:
-    out = []
-    for i, item in enumerate(body["data"]):
-        assert item["index"] == i and item["object"] == "multi_vector"
-        rows = np.asarray(item["embedding"], dtype=np.float32).reshape(-1, dim)
-        assert list(rows.shape) == item["shape"]
-        out.append(rows)
-    return out
-
-
 def test_documents_and_queries_equal_in_process(server, local):
     status, body = server.json("POST", "/embed_multi_vector", {"inputs": TEXTS})
     assert status == 200, body
     assert body["model"] == "colbert" and body["object"] == "list" and body["usage"]["prompt_tokens"] > 0
-    _assert_equal(_floats(body, local.dim), local.embed(TEXTS))
+    assert_arrays_close(multi_vector_rows(body, local.dim), local.embed(TEXTS), TOLERANCE)
     status, body = server.json(
         "POST", "/embed_multi_vector", {"inputs": TEXTS, "model": "colbert", "input_type": "query"}
     )
     assert status == 200
-    queries = _floats(body, local.dim)
+    queries = multi_vector_rows(body, local.dim)
     assert {q.shape[0] for q in queries} == {local.colbert.query_length}
-    _assert_equal(queries, local.query_embed(TEXTS))
+    assert_arrays_close(queries, local.query_embed(TEXTS), TOLERANCE)
 
 
 def test_base64_is_little_endian_float32_rows(server, local):
@@ -91,7 +74,7 @@ def test_base64_is_little_endian_float32_rows(server, local):
         np.frombuffer(base64.b64decode(item["embedding"]), "<f4").reshape(item["shape"])
         for item in body["data"]
     ]
-    _assert_equal(decoded, local.embed(TEXTS[:5]))
+    assert_arrays_close(decoded, local.embed(TEXTS[:5]), TOLERANCE)
     status, floats = server.json("POST", "/embed_multi_vector", {"inputs": TEXTS[:5]})
     for item, rows in zip(floats["data"], decoded, strict=True):
         assert np.array_equal(np.asarray(item["embedding"], np.float32), rows)  # the same float32 values
@@ -102,7 +85,7 @@ def test_scores_from_served_vectors_equal_in_process_maxsim(server, local):
     _, query = server.json(
         "POST", "/embed_multi_vector", {"inputs": "capital of France", "input_type": "query"}
     )
-    served = local.score(_floats(query, local.dim)[0], _floats(docs, local.dim))
+    served = local.score(multi_vector_rows(query, local.dim)[0], multi_vector_rows(docs, local.dim))
     expected = local.score(local.query_embed("capital of France")[0], local.embed(TEXTS))
     np.testing.assert_allclose(served, expected, atol=1e-4)
 
@@ -154,7 +137,7 @@ def test_long_texts_are_cut_to_the_side_length(server, local):
     long = "word, " * 50_000  # far past document_length; clipped before it is tokenized
     status, body = server.json("POST", "/embed_multi_vector", {"inputs": [long]}, timeout=120)
     assert status == 200
-    _assert_equal(_floats(body, local.dim), local.embed([long]))
+    assert_arrays_close(multi_vector_rows(body, local.dim), local.embed([long]), TOLERANCE)
 
 
 def test_a_multivector_answer_is_charged_rows_times_dim(colbert_dir, local):
@@ -191,7 +174,11 @@ def test_concurrent_requests_share_engine_calls(server, local):
     calls = server.metric("fastembed_batch_texts_count", 'model="colbert"') - calls_before
     assert 0 < calls < 60  # 60 requests, fewer engine calls: texts of several requests shared them
     for i in (0, 7, 59):
-        _assert_equal(_floats(answers[i], local.dim), local.embed([TEXTS[i % len(TEXTS)], f"document {i}"]))
+        assert_arrays_close(
+            multi_vector_rows(answers[i], local.dim),
+            local.embed([TEXTS[i % len(TEXTS)], f"document {i}"]),
+            TOLERANCE,
+        )
 
 
 def test_queries_and_documents_sent_together_are_each_answered_as_asked(server, local):
@@ -214,7 +201,7 @@ def test_queries_and_documents_sent_together_are_each_answered_as_asked(server, 
     answers = asyncio.run(asyncio.wait_for(main(), 120))
     for i, answer in enumerate(answers):
         want = local.query_embed([f"text {i}"]) if i % 2 else local.embed([f"text {i}"])
-        _assert_equal(_floats(answer, local.dim), want)
+        assert_arrays_close(multi_vector_rows(answer, local.dim), want, TOLERANCE)
 
 
 # -- gRPC ---------------------------------------------------------------------------------------------
@@ -238,11 +225,11 @@ def test_grpc_embed_multi_vector_equals_in_process(channel, local):
 
     documents = stub.EmbedMultiVector(v1.EmbedMultiVectorRequest(inputs=TEXTS), timeout=60)
     assert documents.usage.prompt_tokens > 0
-    _assert_equal(matrices(documents), local.embed(TEXTS))
+    assert_arrays_close(matrices(documents), local.embed(TEXTS), TOLERANCE)
     queries = stub.EmbedMultiVector(
         v1.EmbedMultiVectorRequest(inputs=TEXTS, model="colbert", input_type=v1.INPUT_TYPE_QUERY), timeout=60
     )
-    _assert_equal(matrices(queries), local.query_embed(TEXTS))
+    assert_arrays_close(matrices(queries), local.query_embed(TEXTS), TOLERANCE)
     models = {m.id: m for m in stub.ListModels(v1.ListModelsRequest()).models}
     assert models["colbert"].kind == "multi-vector" and models["colbert"].dimensions == local.dim
     assert models["colbert"].query_length == local.colbert.query_length
@@ -309,4 +296,4 @@ def test_grpc_and_http_share_engine_calls(server, channel, local):
     calls = server.metric("fastembed_batch_texts_count", 'model="colbert"') - calls_before
     assert statuses == [200] * 10 and 0 < calls < 40
     got = np.frombuffer(answers[3].embeddings[0].vectors, "<f4").reshape(answers[3].embeddings[0].rows, -1)
-    _assert_equal([got], local.embed(["g 3"]))
+    assert_arrays_close([got], local.embed(["g 3"]), TOLERANCE)

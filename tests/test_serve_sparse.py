@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from families import MIXED_TEXTS
-from serving import Server, free_port, model_arg
+from serving import Server, free_port, model_arg, tei_sparse_rows
 
 from fastembed_native import SparseEmbedding, SparseTextEmbedding
 from fastembed_native.models.parity import SPARSE_TOLERANCE, sparse_difference
@@ -56,26 +56,16 @@ def _dense_rows(vectors: list[SparseEmbedding], size: int) -> np.ndarray:
     return np.stack([v.to_dense(size) for v in vectors])
 
 
-def _from_tei(items: list[list[dict]], size: int) -> np.ndarray:
-    out = np.zeros((len(items), size), dtype=np.float32)
-    for row, values in enumerate(items):
-        indices = [v["index"] for v in values]
-        assert indices == sorted(indices) and len(set(indices)) == len(indices)
-        assert all(set(v) == {"index", "value"} and v["value"] > 0 for v in values)
-        out[row, indices] = [v["value"] for v in values]
-    return out
-
-
 def test_embed_sparse_equals_in_process(server, local):
     status, answer = server.json("POST", "/embed_sparse", {"inputs": TEXTS})  # no model: the first sparse one
     assert status == 200, answer
     assert isinstance(answer, list) and len(answer) == len(TEXTS)
     expected = _dense_rows(local.embed(TEXTS), local.vocab_size)
-    assert sparse_difference(_from_tei(answer, local.vocab_size), expected) <= SPARSE_TOLERANCE
+    assert sparse_difference(tei_sparse_rows(answer, local.vocab_size), expected) <= SPARSE_TOLERANCE
     # One string is one text, as TEI takes it; the named model answers the same.
     status, one = server.json("POST", "/embed_sparse", {"inputs": TEXTS[1], "model": "splade"})
     assert status == 200 and len(one) == 1
-    assert sparse_difference(_from_tei(one, local.vocab_size), expected[1:2]) <= SPARSE_TOLERANCE
+    assert sparse_difference(tei_sparse_rows(one, local.vocab_size), expected[1:2]) <= SPARSE_TOLERANCE
 
 
 def test_embed_sparse_prompt_truncate_and_token_ids(server, local):
@@ -86,13 +76,13 @@ def test_embed_sparse_prompt_truncate_and_token_ids(server, local):
     status, answer = server.json("POST", "/embed_sparse", {"inputs": [long], "truncate": True})
     assert status == 200
     expected = _dense_rows(local.embed([long]), local.vocab_size)
-    assert sparse_difference(_from_tei(answer, local.vocab_size), expected) <= SPARSE_TOLERANCE
+    assert sparse_difference(tei_sparse_rows(answer, local.vocab_size), expected) <= SPARSE_TOLERANCE
     # The model's own token ids embed like its text.
     ids = [list(e.ids) for e in local.engine.tokenizer.encode(TEXTS[:3])]
     status, answer = server.json("POST", "/embed_sparse", {"inputs": ids})
     assert status == 200
     expected = _dense_rows(local.embed(TEXTS[:3]), local.vocab_size)
-    assert sparse_difference(_from_tei(answer, local.vocab_size), expected) <= SPARSE_TOLERANCE
+    assert sparse_difference(tei_sparse_rows(answer, local.vocab_size), expected) <= SPARSE_TOLERANCE
     status, answer = server.json("POST", "/embed_sparse", {"inputs": ["x"], "prompt_name": "nope"})
     assert status == 400 and "has no prompt named 'nope'" in answer["error"]["message"]
 
@@ -185,7 +175,7 @@ def test_concurrent_sparse_requests_share_engine_calls(server, local):
     assert 0 < calls < 60  # 60 requests, fewer engine calls: texts of several requests shared them
     for i in (0, 7, 59):
         expected = _dense_rows(local.embed([TEXTS[i % len(TEXTS)], f"request {i}"]), local.vocab_size)
-        assert sparse_difference(_from_tei(answers[i], local.vocab_size), expected) <= SPARSE_TOLERANCE
+        assert sparse_difference(tei_sparse_rows(answers[i], local.vocab_size), expected) <= SPARSE_TOLERANCE
 
 
 # -- gRPC ---------------------------------------------------------------------------------------------
@@ -206,7 +196,7 @@ def test_grpc_tei_embed_sparse_and_stream_equal_in_process(channel, local):
 
     def rows(responses) -> np.ndarray:  # type: ignore[no-untyped-def]
         items = [[{"index": v.index, "value": v.value} for v in r.sparse_embeddings] for r in responses]
-        return _from_tei(items, local.vocab_size)
+        return tei_sparse_rows(items, local.vocab_size)
 
     one = stub.EmbedSparse(tei.EmbedSparseRequest(inputs=TEXTS[4]), timeout=60)
     assert one.metadata.compute_tokens > 0 and one.metadata.compute_chars == len(TEXTS[4])
