@@ -1,5 +1,7 @@
 #include "session.h"
 
+#include "row_quantize.h"
+
 #include <algorithm>
 #include <chrono>
 #include <functional>
@@ -34,6 +36,8 @@ OrtPtr<OrtSessionOptions> make_options(const SessionConfig& config, std::vector<
   for (const auto& [key, value] : config.config_entries) {
     check(api.AddSessionConfigEntry(options.get(), key.c_str(), value.c_str()));
   }
+  // The kernels of the int8 graphs' RowQuantize functions (row_quantize.h); unused by other models.
+  register_row_quantize_ops(options.get());
 
   for (const ProviderRequest& request : config.providers) {
     if (request.name == kCpuProvider) continue;  // appended implicitly, always last

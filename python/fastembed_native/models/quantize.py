@@ -67,6 +67,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import INT8_FILE, Embedder, find_onnx
+from . import row_quantize
 from .parity import PARITY_TEXTS, cosine_rows
 
 METHODS = ("rowwise", "dynamic")
@@ -749,21 +750,18 @@ def quantize_rowwise(
         graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    # ReduceMax / ReduceMin take their axes as an attribute before opset 18, as an input from it.
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
-
-    def reduce(op: str, x: str, out: str) -> Any:
-        if opset >= 18:
-            return helper.make_node(op, [x, axis1], [out], keepdims=0)
-        return helper.make_node(op, [x], [out], axes=[1], keepdims=0)
-
     prefix = "q8"
-    axis1 = const(f"{prefix}/axis1", np.array([1], np.int64))
-    eps = const(f"{prefix}/eps", np.array(_EPS, np.float32))
-    inv127 = const(f"{prefix}/inv127", np.array(1.0 / 127.0, np.float32))
     zero_point = const(f"{prefix}/zero_point", np.array(128, np.uint8))
-    start0 = const(f"{prefix}/start0", np.array([0], np.int64))
-    end_last = const(f"{prefix}/end_last", np.array([-1], np.int64))
+    symmetric = {"zero_point": 128, "inv_range": np.float32(1.0 / 127.0), "floor": _EPS, "symmetric": True}
+    # GELU's output is never below -0.17: one-sided rows take the uint8 range from a fixed zero point
+    # GELU_ZERO_POINT, twice as fine as symmetric int8; the floor keeps -0.17 inside the range.
+    one_sided = {
+        "zero_point": GELU_ZERO_POINT,
+        "inv_range": np.float32(1.0 / (255 - GELU_ZERO_POINT)),
+        "floor": GELU_MIN / GELU_ZERO_POINT * (255 - GELU_ZERO_POINT),
+        "symmetric": False,
+    }
     replaced: dict[str, list[Any]] = {}  # a node (by its first output) -> the nodes in its place
     dropped: set[str] = set()
     outlier_channels = 0
@@ -774,77 +772,21 @@ def quantize_rowwise(
     removed: set[str] = set()  # bias Adds folded into the float32 outlier product
     gelu_outputs = {name for name in groups if _is_gelu_output(name, graph)}
     gelu_zero_point = const(f"{prefix}/gelu_zero_point", np.array(GELU_ZERO_POINT, np.uint8))
-    gelu_inv_range = const(f"{prefix}/gelu_inv_range", np.array(1.0 / (255 - GELU_ZERO_POINT), np.float32))
-    gelu_min_scale = const(f"{prefix}/gelu_min_scale", np.array(GELU_MIN / GELU_ZERO_POINT, np.float32))
-    one = const(f"{prefix}/one", np.array([1], np.int64))
     for gi, (name, group) in enumerate(groups.items()):
         p = f"{prefix}/g{gi}"
         k, idx = group.k, group.outliers
         outlier_channels += len(idx)
-        # Rows are quantized as a 2-D [tokens, K] matrix (QuantizeLinear's per-axis scales), then
-        # put back in the input's shape, so every node after the MatMul sees the shapes it saw
-        # before and ONNX Runtime still fuses bias + residual + LayerNorm and bias + GELU.
-        pre = [
-            helper.make_node("Shape", [name], [f"{p}/shape"]),
-            helper.make_node("Slice", [f"{p}/shape", start0, end_last], [f"{p}/lead"]),
-        ]
-        x = name
+        # One RowQuantize node per input (models/row_quantize.py): the row scales and bytes, and with
+        # outlier channels their float32 values beside a column of ones (which carries the bias).
+        inputs, outputs = [name], [f"{p}/xq", f"{p}/row_scale"]
         if idx:
             mask = np.ones(k, np.float32)
             mask[idx] = 0.0
-            pre += [
-                helper.make_node("Mul", [name, const(f"{p}/inlier_mask", mask)], [f"{p}/x_in"]),
-                helper.make_node(
-                    "Gather",
-                    [name, const(f"{p}/outlier_idx", np.array(idx, np.int64))],
-                    [f"{p}/x_out"],
-                    axis=-1,
-                ),
-                # A column of ones, so that the outlier product adds the bias too.
-                helper.make_node("Concat", [f"{p}/lead", one], [f"{p}/ones_shape"], axis=0),
-                helper.make_node(
-                    "ConstantOfShape",
-                    [f"{p}/ones_shape"],
-                    [f"{p}/ones"],
-                    value=numpy_helper.from_array(np.array([1.0], np.float32)),
-                ),
-                helper.make_node("Concat", [f"{p}/x_out", f"{p}/ones"], [f"{p}/x_out1"], axis=-1),
-            ]
-            x = f"{p}/x_in"
-        pre += [
-            helper.make_node(
-                "Reshape", [x, const(f"{p}/rows_shape", np.array([-1, k], np.int64))], [f"{p}/rows"]
-            ),
-        ]
-        if name in gelu_outputs:
-            # GELU's output is never below -0.17: one-sided rows take the uint8 range from a fixed
-            # zero point GELU_ZERO_POINT, twice as fine as symmetric int8, and need no ReduceMin.
-            group_zero_point = gelu_zero_point
-            pre += [
-                reduce("ReduceMax", f"{p}/rows", f"{p}/max"),
-                helper.make_node("Mul", [f"{p}/max", gelu_inv_range], [f"{p}/scale_max"]),
-                helper.make_node("Max", [f"{p}/scale_max", gelu_min_scale], [f"{p}/scale"]),
-            ]
-        else:
-            group_zero_point = zero_point
-            pre += [
-                reduce("ReduceMax", f"{p}/rows", f"{p}/max"),
-                reduce("ReduceMin", f"{p}/rows", f"{p}/min"),
-                helper.make_node("Neg", [f"{p}/min"], [f"{p}/neg_min"]),
-                helper.make_node("Max", [f"{p}/max", f"{p}/neg_min", eps], [f"{p}/absmax"]),
-                helper.make_node("Mul", [f"{p}/absmax", inv127], [f"{p}/scale"]),
-            ]
-        pre += [
-            helper.make_node("Shape", [f"{p}/scale"], [f"{p}/count"]),
-            # uint8 with zero point 128 elsewhere: symmetric int8 in the u8 x s8 form VNNI multiplies.
-            helper.make_node("Expand", [group_zero_point, f"{p}/count"], [f"{p}/zero_points"]),
-            helper.make_node(
-                "QuantizeLinear", [f"{p}/rows", f"{p}/scale", f"{p}/zero_points"], [f"{p}/rows_q"], axis=0
-            ),
-            helper.make_node("Reshape", [f"{p}/rows_q", f"{p}/shape"], [f"{p}/xq"]),
-            helper.make_node("Concat", [f"{p}/lead", one], [f"{p}/scale_shape"], axis=0),
-            helper.make_node("Reshape", [f"{p}/scale", f"{p}/scale_shape"], [f"{p}/row_scale"]),
-        ]
+            inputs += [const(f"{p}/inlier_mask", mask), const(f"{p}/outlier_idx", np.array(idx, np.int64))]
+            outputs.append(f"{p}/x_out1")
+        gelu = name in gelu_outputs
+        group_zero_point = gelu_zero_point if gelu else zero_point
+        pre = [row_quantize.node(inputs, outputs, f"{p}/quantize", **(one_sided if gelu else symmetric))]
         h = cov[name].copy()
         if idx:
             h[idx, :] = 0.0
@@ -907,6 +849,8 @@ def quantize_rowwise(
     graph.initializer.extend(kept)
     if not any(o.domain == "com.microsoft" for o in proto.opset_import):
         proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    proto.opset_import.append(helper.make_opsetid(row_quantize.DOMAIN, row_quantize.VERSION))
+    proto.functions.extend(row_quantize.functions(opset))
     external = sum(t.ByteSize() for t in graph.initializer) > EXTERNAL_BYTES
     target.parent.joinpath(target.name + "_data").unlink(missing_ok=True)
     onnx.save_model(
