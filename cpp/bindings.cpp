@@ -356,7 +356,7 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init([](const std::string& model_path, int graph_optimization_level, int intra_op_threads,
                        int inter_op_threads, const std::vector<std::pair<std::string, py::dict>>& providers,
                        const std::string& optimized_model_path, bool cpu_mem_arena, bool mem_pattern,
-                       const py::dict& config_entries) {
+                       const py::dict& config_entries, const std::string& profile_prefix) {
              fastembed::SessionConfig config;
              config.graph_optimization_level = graph_optimization_level;
              config.intra_op_threads = intra_op_threads;
@@ -366,13 +366,15 @@ PYBIND11_MODULE(_core, m) {
              config.cpu_mem_arena = cpu_mem_arena;
              config.mem_pattern = mem_pattern;
              config.config_entries = to_key_values(config_entries);
+             config.profile_prefix = profile_prefix;
              py::gil_scoped_release release;  // loading and optimising a model takes a while; no Python objects used
              return std::make_unique<fastembed::Session>(model_path, config);
            }),
            py::arg("model_path"), py::kw_only(), py::arg("graph_optimization_level") = 99,
            py::arg("intra_op_threads") = 0, py::arg("inter_op_threads") = 0,
            py::arg("providers") = std::vector<std::pair<std::string, py::dict>>{}, py::arg("optimized_model_path") = "",
-           py::arg("cpu_mem_arena") = true, py::arg("mem_pattern") = true, py::arg("config_entries") = py::dict())
+           py::arg("cpu_mem_arena") = true, py::arg("mem_pattern") = true, py::arg("config_entries") = py::dict(),
+           py::arg("profile_prefix") = "")
       .def_property_readonly("providers", &fastembed::Session::providers)
       .def(
           "stats",

@@ -73,6 +73,48 @@ __attribute__((target("avx512f"))) void quantize_row_avx512(const float* x, int6
   *scale = s;
 }
 
+// One row of RowDequantize, in the body's order: ((float(acc) * row_scale) * col_scale) + addend, no
+// fused multiply-add (this file is built with -ffp-contract=off), so both paths give the same floats.
+void dequantize_row_scalar(const int32_t* acc, int64_t n, float row_scale, const float* col_scale, const float* addend,
+                           const float* residual, float* y) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = static_cast<float>(acc[i]) * row_scale * col_scale[i] + addend[i];
+    y[i] = residual != nullptr ? v + residual[i] : v;
+  }
+}
+
+__attribute__((target("avx512f"))) inline __m512 dequantize16(__m512i acc, __m512 row_scale, __m512 col_scale,
+                                                              __m512 addend) {
+  return _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), row_scale), col_scale), addend);
+}
+
+__attribute__((target("avx512f"))) void dequantize_row_avx512(const int32_t* acc, int64_t n, float row_scale,
+                                                              const float* col_scale, const float* addend,
+                                                              const float* residual, float* y) {
+  const __m512 rs = _mm512_set1_ps(row_scale);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512 v =
+        dequantize16(_mm512_loadu_si512(acc + i), rs, _mm512_loadu_ps(col_scale + i), _mm512_loadu_ps(addend + i));
+    if (residual != nullptr) v = _mm512_add_ps(v, _mm512_loadu_ps(residual + i));
+    _mm512_storeu_ps(y + i, v);
+  }
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1u);
+    __m512 v = dequantize16(_mm512_maskz_loadu_epi32(m, acc + i), rs, _mm512_maskz_loadu_ps(m, col_scale + i),
+                            _mm512_maskz_loadu_ps(m, addend + i));
+    if (residual != nullptr) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, residual + i));
+    _mm512_mask_storeu_ps(y + i, m, v);
+  }
+}
+
+using DequantizeFn = void (*)(const int32_t*, int64_t, float, const float*, const float*, const float*, float*);
+
+DequantizeFn dequantize_fn() {
+  static const DequantizeFn fn = __builtin_cpu_supports("avx512f") ? dequantize_row_avx512 : dequantize_row_scalar;
+  return fn;
+}
+
 using RowFn = void (*)(const float*, int64_t, const RowQuantizeParams&, uint8_t*, float*);
 
 RowFn row_fn() {
@@ -81,49 +123,49 @@ RowFn row_fn() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The ONNX Runtime kernel (C API custom op). Errors go back to ORT as an OrtStatus naming the node's
-// problem; ORT raises them from Run.
+// The ONNX Runtime kernels (C API custom ops). Errors go back to ORT as an OrtStatus naming the
+// node's problem; ORT raises them from Run.
+
+enum class OpKind { Quantize, QuantizeSplit, Dequantize, DequantizeResidual };
 
 struct Kernel {
   const OrtApi* api;
-  RowQuantizeParams params;
-  bool split;
+  OpKind kind;
+  RowQuantizeParams params;  // the quantize ops' attributes
 };
 
 OrtStatus* error(const OrtApi* api, const std::string& message) {
   return api->CreateStatus(ORT_INVALID_ARGUMENT, message.c_str());
 }
 
-#define FASTEMBED_RETURN_IF(statustatus_expr)      \
-  do {                                             \
-    if (OrtStatus* status_ = (statustatus_expr)) { \
-      return status_;                              \
-    }                                              \
+#define FASTEMBED_RETURN_IF(status_expr)      \
+  do {                                        \
+    if (OrtStatus* status_ = (status_expr)) { \
+      return status_;                         \
+    }                                         \
   } while (0)
 
-OrtStatus* get_float(const OrtApi* api, const OrtKernelInfo* info, const char* name, float* out) {
-  return api->KernelInfoGetAttribute_float(info, name, out);
-}
-
-OrtStatus* create_kernel(const OrtApi* api, const OrtKernelInfo* info, bool split, void** out) {
-  int64_t zero_point = 0, symmetric = 0;
-  float inv_range = 0.0f, floor = 0.0f;
-  FASTEMBED_RETURN_IF(api->KernelInfoGetAttribute_int64(info, "zero_point", &zero_point));
-  FASTEMBED_RETURN_IF(api->KernelInfoGetAttribute_int64(info, "symmetric", &symmetric));
-  FASTEMBED_RETURN_IF(get_float(api, info, "inv_range", &inv_range));
-  FASTEMBED_RETURN_IF(get_float(api, info, "floor", &floor));
-  if (zero_point < 0 || zero_point > 255 || (symmetric != 0 && symmetric != 1) || !(inv_range > 0.0f) ||
-      !(floor > 0.0f) || !std::isfinite(inv_range) || !std::isfinite(floor)) {
-    return error(api,
-                 "RowQuantize: attributes out of range (zero_point 0..255, symmetric 0 or 1, inv_range and "
-                 "floor finite and > 0)");
+OrtStatus* create_kernel(const OrtApi* api, const OrtKernelInfo* info, OpKind kind, void** out) {
+  RowQuantizeParams params;
+  if (kind == OpKind::Quantize || kind == OpKind::QuantizeSplit) {
+    int64_t zero_point = 0, symmetric = 0;
+    float inv_range = 0.0f, floor = 0.0f;
+    FASTEMBED_RETURN_IF(api->KernelInfoGetAttribute_int64(info, "zero_point", &zero_point));
+    FASTEMBED_RETURN_IF(api->KernelInfoGetAttribute_int64(info, "symmetric", &symmetric));
+    FASTEMBED_RETURN_IF(api->KernelInfoGetAttribute_float(info, "inv_range", &inv_range));
+    FASTEMBED_RETURN_IF(api->KernelInfoGetAttribute_float(info, "floor", &floor));
+    if (zero_point < 0 || zero_point > 255 || (symmetric != 0 && symmetric != 1) || !(inv_range > 0.0f) ||
+        !(floor > 0.0f) || !std::isfinite(inv_range) || !std::isfinite(floor)) {
+      return error(api,
+                   "RowQuantize: attributes out of range (zero_point 0..255, symmetric 0 or 1, inv_range and "
+                   "floor finite and > 0)");
+    }
+    params.zero_point = static_cast<uint8_t>(zero_point);
+    params.inv_range = inv_range;
+    params.floor = floor;
+    params.symmetric = symmetric == 1;
   }
-  auto* kernel = new Kernel{api, {}, split};
-  kernel->params.zero_point = static_cast<uint8_t>(zero_point);
-  kernel->params.inv_range = inv_range;
-  kernel->params.floor = floor;
-  kernel->params.symmetric = symmetric == 1;
-  *out = kernel;
+  *out = new Kernel{api, kind, params};
   return nullptr;
 }
 
@@ -147,10 +189,48 @@ OrtStatus* shape_of(const OrtApi* api, const OrtValue* value, Shape& shape) {
   return status;
 }
 
-// The work of one ParallelFor call: rows [task * kRowsPerTask, ...).
+// An input's shape and data (the C API hands out inputs as const values with a mutable accessor).
+template <typename T>
+OrtStatus* input(const OrtApi* api, OrtKernelContext* context, size_t index, Shape& shape, const T*& data) {
+  const OrtValue* value = nullptr;
+  FASTEMBED_RETURN_IF(api->KernelContext_GetInput(context, index, &value));
+  FASTEMBED_RETURN_IF(shape_of(api, value, shape));
+  void* raw = nullptr;
+  FASTEMBED_RETURN_IF(api->GetTensorMutableData(const_cast<OrtValue*>(value), &raw));
+  data = static_cast<const T*>(raw);
+  return nullptr;
+}
+
+template <typename T>
+OrtStatus* output(const OrtApi* api, OrtKernelContext* context, size_t index, const std::vector<int64_t>& dims,
+                  T*& data) {
+  OrtValue* value = nullptr;
+  FASTEMBED_RETURN_IF(api->KernelContext_GetOutput(context, index, dims.data(), dims.size(), &value));
+  void* raw = nullptr;
+  FASTEMBED_RETURN_IF(api->GetTensorMutableData(value, &raw));
+  data = static_cast<T*>(raw);
+  return nullptr;
+}
+
+// Rows are handed to ORT's intra-op pool in tasks of this many (a query's few rows run inline).
 constexpr int64_t kRowsPerTask = 16;
 
-struct Work {
+template <typename Work>
+OrtStatus* for_each_task(const OrtApi* api, OrtKernelContext* context, int64_t rows, Work& work) {
+  const int64_t tasks = (rows + kRowsPerTask - 1) / kRowsPerTask;
+  auto run = [](void* data, size_t task) {
+    Work& w = *static_cast<Work*>(data);
+    const int64_t first = static_cast<int64_t>(task) * kRowsPerTask;
+    w(first, std::min(first + kRowsPerTask, w.rows));
+  };
+  if (tasks <= 1) {
+    if (rows > 0) work(0, rows);
+    return nullptr;
+  }
+  return api->KernelContext_ParallelFor(context, run, static_cast<size_t>(tasks), 0, &work);
+}
+
+struct QuantizeWork {
   const float* x;
   int64_t rows, k;
   const RowQuantizeParams* params;
@@ -160,50 +240,31 @@ struct Work {
   uint8_t* xq;
   float* scale;
   float* x_outliers;
+  void operator()(int64_t first, int64_t last) const {
+    quantize_rows(x, first, last, k, *params, mask, idx, n_outliers, xq, scale, x_outliers);
+  }
 };
 
-void run_task(void* data, size_t task) {
-  const Work& w = *static_cast<const Work*>(data);
-  const int64_t first = static_cast<int64_t>(task) * kRowsPerTask;
-  quantize_rows(w.x, first, std::min(first + kRowsPerTask, w.rows), w.k, *w.params, w.mask, w.idx, w.n_outliers, w.xq,
-                w.scale, w.x_outliers);
-}
-
-OrtStatus* compute(void* kernel_ptr, OrtKernelContext* context) {
-  const Kernel& kernel = *static_cast<const Kernel*>(kernel_ptr);
+OrtStatus* compute_quantize(const Kernel& kernel, OrtKernelContext* context) {
   const OrtApi* api = kernel.api;
-  const OrtValue* x_value = nullptr;
-  FASTEMBED_RETURN_IF(api->KernelContext_GetInput(context, 0, &x_value));
   Shape x_shape;
-  FASTEMBED_RETURN_IF(shape_of(api, x_value, x_shape));
+  const float* x = nullptr;
+  FASTEMBED_RETURN_IF(input(api, context, 0, x_shape, x));
   if (x_shape.dims.empty() || x_shape.dims.back() < 1) {
     return error(api, "RowQuantize: x must have at least one dimension and a last dimension of at least 1");
   }
   const int64_t k = x_shape.dims.back();
-  const int64_t rows = x_shape.count / k;
-  const void* x_data = nullptr;
-  FASTEMBED_RETURN_IF(api->GetTensorMutableData(const_cast<OrtValue*>(x_value), const_cast<void**>(&x_data)));
-
   const float* mask = nullptr;
   const int64_t* idx = nullptr;
   int64_t n_outliers = 0;
-  if (kernel.split) {
-    const OrtValue *mask_value = nullptr, *idx_value = nullptr;
-    FASTEMBED_RETURN_IF(api->KernelContext_GetInput(context, 1, &mask_value));
-    FASTEMBED_RETURN_IF(api->KernelContext_GetInput(context, 2, &idx_value));
+  if (kernel.kind == OpKind::QuantizeSplit) {
     Shape mask_shape, idx_shape;
-    FASTEMBED_RETURN_IF(shape_of(api, mask_value, mask_shape));
-    FASTEMBED_RETURN_IF(shape_of(api, idx_value, idx_shape));
+    FASTEMBED_RETURN_IF(input(api, context, 1, mask_shape, mask));
+    FASTEMBED_RETURN_IF(input(api, context, 2, idx_shape, idx));
     if (mask_shape.count != k || idx_shape.dims.size() != 1) {
       return error(api, "RowQuantizeSplit: inlier_mask must hold " + std::to_string(k) +
                             " values (x's last dimension) and outlier_idx must be 1-D");
     }
-    const void* mask_data = nullptr;
-    const void* idx_data = nullptr;
-    FASTEMBED_RETURN_IF(api->GetTensorMutableData(const_cast<OrtValue*>(mask_value), const_cast<void**>(&mask_data)));
-    FASTEMBED_RETURN_IF(api->GetTensorMutableData(const_cast<OrtValue*>(idx_value), const_cast<void**>(&idx_data)));
-    mask = static_cast<const float*>(mask_data);
-    idx = static_cast<const int64_t*>(idx_data);
     n_outliers = idx_shape.count;
     for (int64_t j = 0; j < n_outliers; ++j) {
       if (idx[j] < 0 || idx[j] >= k) {
@@ -212,63 +273,165 @@ OrtStatus* compute(void* kernel_ptr, OrtKernelContext* context) {
       }
     }
   }
-
-  std::vector<int64_t> lead_one(x_shape.dims.begin(), x_shape.dims.end() - 1);
-  lead_one.push_back(1);
-  OrtValue *xq_value = nullptr, *scale_value = nullptr, *outlierstatus_value = nullptr;
-  FASTEMBED_RETURN_IF(api->KernelContext_GetOutput(context, 0, x_shape.dims.data(), x_shape.dims.size(), &xq_value));
-  FASTEMBED_RETURN_IF(api->KernelContext_GetOutput(context, 1, lead_one.data(), lead_one.size(), &scale_value));
-  void *xq = nullptr, *scale = nullptr, *x_outliers = nullptr;
-  FASTEMBED_RETURN_IF(api->GetTensorMutableData(xq_value, &xq));
-  FASTEMBED_RETURN_IF(api->GetTensorMutableData(scale_value, &scale));
-  if (kernel.split) {
-    lead_one.back() = n_outliers + 1;
-    FASTEMBED_RETURN_IF(
-        api->KernelContext_GetOutput(context, 2, lead_one.data(), lead_one.size(), &outlierstatus_value));
-    FASTEMBED_RETURN_IF(api->GetTensorMutableData(outlierstatus_value, &x_outliers));
+  std::vector<int64_t> lead(x_shape.dims.begin(), x_shape.dims.end() - 1);
+  lead.push_back(1);
+  QuantizeWork work{x, x_shape.count / k, k, &kernel.params, mask, idx, n_outliers, nullptr, nullptr, nullptr};
+  FASTEMBED_RETURN_IF(output(api, context, 0, x_shape.dims, work.xq));
+  FASTEMBED_RETURN_IF(output(api, context, 1, lead, work.scale));
+  if (kernel.kind == OpKind::QuantizeSplit) {
+    lead.back() = n_outliers + 1;
+    FASTEMBED_RETURN_IF(output(api, context, 2, lead, work.x_outliers));
   }
-  Work work{static_cast<const float*>(x_data),
-            rows,
-            k,
-            &kernel.params,
-            mask,
-            idx,
-            n_outliers,
-            static_cast<uint8_t*>(xq),
-            static_cast<float*>(scale),
-            static_cast<float*>(x_outliers)};
-  const int64_t tasks = (rows + kRowsPerTask - 1) / kRowsPerTask;
-  if (tasks <= 1) {  // a query's few rows: not worth waking the pool
-    if (rows > 0) run_task(&work, 0);
-    return nullptr;
-  }
-  return api->KernelContext_ParallelFor(context, run_task, static_cast<size_t>(tasks), 0, &work);
+  return for_each_task(api, context, work.rows, work);
 }
 
-// The OrtCustomOp tables for the two names; ORT calls these through function pointers.
+struct DequantizeWork {
+  const int32_t* acc;
+  int64_t rows, n;
+  const float* row_scale;
+  const float* col_scale;
+  const float* addend;
+  bool addend_per_row;
+  const float* residual;  // null, or one value per value of acc
+  float* y;
+  void operator()(int64_t first, int64_t last) const {
+    const DequantizeFn dequantize = dequantize_fn();
+    for (int64_t r = first; r < last; ++r) {
+      dequantize(acc + r * n, n, row_scale[r], col_scale, addend + (addend_per_row ? r * n : 0),
+                 residual != nullptr ? residual + r * n : nullptr, y + r * n);
+    }
+  }
+};
+
+OrtStatus* compute_dequantize(const Kernel& kernel, OrtKernelContext* context) {
+  const OrtApi* api = kernel.api;
+  Shape acc_shape, row_shape, col_shape, addend_shape;
+  DequantizeWork work{};
+  FASTEMBED_RETURN_IF(input(api, context, 0, acc_shape, work.acc));
+  FASTEMBED_RETURN_IF(input(api, context, 1, row_shape, work.row_scale));
+  FASTEMBED_RETURN_IF(input(api, context, 2, col_shape, work.col_scale));
+  FASTEMBED_RETURN_IF(input(api, context, 3, addend_shape, work.addend));
+  if (acc_shape.dims.empty() || acc_shape.dims.back() < 1) {
+    return error(api, "RowDequantize: acc must have at least one dimension and a last dimension of at least 1");
+  }
+  work.n = acc_shape.dims.back();
+  work.rows = acc_shape.count / work.n;
+  work.addend_per_row = addend_shape.count == acc_shape.count && addend_shape.count != work.n;
+  if (row_shape.count != work.rows || col_shape.count != work.n ||
+      (addend_shape.count != work.n && addend_shape.count != acc_shape.count)) {
+    return error(api, "RowDequantize: for acc of " + std::to_string(work.rows) + " rows of " + std::to_string(work.n) +
+                          " columns, row_scale must hold one value per row, col_scale one per column, and addend "
+                          "one per column or one per value");
+  }
+  if (kernel.kind == OpKind::DequantizeResidual) {
+    Shape residual_shape;
+    FASTEMBED_RETURN_IF(input(api, context, 4, residual_shape, work.residual));
+    if (residual_shape.dims != acc_shape.dims) {
+      return error(api, "RowDequantizeResidual: residual must have acc's shape");
+    }
+  }
+  FASTEMBED_RETURN_IF(output(api, context, 0, acc_shape.dims, work.y));
+  return for_each_task(api, context, work.rows, work);
+}
+
+OrtStatus* compute(void* kernel_ptr, OrtKernelContext* context) {
+  const Kernel& kernel = *static_cast<const Kernel*>(kernel_ptr);
+  const bool quantize = kernel.kind == OpKind::Quantize || kernel.kind == OpKind::QuantizeSplit;
+  return quantize ? compute_quantize(kernel, context) : compute_dequantize(kernel, context);
+}
+
+// Shape inference, so that ORT's fusions after these nodes (bias + GELU, skip + LayerNorm) see the
+// same shapes they saw in the float graph: every output keeps its input's leading dimensions,
+// symbolic names included.
+OrtStatus* set_output(const OrtApi* api, OrtShapeInferContext* context, size_t index, ONNXTensorElementDataType type,
+                      const std::vector<int64_t>& dims, std::vector<const char*> names) {
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  FASTEMBED_RETURN_IF(api->CreateTensorTypeAndShapeInfo(&info));
+  OrtStatus* status = api->SetTensorElementType(info, type);
+  if (status == nullptr) status = api->SetDimensions(info, dims.data(), dims.size());
+  if (status == nullptr) status = api->SetSymbolicDimensions(info, names.data(), names.size());
+  if (status == nullptr) status = api->ShapeInferContext_SetOutputTypeShape(context, index, info);
+  api->ReleaseTensorTypeAndShapeInfo(info);
+  return status;
+}
+
+OrtStatus* infer(OpKind kind, OrtShapeInferContext* context) {
+  const OrtApi* api = &ort_api();
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  FASTEMBED_RETURN_IF(api->ShapeInferContext_GetInputTypeShape(context, 0, &info));
+  size_t rank = 0;
+  std::vector<int64_t> dims;
+  std::vector<const char*> names;
+  OrtStatus* status = api->GetDimensionsCount(info, &rank);
+  if (status == nullptr && rank == 0) status = error(api, "RowQuantize / RowDequantize: the first input is a scalar");
+  if (status == nullptr) {
+    dims.resize(rank);
+    names.resize(rank);
+    status = api->GetDimensions(info, dims.data(), rank);
+  }
+  if (status == nullptr) status = api->GetSymbolicDimensions(info, names.data(), rank);
+  if (status == nullptr && (kind == OpKind::Dequantize || kind == OpKind::DequantizeResidual)) {
+    status = set_output(api, context, 0, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, dims, names);
+  } else if (status == nullptr) {
+    status = set_output(api, context, 0, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, dims, names);
+    std::vector<int64_t> lead = dims;
+    std::vector<const char*> lead_names = names;
+    lead.back() = 1;
+    lead_names.back() = "";
+    if (status == nullptr) status = set_output(api, context, 1, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, lead, lead_names);
+    if (status == nullptr && kind == OpKind::QuantizeSplit) {
+      OrtTensorTypeAndShapeInfo* idx_info = nullptr;
+      status = api->ShapeInferContext_GetInputTypeShape(context, 2, &idx_info);
+      int64_t n = -1;
+      size_t idx_rank = 0;
+      if (status == nullptr) status = api->GetDimensionsCount(idx_info, &idx_rank);
+      if (status == nullptr && idx_rank == 1) status = api->GetDimensions(idx_info, &n, 1);
+      lead.back() = n < 0 ? -1 : n + 1;
+      if (status == nullptr)
+        status = set_output(api, context, 2, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, lead, lead_names);
+    }
+  }
+  return status;  // the input infos belong to the context: not released here
+}
+
+// The OrtCustomOp table for each name; ORT calls these through function pointers.
 struct OpDef {
-  OrtCustomOp op;
+  OrtCustomOp op;  // first: ORT hands back a pointer to it, which is a pointer to the OpDef
   const char* name;
-  bool split;
+  OpKind kind;
+  size_t inputs, outputs;
 };
 
 const OpDef& op_def(const OrtCustomOp* op) { return *reinterpret_cast<const OpDef*>(op); }
 
-OpDef make_op(const char* name, bool split) {
+OpDef make_op(const char* name, OpKind kind) {
   OpDef def{};
   def.name = name;
-  def.split = split;
+  def.kind = kind;
+  const bool quantize = kind == OpKind::Quantize || kind == OpKind::QuantizeSplit;
+  def.inputs = kind == OpKind::Quantize ? 1 : kind == OpKind::QuantizeSplit ? 3 : kind == OpKind::Dequantize ? 4 : 5;
+  def.outputs = kind == OpKind::QuantizeSplit ? 3 : quantize ? 2 : 1;
   OrtCustomOp& op = def.op;
   op.version = ORT_API_VERSION;
   op.GetName = [](const OrtCustomOp* self) { return op_def(self).name; };
   op.GetExecutionProviderType = [](const OrtCustomOp*) -> const char* { return nullptr; };  // CPU
-  op.GetInputTypeCount = [](const OrtCustomOp* self) -> size_t { return op_def(self).split ? 3 : 1; };
-  op.GetInputType = [](const OrtCustomOp*, size_t index) {
-    return index == 2 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  op.GetInputTypeCount = [](const OrtCustomOp* self) { return op_def(self).inputs; };
+  op.GetInputType = [](const OrtCustomOp* self, size_t index) {
+    switch (op_def(self).kind) {
+      case OpKind::Dequantize:
+      case OpKind::DequantizeResidual:
+        return index == 0 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+      case OpKind::QuantizeSplit:
+        return index == 2 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+      default:
+        return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    }
   };
-  op.GetOutputTypeCount = [](const OrtCustomOp* self) -> size_t { return op_def(self).split ? 3 : 2; };
-  op.GetOutputType = [](const OrtCustomOp*, size_t index) {
-    return index == 0 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  op.GetOutputTypeCount = [](const OrtCustomOp* self) { return op_def(self).outputs; };
+  op.GetOutputType = [](const OrtCustomOp* self, size_t index) {
+    const OpKind kind = op_def(self).kind;
+    const bool quantize = kind == OpKind::Quantize || kind == OpKind::QuantizeSplit;
+    return quantize && index == 0 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   };
   op.GetInputCharacteristic = [](const OrtCustomOp*, size_t) { return INPUT_OUTPUT_REQUIRED; };
   op.GetOutputCharacteristic = [](const OrtCustomOp*, size_t) { return INPUT_OUTPUT_REQUIRED; };
@@ -278,10 +441,26 @@ OpDef make_op(const char* name, bool split) {
   op.GetVariadicOutputMinArity = [](const OrtCustomOp*) { return 1; };
   op.GetVariadicOutputHomogeneity = [](const OrtCustomOp*) { return 1; };
   op.CreateKernelV2 = [](const OrtCustomOp* self, const OrtApi* api, const OrtKernelInfo* info, void** kernel) {
-    return create_kernel(api, info, op_def(self).split, kernel);
+    return create_kernel(api, info, op_def(self).kind, kernel);
   };
   op.KernelComputeV2 = compute;
   op.KernelDestroy = [](void* kernel) { delete static_cast<Kernel*>(kernel); };
+  op.InferOutputShapeFn = [](const OrtCustomOp* self, OrtShapeInferContext* context) {
+    return infer(op_def(self).kind, context);
+  };
+  if (!quantize) {
+    // y may take acc's buffer (int32 and float are the same size; each value is read before it is
+    // written), so the product of the widest MatMul is not held twice at the peak.
+    op.GetMayInplace = [](int** input_index, int** output_index) -> size_t {
+      *input_index = new int[1]{0};
+      *output_index = new int[1]{0};
+      return 1;
+    };
+    op.ReleaseMayInplace = [](int* input_index, int* output_index) {
+      delete[] input_index;
+      delete[] output_index;
+    };
+  }
   op.GetStartVersion = [](const OrtCustomOp*) { return 1; };
   op.GetEndVersion = [](const OrtCustomOp*) { return INT_MAX; };
   return def;
@@ -309,7 +488,9 @@ void quantize_rows(const float* x, int64_t first, int64_t last, int64_t k, const
 
 void register_row_quantize_ops(OrtSessionOptions* options) {
   // Static: ORT keeps pointers to the domain and to the op tables for the life of every session.
-  static OpDef ops[] = {make_op("RowQuantize", false), make_op("RowQuantizeSplit", true)};
+  static OpDef ops[] = {make_op("RowQuantize", OpKind::Quantize), make_op("RowQuantizeSplit", OpKind::QuantizeSplit),
+                        make_op("RowDequantize", OpKind::Dequantize),
+                        make_op("RowDequantizeResidual", OpKind::DequantizeResidual)};
   static OrtCustomOpDomain* domain = [] {
     const OrtApi& api = ort_api();
     OrtCustomOpDomain* created = nullptr;

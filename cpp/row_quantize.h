@@ -8,10 +8,13 @@
 //
 //   RowQuantize(x) -> (xq, row_scale)
 //   RowQuantizeSplit(x, inlier_mask, outlier_idx) -> (xq, row_scale, x_outliers)
+//   RowDequantize(acc, row_scale, col_scale, addend) -> y
+//   RowDequantizeResidual(acc, row_scale, col_scale, addend, residual) -> y
 //
 // whose bodies are those standard nodes, so any ONNX Runtime runs the file. Sessions created here
-// register a kernel for both names (register_row_quantize_ops), which ONNX Runtime prefers to
-// inlining the body: one pass over each row instead of fifteen nodes. The kernel computes exactly
+// register a kernel for each name (register_row_quantize_ops), which ONNX Runtime prefers to
+// inlining the body: one pass over each row instead of fifteen nodes, and one pass over the product instead of
+// MatMulIntegerToFloat's scale pass and a bias Add. The kernel computes exactly
 // what the body computes (tests/test_row_quantize.py compares the two bit for bit).
 //
 // For x of shape [..., K], each row r of K values (after x *= inlier_mask in the Split form):
@@ -20,6 +23,12 @@
 //   xq[r,k]   = clamp(round_half_even(x[r,k] / scale[r]) + zero_point, 0, 255)
 // and, in the Split form, x_outliers[r] = [x[r, outlier_idx[0]], ..., x[r, outlier_idx[n-1]], 1]
 // (the ones column carries the bias through the float32 product of the outlier channels).
+//
+// RowDequantize turns MatMulInteger's int32 product back into floats in one pass, adding the bias
+// (addend [N]) or the outlier channels' float32 product, which holds the bias (addend [..., N]):
+//   y[r,n] = float(acc[r,n]) * row_scale[r] * col_scale[n] + addend[(r,)n]
+// (in that order, no fused multiply-add: the body's Cast, Mul, Mul, Add). RowDequantizeResidual then
+// adds the residual stream (+ residual[r,n]), so the layer's LayerNormalization reads y directly.
 // Attributes: zero_point (int), inv_range (float), floor (float), symmetric (int, 0 or 1).
 #pragma once
 
@@ -45,7 +54,7 @@ void quantize_rows(const float* x, int64_t first, int64_t last, int64_t k, const
                    const float* mask, const int64_t* idx, int64_t n_outliers, uint8_t* xq, float* row_scale,
                    float* x_outliers);
 
-// Adds the "fastembed_native" domain with both ops to `options` (the ops live as long as the process).
+// Adds the "fastembed_native" domain with the four ops to `options` (the ops live as long as the process).
 void register_row_quantize_ops(OrtSessionOptions* options);
 
 }  // namespace fastembed

@@ -31,6 +31,7 @@ OrtPtr<OrtSessionOptions> make_options(const SessionConfig& config, std::vector<
   if (!config.optimized_model_path.empty()) {
     check(api.SetOptimizedModelFilePath(options.get(), config.optimized_model_path.c_str()));
   }
+  if (!config.profile_prefix.empty()) check(api.EnableProfiling(options.get(), config.profile_prefix.c_str()));
   check(config.cpu_mem_arena ? api.EnableCpuMemArena(options.get()) : api.DisableCpuMemArena(options.get()));
   check(config.mem_pattern ? api.EnableMemPattern(options.get()) : api.DisableMemPattern(options.get()));
   for (const auto& [key, value] : config.config_entries) {

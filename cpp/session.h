@@ -28,6 +28,7 @@ struct SessionConfig {
   int inter_op_threads = 0;
   std::vector<ProviderRequest> providers;  // priority order; CPU is always the last resort
   std::string optimized_model_path;        // non-empty: ORT writes the optimised graph there
+  std::string profile_prefix;              // non-empty: ORT profiles every node, written when the session ends
   bool cpu_mem_arena = true;
   bool mem_pattern = true;
   KeyValues config_entries;  // AddSessionConfigEntry, e.g. session.intra_op.allow_spinning = 0

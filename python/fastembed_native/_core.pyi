@@ -91,7 +91,10 @@ class Session:
         cpu_mem_arena: bool = True,
         mem_pattern: bool = True,
         config_entries: dict[str, Any] = {},
-    ) -> None: ...
+        profile_prefix: str = "",
+    ) -> None:
+        """``profile_prefix``: ONNX Runtime profiles every node into ``<prefix>_<date>.json``, written
+        when the session is released (for reading where the time goes, not for production)."""
     @property
     def providers(self) -> list[str]: ...
     def stats(self) -> dict[str, Any]:

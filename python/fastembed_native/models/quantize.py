@@ -110,8 +110,10 @@ GELU_MIN = 0.17
 GELU_ZERO_POINT = 16
 #: Embedding tables with at least this many rows are stored as int8.
 MIN_TABLE_ROWS = 1024
-#: Past this size the int8 graph keeps its weights in ``<name>_data`` beside it (protobuf's 2 GB).
+#: Past this size a calibration probe keeps its weights in a file beside it (protobuf's 2 GB).
 EXTERNAL_BYTES = 1_800_000_000
+#: Tensors smaller than this stay inside the int8 .onnx file (biases, scales, shapes).
+EXTERNAL_MIN_BYTES = 1024
 _EPS = 1e-8
 
 
@@ -285,9 +287,46 @@ def _seconds(call: Any, repeats: int = 3) -> float:
     return float(np.median(times))
 
 
+def _data_files(onnx_path: Path) -> list[Path]:
+    """The external data files ``onnx_path``'s graph reads its weights from."""
+    import onnx
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    names = {
+        entry.value
+        for t in proto.graph.initializer
+        if t.data_location == onnx.TensorProto.EXTERNAL
+        for entry in t.external_data
+        if entry.key == "location"
+    }
+    return sorted(onnx_path.parent / name for name in names)
+
+
+def _name_data_by_content(onnx_path: Path) -> None:
+    """Rename ``onnx_path``'s data file ``<name>_data`` to ``<name>_<digest>_data`` and point the
+    graph at it: a new int8 file then never pairs with an old graph's weights (a process loading the
+    old graph while ``quantize`` replaces it reads the old file or fails, never mixes the two)."""
+    import onnx
+
+    data = onnx_path.with_name(onnx_path.name + "_data")
+    h = hashlib.sha256()
+    with open(data, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            h.update(block)
+    named = onnx_path.with_name(f"{onnx_path.name}_{h.hexdigest()[:12]}_data")
+    os.replace(data, named)
+    named.chmod(onnx_path.stat().st_mode & 0o777)  # onnx creates it owner-only
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    for t in proto.graph.initializer:
+        for entry in t.external_data:
+            if entry.key == "location":
+                entry.value = named.name
+    onnx.save_model(proto, str(onnx_path))
+
+
 def _digest(path: Path) -> str:
     h = hashlib.sha256()
-    for part in sorted([path, *path.parent.glob(path.name + "_data")]):
+    for part in [path, *_data_files(path)]:
         with open(part, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 22), b""):
                 h.update(block)
@@ -371,10 +410,13 @@ def quantize_model(
             str(staged.relative_to(model_dir)),
             measure_speed,
         )
-        for part in target.parent.glob(target.name + "_data"):
-            part.unlink()
-        for part in staging.iterdir():
+        # Weights first, the graph that names them last; then the data files no graph names.
+        for part in sorted(staging.iterdir(), key=lambda p: p.name == target.name):
             os.replace(part, target.parent / part.name)
+        used = set(_data_files(target))
+        for part in target.parent.glob(target.name + "*_data"):
+            if part not in used:
+                part.unlink()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     recipe = {
@@ -769,7 +811,9 @@ def quantize_rowwise(
     for node in graph.node:
         for input_name in node.input:
             consumers[input_name].append(node)
-    removed: set[str] = set()  # bias Adds folded into the float32 outlier product
+    removed: set[str] = set()  # bias and residual Adds folded into RowDequantize
+    position = {out: i for i, n in enumerate(graph.node) for out in n.output}
+    position.update({i.name: -1 for i in graph.input})
     gelu_outputs = {name for name in groups if _is_gelu_output(name, graph)}
     gelu_zero_point = const(f"{prefix}/gelu_zero_point", np.array(GELU_ZERO_POINT, np.uint8))
     for gi, (name, group) in enumerate(groups.items()):
@@ -800,38 +844,44 @@ def quantize_rowwise(
             wq = gptq_quantize(inlier, h, scale)
             dropped.add(node.input[1])
             out = node.output[0]
-            bias = _bias_add(out, consumers, inits, weight.shape[1]) if idx else None
-            # A per-row a_scale ([..., 1]) multiplies the output after the integer product (and
-            # after a bias, so the bias stays a separate Add, fused downstream by ONNX Runtime).
+            bias = _bias_add(out, consumers, inits, weight.shape[1])
+            if bias is not None:  # the bias joins the product below; its Add goes
+                add, bias_values = bias
+                removed.add(add.output[0])
+                out = add.output[0]
+                bias_name = add.input[1] if add.input[0] == node.output[0] else add.input[0]
+                if len(consumers[bias_name]) == 1:
+                    dropped.add(bias_name)
+            else:
+                bias_values = np.zeros(weight.shape[1], np.float32)
+                bias_name = ""
+            # The int32 product, then one RowDequantize pass: * row scale * column scale + addend,
+            # where the addend is the bias, or the outlier channels' float32 product (whose ones
+            # column carries the bias).
             post = [
                 helper.make_node(
-                    "MatMulIntegerToFloat",
-                    [
-                        f"{p}/xq",
-                        const(f"{q}/w_int8", wq),
-                        f"{p}/row_scale",
-                        const(f"{q}/w_scale", scale),
-                        group_zero_point,
-                    ],
-                    [f"{q}/y" if idx else out],
-                    domain="com.microsoft",
+                    "MatMulInteger", [f"{p}/xq", const(f"{q}/w_int8", wq), group_zero_point], [f"{q}/acc"]
                 ),
             ]
             if idx:
-                rows = weight[idx]
-                if bias is not None:  # the bias as the ones column's weights; its Add goes
-                    add, bias_values = bias
-                    removed.add(add.output[0])
-                    out = add.output[0]
-                else:
-                    bias_values = np.zeros(weight.shape[1], np.float32)
-                rows = np.vstack([rows, bias_values[None, :]]).astype(np.float32)
-                post += [
+                rows = np.vstack([weight[idx], bias_values[None, :]]).astype(np.float32)
+                post.append(
                     helper.make_node(
                         "MatMul", [f"{p}/x_out1", const(f"{q}/w_outliers", rows)], [f"{q}/y_out"]
-                    ),
-                    helper.make_node("Add", [f"{q}/y", f"{q}/y_out"], [out]),
-                ]
+                    )
+                )
+                addend = f"{q}/y_out"
+            else:
+                addend = bias_name or const(f"{q}/bias", bias_values)
+                dropped.discard(addend)
+            dequantize_inputs = [f"{q}/acc", f"{p}/row_scale", const(f"{q}/w_scale", scale), addend]
+            residual = _residual_add(out, consumers, inits, position, position[node.output[0]])
+            if residual is not None:  # the residual stream's Add joins the same pass
+                add, residual_name = residual
+                removed.add(add.output[0])
+                out = add.output[0]
+                dequantize_inputs.append(residual_name)
+            post.append(row_quantize.dequantize_node(dequantize_inputs, [out], f"{q}/dequantize"))
             replaced[node.output[0]] = pre + post
             pre = []
     embedding_tables = _int8_embedding_tables(graph, inits, replaced, dropped, const)
@@ -851,15 +901,19 @@ def quantize_rowwise(
         proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     proto.opset_import.append(helper.make_opsetid(row_quantize.DOMAIN, row_quantize.VERSION))
     proto.functions.extend(row_quantize.functions(opset))
-    external = sum(t.ByteSize() for t in graph.initializer) > EXTERNAL_BYTES
+    # The weights in ``<name>_data`` beside the graph, as in the fp32 export: ONNX Runtime maps
+    # that file instead of copying it from a parsed graph, so the embedding table's untouched rows
+    # and the weights it repacks stay out of memory (all-MiniLM-L6-v2: 43 -> 21 MB per session).
     target.parent.joinpath(target.name + "_data").unlink(missing_ok=True)
     onnx.save_model(
         proto,
         str(target),
-        save_as_external_data=external,
+        save_as_external_data=True,
         all_tensors_to_one_file=True,
         location=target.name + "_data",
+        size_threshold=EXTERNAL_MIN_BYTES,
     )
+    _name_data_by_content(target)
     details: dict[str, Any] = {
         "activations": "int8 per token (row max |x|, symmetric), computed at run time",
         "weights": "int8 per output channel (symmetric), GPTQ-rounded on the calibration activations",
@@ -933,6 +987,21 @@ def _bias_add(
     if values.shape != (n,) or values.dtype != np.float32:
         return None
     return add, values
+
+
+def _residual_add(
+    output: str, consumers: dict[str, list[Any]], inits: dict[str, Any], position: dict[str, int], before: int
+) -> tuple[Any, str] | None:
+    """The Add that alone reads ``output`` and adds a computed tensor (the residual stream) that is
+    ready before node ``before`` (the MatMul whose place the fused pass takes), and that tensor."""
+    readers = consumers.get(output, [])
+    if len(readers) != 1 or readers[0].op_type != "Add":
+        return None
+    add = readers[0]
+    other = add.input[1] if add.input[0] == output else add.input[0]
+    if other == output or other in inits or position.get(other, before) >= before:
+        return None
+    return add, other
 
 
 def _int8_embedding_tables(

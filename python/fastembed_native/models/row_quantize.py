@@ -34,6 +34,8 @@ DOMAIN = "fastembed_native"
 VERSION = 1
 QUANTIZE = "RowQuantize"
 QUANTIZE_SPLIT = "RowQuantizeSplit"
+DEQUANTIZE = "RowDequantize"
+DEQUANTIZE_RESIDUAL = "RowDequantizeResidual"
 ATTRIBUTES = ("zero_point", "inv_range", "floor", "symmetric")
 
 
@@ -96,7 +98,7 @@ def _body(opset: int, x: str, prefix: list[Any]) -> list[Any]:
 
 
 def functions(opset: int) -> list[Any]:
-    """Both functions, for a model whose default-domain opset is ``opset``."""
+    """The four functions, for a model whose default-domain opset is ``opset``."""
     from onnx import TensorProto, helper, numpy_helper
 
     imports = [helper.make_opsetid("", opset)]
@@ -135,7 +137,29 @@ def functions(opset: int) -> list[Any]:
         imports,
         list(ATTRIBUTES),
     )
-    return [plain, split]
+    dequantize_body = [
+        helper.make_node("Cast", ["acc"], ["acc_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["acc_f", "row_scale"], ["by_row"]),
+        helper.make_node("Mul", ["by_row", "col_scale"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "addend"], ["y"]),
+    ]
+    dequantize = helper.make_function(
+        DOMAIN, DEQUANTIZE, ["acc", "row_scale", "col_scale", "addend"], ["y"], dequantize_body, imports
+    )
+    residual_body = [
+        *dequantize_body[:-1],
+        helper.make_node("Add", ["scaled", "addend"], ["with_addend"]),
+        helper.make_node("Add", ["with_addend", "residual"], ["y"]),
+    ]
+    residual = helper.make_function(
+        DOMAIN,
+        DEQUANTIZE_RESIDUAL,
+        ["acc", "row_scale", "col_scale", "addend", "residual"],
+        ["y"],
+        residual_body,
+        imports,
+    )
+    return [plain, split, dequantize, residual]
 
 
 def node(
@@ -163,3 +187,12 @@ def node(
         floor=float(floor),
         symmetric=int(symmetric),
     )
+
+
+def dequantize_node(inputs: list[str], outputs: list[str], name: str) -> Any:
+    """``RowDequantize(acc, row_scale, col_scale, addend) -> y``, or with a fifth input
+    ``RowDequantizeResidual(acc, row_scale, col_scale, addend, residual) -> y``."""
+    from onnx import helper
+
+    op = DEQUANTIZE if len(inputs) == 4 else DEQUANTIZE_RESIDUAL
+    return helper.make_node(op, inputs, outputs, name=name, domain=DOMAIN)
