@@ -2,9 +2,13 @@
 
 #include "ort_runtime.h"
 
+// GCC 12's AVX-512 headers seed _mm512_max_ps / _mm512_min_ps with a self-initialised
+// _mm512_undefined_ps(), which -Wmaybe-uninitialized reports once inlined here; the value is never read.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cmath>
 #include <string>
@@ -59,7 +63,11 @@ __attribute__((target("avx512f"))) void quantize_row_avx512(const float* x, int6
     vmax = _mm512_mask_max_ps(vmax, tail, vmax, v);
     vmin = _mm512_mask_min_ps(vmin, tail, vmin, v);
   }
-  const float s = row_scale_of(_mm512_reduce_max_ps(vmax), _mm512_reduce_min_ps(vmin), p);
+  // Horizontal max / min through memory (exact either way: max and min do not round).
+  alignas(64) float maxes[16], mins[16];
+  _mm512_store_ps(maxes, vmax);
+  _mm512_store_ps(mins, vmin);
+  const float s = row_scale_of(*std::max_element(maxes, maxes + 16), *std::min_element(mins, mins + 16), p);
   const __m512 vs = _mm512_set1_ps(s);
   const __m512 lo = _mm512_set1_ps(-static_cast<float>(p.zero_point));
   const __m512 hi = _mm512_set1_ps(255.0f - static_cast<float>(p.zero_point));
@@ -345,6 +353,18 @@ OrtStatus* compute(void* kernel_ptr, OrtKernelContext* context) {
 // symbolic names included.
 OrtStatus* set_output(const OrtApi* api, OrtShapeInferContext* context, size_t index, ONNXTensorElementDataType type,
                       const std::vector<int64_t>& dims, std::vector<const char*> names) {
+  // ORT writes a dimension with neither a value nor a name as the value -1, which the next node's
+  // inference then takes for a real size; so an unknown dimension gets a name of its own, one that
+  // matches no other (an unknown size says nothing about equality).
+  std::vector<std::string> invented;
+  invented.reserve(dims.size());
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (dims[i] < 0 && (names[i] == nullptr || names[i][0] == '\0')) {
+      static std::atomic<uint64_t> counter{0};
+      invented.push_back("fastembed_native_unknown_" + std::to_string(counter++));
+      names[i] = invented.back().c_str();
+    }
+  }
   OrtTensorTypeAndShapeInfo* info = nullptr;
   FASTEMBED_RETURN_IF(api->CreateTensorTypeAndShapeInfo(&info));
   OrtStatus* status = api->SetTensorElementType(info, type);
@@ -429,9 +449,9 @@ OpDef make_op(const char* name, OpKind kind) {
   };
   op.GetOutputTypeCount = [](const OrtCustomOp* self) { return op_def(self).outputs; };
   op.GetOutputType = [](const OrtCustomOp* self, size_t index) {
-    const OpKind kind = op_def(self).kind;
-    const bool quantize = kind == OpKind::Quantize || kind == OpKind::QuantizeSplit;
-    return quantize && index == 0 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    const OpKind of = op_def(self).kind;
+    const bool quantizes = of == OpKind::Quantize || of == OpKind::QuantizeSplit;
+    return quantizes && index == 0 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   };
   op.GetInputCharacteristic = [](const OrtCustomOp*, size_t) { return INPUT_OUTPUT_REQUIRED; };
   op.GetOutputCharacteristic = [](const OrtCustomOp*, size_t) { return INPUT_OUTPUT_REQUIRED; };
@@ -484,6 +504,20 @@ void quantize_rows(const float* x, int64_t first, int64_t last, int64_t k, const
     }
     quantize(row, k, params, xq + r * k, row_scale + r);
   }
+}
+
+bool quantize_row_with(bool simd, const float* x, int64_t k, const RowQuantizeParams& params, uint8_t* xq,
+                       float* row_scale) {
+  if (simd && !__builtin_cpu_supports("avx512f")) return false;
+  (simd ? quantize_row_avx512 : quantize_row_scalar)(x, k, params, xq, row_scale);
+  return true;
+}
+
+bool dequantize_row_with(bool simd, const int32_t* acc, int64_t n, float row_scale, const float* col_scale,
+                         const float* addend, const float* residual, float* y) {
+  if (simd && !__builtin_cpu_supports("avx512f")) return false;
+  (simd ? dequantize_row_avx512 : dequantize_row_scalar)(acc, n, row_scale, col_scale, addend, residual, y);
+  return true;
 }
 
 void register_row_quantize_ops(OrtSessionOptions* options) {

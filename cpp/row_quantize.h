@@ -54,6 +54,13 @@ void quantize_rows(const float* x, int64_t first, int64_t last, int64_t k, const
                    const float* mask, const int64_t* idx, int64_t n_outliers, uint8_t* xq, float* row_scale,
                    float* x_outliers);
 
+// One row through the scalar loop (simd = false) or the AVX-512 one; false, doing nothing, when
+// asked for AVX-512 on a CPU without it. For the native tests, which hold the two to each other.
+bool quantize_row_with(bool simd, const float* x, int64_t k, const RowQuantizeParams& params, uint8_t* xq,
+                       float* row_scale);
+bool dequantize_row_with(bool simd, const int32_t* acc, int64_t n, float row_scale, const float* col_scale,
+                         const float* addend, const float* residual, float* y);
+
 // Adds the "fastembed_native" domain with the four ops to `options` (the ops live as long as the process).
 void register_row_quantize_ops(OrtSessionOptions* options);
 

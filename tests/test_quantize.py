@@ -156,6 +156,26 @@ def test_rowwise_vectors_do_not_depend_on_the_rest_of_the_batch(quantized):
     np.testing.assert_allclose(alone, together, atol=2e-5)
 
 
+def test_any_onnx_runtime_runs_the_int8_file_and_our_kernels_match_it(quantized):
+    """The int8 graph's row ops are model-local functions: plain onnxruntime inlines their standard
+    bodies, our sessions run the C++ kernels (models/row_quantize.py), and the two agree bit for bit."""
+    import onnx
+    import onnxruntime as ort
+
+    from fastembed_native import _core
+    from fastembed_native.models import row_quantize
+
+    path = quantized / INT8_FILE
+    assert set(row_quantize.OPS) <= {n.op_type for n in onnx.load(str(path)).graph.node}
+    ids = np.array([[101, 7592, 2088, 102, 0], [101, 2023, 2003, 1037, 102]], np.int64)
+    mask = (ids != 0).astype(np.int64)
+    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = plain.run(["last_hidden_state"], {i.name: feeds[i.name] for i in plain.get_inputs()})[0]
+    ours = _core.Session(str(path)).run(ids, mask, np.zeros_like(ids), ["last_hidden_state"])[0]
+    np.testing.assert_array_equal(np.array(ours)[mask == 1], want[mask == 1])
+
+
 def test_quantized_true_picks_the_int8_file_or_says_how_to_make_it(quantized, tiny_bert):
     np.testing.assert_array_equal(
         TextEmbedding(quantized, quantized=True).embed(TEXTS),

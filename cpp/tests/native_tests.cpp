@@ -13,6 +13,7 @@
 #include "../multivector.h"
 #include "../ort_runtime.h"
 #include "../pooling.h"
+#include "../row_quantize.h"
 #include "../session.h"
 #include "../sparse.h"
 
@@ -206,6 +207,83 @@ void test_load_errors(const std::string& model) {
 
 }  // namespace
 
+// The int8 row kernels: the AVX-512 loops give the scalar loops' bytes and floats exactly, at every
+// row length around the 16-lane blocks, for symmetric and one-sided rows, rows of zeros, rows below
+// zero, and values on a rounding tie; the scalar loop agrees with the formula written out here.
+void test_row_quantize() {
+  using fastembed::RowQuantizeParams;
+  RowQuantizeParams symmetric;  // zero point 128, 1/127
+  RowQuantizeParams one_sided;
+  one_sided.zero_point = 16;
+  one_sided.inv_range = 1.0f / 239.0f;
+  one_sided.floor = 2.54f;
+  one_sided.symmetric = false;
+  uint32_t state = 7;
+  auto next = [&state] {  // a small LCG: the same values under every compiler
+    state = state * 1664525u + 1013904223u;
+    return static_cast<float>(state >> 8) / static_cast<float>(1u << 24) * 8.0f - 4.0f;
+  };
+  for (const RowQuantizeParams& params : {symmetric, one_sided}) {
+    for (int64_t k = 1; k <= 40; ++k) {
+      for (int kind = 0; kind < 4; ++kind) {
+        std::vector<float> x(static_cast<size_t>(k));
+        for (float& v : x) v = kind == 0 ? next() : kind == 1 ? 0.0f : kind == 2 ? -std::fabs(next()) : 0.0f;
+        if (kind == 3) {  // ties: max 127 * 0.5 makes the scale 0.5; x / 0.5 = n + 0.5 for these
+          x[0] = 63.5f;
+          for (int64_t i = 1; i < k; ++i) x[static_cast<size_t>(i)] = (static_cast<float>(i % 9) - 4.0f) * 0.5f + 0.25f;
+        }
+        std::vector<uint8_t> scalar(static_cast<size_t>(k)), simd(static_cast<size_t>(k), 0xAB);
+        float scalar_scale = 0.0f, simd_scale = -1.0f;
+        CHECK(fastembed::quantize_row_with(false, x.data(), k, params, scalar.data(), &scalar_scale));
+        if (fastembed::quantize_row_with(true, x.data(), k, params, simd.data(), &simd_scale)) {
+          CHECK(simd == scalar && simd_scale == scalar_scale);
+        }
+        float max = x[0], min = x[0];
+        for (float v : x) {
+          max = std::max(max, v);
+          min = std::min(min, v);
+        }
+        const float range = std::max(std::max(max, params.symmetric ? -min : 0.0f), params.floor);
+        CHECK(scalar_scale == range * params.inv_range);
+        bool formula = true;
+        for (int64_t i = 0; i < k; ++i) {
+          const float q = std::nearbyint(x[static_cast<size_t>(i)] / scalar_scale) + params.zero_point;
+          formula =
+              formula && scalar[static_cast<size_t>(i)] == static_cast<uint8_t>(std::min(std::max(q, 0.0f), 255.0f));
+        }
+        CHECK(formula);
+      }
+    }
+  }
+  for (int64_t n = 1; n <= 40; ++n) {
+    std::vector<int32_t> acc(static_cast<size_t>(n));
+    std::vector<float> col(static_cast<size_t>(n)), addend(static_cast<size_t>(n)), residual(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      acc[static_cast<size_t>(i)] = static_cast<int32_t>(next() * 100000.0f);
+      col[static_cast<size_t>(i)] = std::fabs(next()) * 1e-3f;
+      addend[static_cast<size_t>(i)] = next();
+      residual[static_cast<size_t>(i)] = next();
+    }
+    for (const float* with : {static_cast<const float*>(nullptr), static_cast<const float*>(residual.data())}) {
+      std::vector<float> scalar(static_cast<size_t>(n)), simd(static_cast<size_t>(n), -9.0f);
+      CHECK(
+          fastembed::dequantize_row_with(false, acc.data(), n, 0.37f, col.data(), addend.data(), with, scalar.data()));
+      if (fastembed::dequantize_row_with(true, acc.data(), n, 0.37f, col.data(), addend.data(), with, simd.data())) {
+        CHECK(simd == scalar);
+      }
+      bool formula = true;
+      for (int64_t i = 0; i < n; ++i) {
+        float v = static_cast<float>(acc[static_cast<size_t>(i)]) * 0.37f;
+        v = v * col[static_cast<size_t>(i)];
+        v = v + addend[static_cast<size_t>(i)];
+        if (with != nullptr) v = v + with[i];
+        formula = formula && scalar[static_cast<size_t>(i)] == v;
+      }
+      CHECK(formula);
+    }
+  }
+}
+
 int main(int argc, char** argv) {
   if (argc != 3) {
     std::fprintf(stderr, "usage: %s <libonnxruntime> <tiny model.onnx>\n", argv[0]);
@@ -216,6 +294,7 @@ int main(int argc, char** argv) {
   test_session(argv[2]);
   test_heads(argv[2]);
   test_maxsim_blocks();
+  test_row_quantize();
   test_load_errors(argv[2]);
   std::printf("native_tests: %d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;

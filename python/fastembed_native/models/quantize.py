@@ -91,6 +91,7 @@ QUANTIZED_OPS = (
     "QuantizeLinear",
     "DequantizeLinear",
     "QGemm",
+    *row_quantize.OPS,
 )
 #: Calibration pairs for a reranker take a text's first words as the query.
 CALIBRATION_QUERY_WORDS = 12
@@ -813,7 +814,7 @@ def quantize_rowwise(
             consumers[input_name].append(node)
     removed: set[str] = set()  # bias and residual Adds folded into RowDequantize
     position = {out: i for i, n in enumerate(graph.node) for out in n.output}
-    position.update({i.name: -1 for i in graph.input})
+    producers = {out: n for n in graph.node for out in n.output}
     gelu_outputs = {name for name in groups if _is_gelu_output(name, graph)}
     gelu_zero_point = const(f"{prefix}/gelu_zero_point", np.array(GELU_ZERO_POINT, np.uint8))
     for gi, (name, group) in enumerate(groups.items()):
@@ -844,13 +845,12 @@ def quantize_rowwise(
             wq = gptq_quantize(inlier, h, scale)
             dropped.add(node.input[1])
             out = node.output[0]
-            bias = _bias_add(out, consumers, inits, weight.shape[1])
+            bias = _bias_add(out, consumers, inits, weight.shape[1], producers)
             if bias is not None:  # the bias joins the product below; its Add goes
-                add, bias_values = bias
+                add, bias_values, bias_name = bias
                 removed.add(add.output[0])
                 out = add.output[0]
-                bias_name = add.input[1] if add.input[0] == node.output[0] else add.input[0]
-                if len(consumers[bias_name]) == 1:
+                if len(consumers[bias_name]) == 1 and consumers[bias_name][0] is add:  # not via an Identity
                     dropped.add(bias_name)
             else:
                 bias_values = np.zeros(weight.shape[1], np.float32)
@@ -875,7 +875,7 @@ def quantize_rowwise(
                 addend = bias_name or const(f"{q}/bias", bias_values)
                 dropped.discard(addend)
             dequantize_inputs = [f"{q}/acc", f"{p}/row_scale", const(f"{q}/w_scale", scale), addend]
-            residual = _residual_add(out, consumers, inits, position, position[node.output[0]])
+            residual = _residual_add(out, consumers, producers, position, position[node.output[0]])
             if residual is not None:  # the residual stream's Add joins the same pass
                 add, residual_name = residual
                 removed.add(add.output[0])
@@ -971,9 +971,10 @@ def _is_gelu_output(name: str, graph: Any) -> bool:
 
 
 def _bias_add(
-    output: str, consumers: dict[str, list[Any]], inits: dict[str, Any], n: int
-) -> tuple[Any, np.ndarray] | None:
-    """The Add of a constant [n] bias that alone reads ``output``, and the bias; else None."""
+    output: str, consumers: dict[str, list[Any]], inits: dict[str, Any], n: int, producers: dict[str, Any]
+) -> tuple[Any, np.ndarray, str] | None:
+    """The Add of a constant [n] bias that alone reads ``output``, the bias, and the initializer
+    that holds it (also through an Identity, as exports that share tensors write); else None."""
     from onnx import numpy_helper
 
     readers = consumers.get(output, [])
@@ -981,25 +982,43 @@ def _bias_add(
         return None
     add = readers[0]
     other = add.input[1] if add.input[0] == output else add.input[0]
+    source = producers.get(other)
+    if other not in inits and source is not None and source.op_type == "Identity":
+        other = source.input[0]
     if other not in inits:
         return None
     values = numpy_helper.to_array(inits[other])
     if values.shape != (n,) or values.dtype != np.float32:
         return None
-    return add, values
+    return add, values, other
 
 
 def _residual_add(
-    output: str, consumers: dict[str, list[Any]], inits: dict[str, Any], position: dict[str, int], before: int
+    output: str,
+    consumers: dict[str, list[Any]],
+    producers: dict[str, Any],
+    position: dict[str, int],
+    before: int,
 ) -> tuple[Any, str] | None:
-    """The Add that alone reads ``output`` and adds a computed tensor (the residual stream) that is
-    ready before node ``before`` (the MatMul whose place the fused pass takes), and that tensor."""
+    """The residual Add of a post-LayerNorm transformer that alone reads ``output``: it adds the
+    output of a LayerNormalization (the residual stream, the same shape) computed before node
+    ``before`` (the MatMul whose place the fused pass takes), and feeds a LayerNormalization.
+    Returns the Add and the residual; None for any other pattern, which keeps its own Add."""
     readers = consumers.get(output, [])
     if len(readers) != 1 or readers[0].op_type != "Add":
         return None
     add = readers[0]
     other = add.input[1] if add.input[0] == output else add.input[0]
-    if other == output or other in inits or position.get(other, before) >= before:
+    source = producers.get(other)
+    after = consumers.get(add.output[0], [])
+    if (
+        other == output
+        or source is None
+        or source.op_type != "LayerNormalization"
+        or position[other] >= before
+        or len(after) != 1
+        or after[0].op_type != "LayerNormalization"
+    ):
         return None
     return add, other
 

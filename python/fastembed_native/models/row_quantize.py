@@ -1,22 +1,28 @@
-"""The per-token activation quantizer of the rowwise int8 graphs, as two ONNX model-local functions.
+"""The per-token int8 ops of the rowwise graphs, as ONNX model-local functions with C++ kernels.
 
 ``quantize_rowwise`` (quantize.py) quantizes each row of a MatMul's float input with its own scale.
-Written out in standard ONNX that is about fifteen small nodes per input; a single query spends more
-time dispatching them than the int8 products save. So the graph calls one node per input instead:
+Written in standard ONNX that is about fifteen small nodes per input, and then MatMulIntegerToFloat
+scales its product in a second pass and two Adds follow (bias, residual stream); a single query
+spends more time dispatching nodes than the int8 products save. So the graph calls four ops of the
+domain ``fastembed_native``:
 
-* ``fastembed_native.RowQuantize(x) -> (xq, row_scale)``
-* ``fastembed_native.RowQuantizeSplit(x, inlier_mask, outlier_idx) -> (xq, row_scale, x_outliers)``:
-  the same on ``x * inlier_mask``, and ``x_outliers`` = x's outlier channels and a column of ones,
-  for the float32 product that carries those channels and the bias.
+* ``RowQuantize(x) -> (xq, row_scale)``: each row's scale and uint8 bytes.
+* ``RowQuantizeSplit(x, inlier_mask, outlier_idx) -> (xq, row_scale, x_outliers)``: the same on
+  ``x * inlier_mask``, and ``x_outliers`` = x's outlier channels and a column of ones, for the
+  float32 product that carries those channels and the bias.
+* ``RowDequantize(acc, row_scale, col_scale, addend) -> y``: MatMulInteger's int32 product back to
+  floats, ``acc * row_scale * col_scale + addend`` (the bias, or the outlier product with the bias).
+* ``RowDequantizeResidual(acc, row_scale, col_scale, addend, residual) -> y``: the same ``+ residual``
+  (the residual stream of a post-LayerNorm transformer), so LayerNormalization reads it directly.
 
 Each is a model-local function whose body is the standard nodes (below), so any ONNX Runtime loads
-the file and runs the body. fastembed_native's sessions register a C++ kernel under the same names
+the file and runs the bodies. fastembed_native's sessions register a C++ kernel under each name
 (``cpp/row_quantize.cpp``); ONNX Runtime runs a node some provider has a kernel for instead of
-inlining its body, so our engine does one pass per row where another runtime runs the fifteen nodes.
-Both compute the same bytes: ``tests/test_row_quantize.py`` runs the file both ways.
+inlining its body, so our engine does one pass where another runtime runs the nodes. Both compute
+the same floats and bytes: ``tests/test_row_quantize.py`` runs them both ways.
 
-Attributes (the row's scale is ``max(max x, symmetric ? -min x : 0, floor) * inv_range``; a value is
-``clamp(round_half_even(x / scale) + zero_point, 0, 255)``):
+Attributes of the quantize ops (the row's scale is ``max(max x, symmetric ? -min x : 0, floor) *
+inv_range``; a value is ``clamp(round_half_even(x / scale) + zero_point, 0, 255)``):
 
 * ``zero_point`` (int): 128 for symmetric int8 in the uint8 form VNNI multiplies; 16 for GELU rows.
 * ``inv_range`` (float): 1 / 127, or 1 / (255 - zero_point) for one-sided rows.
@@ -36,6 +42,7 @@ QUANTIZE = "RowQuantize"
 QUANTIZE_SPLIT = "RowQuantizeSplit"
 DEQUANTIZE = "RowDequantize"
 DEQUANTIZE_RESIDUAL = "RowDequantizeResidual"
+OPS = (QUANTIZE, QUANTIZE_SPLIT, DEQUANTIZE, DEQUANTIZE_RESIDUAL)
 ATTRIBUTES = ("zero_point", "inv_range", "floor", "symmetric")
 
 
