@@ -35,7 +35,10 @@ void quantize_row_scalar(const float* x, int64_t k, const RowQuantizeParams& p, 
   const float s = row_scale_of(max, min, p);
   const float lo = -static_cast<float>(p.zero_point), hi = 255.0f - static_cast<float>(p.zero_point);
   for (int64_t i = 0; i < k; ++i) {
-    const float v = std::min(std::max(x[i] / s, lo), hi);
+    // The clamp as AVX-512's max_ps / min_ps do it (a NaN becomes lo), so no NaN reaches the cast.
+    float v = x[i] / s;
+    v = v > lo ? v : lo;
+    v = v < hi ? v : hi;
     q[i] = static_cast<uint8_t>(static_cast<int>(std::nearbyint(v)) + p.zero_point);
   }
   *scale = s;
@@ -54,14 +57,14 @@ __attribute__((target("avx512f"))) void quantize_row_avx512(const float* x, int6
   int64_t i = 0;
   for (; i + 16 <= k; i += 16) {
     const __m512 v = _mm512_loadu_ps(x + i);
-    vmax = _mm512_max_ps(vmax, v);
-    vmin = _mm512_min_ps(vmin, v);
+    vmax = _mm512_max_ps(v, vmax);  // a NaN in x is passed over, as std::max(max, x) does
+    vmin = _mm512_min_ps(v, vmin);
   }
   const __mmask16 tail = static_cast<__mmask16>((1u << (k - i)) - 1u);
   if (tail != 0) {
     const __m512 v = _mm512_maskz_loadu_ps(tail, x + i);
-    vmax = _mm512_mask_max_ps(vmax, tail, vmax, v);
-    vmin = _mm512_mask_min_ps(vmin, tail, vmin, v);
+    vmax = _mm512_mask_max_ps(vmax, tail, v, vmax);
+    vmin = _mm512_mask_min_ps(vmin, tail, v, vmin);
   }
   // Horizontal max / min through memory (exact either way: max and min do not round).
   alignas(64) float maxes[16], mins[16];
