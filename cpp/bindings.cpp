@@ -356,7 +356,7 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init([](const std::string& model_path, int graph_optimization_level, int intra_op_threads,
                        int inter_op_threads, const std::vector<std::pair<std::string, py::dict>>& providers,
                        const std::string& optimized_model_path, bool cpu_mem_arena, bool mem_pattern,
-                       const py::dict& config_entries, const std::string& profile_prefix) {
+                       const py::dict& config_entries, const std::string& profile_prefix, bool share_weights) {
              fastembed::SessionConfig config;
              config.graph_optimization_level = graph_optimization_level;
              config.intra_op_threads = intra_op_threads;
@@ -367,6 +367,7 @@ PYBIND11_MODULE(_core, m) {
              config.mem_pattern = mem_pattern;
              config.config_entries = to_key_values(config_entries);
              config.profile_prefix = profile_prefix;
+             config.share_weights = share_weights;
              py::gil_scoped_release release;  // loading and optimising a model takes a while; no Python objects used
              return std::make_unique<fastembed::Session>(model_path, config);
            }),
@@ -374,8 +375,10 @@ PYBIND11_MODULE(_core, m) {
            py::arg("intra_op_threads") = 0, py::arg("inter_op_threads") = 0,
            py::arg("providers") = std::vector<std::pair<std::string, py::dict>>{}, py::arg("optimized_model_path") = "",
            py::arg("cpu_mem_arena") = true, py::arg("mem_pattern") = true, py::arg("config_entries") = py::dict(),
-           py::arg("profile_prefix") = "")
+           py::arg("profile_prefix") = "", py::arg("share_weights") = true)
       .def_property_readonly("providers", &fastembed::Session::providers)
+      .def_property_readonly("shared_tensors", &fastembed::Session::shared_tensors,
+                             "Tensors shared with the process's other sessions over the same file (0: none)")
       .def(
           "stats",
           [](const fastembed::Session& s) {

@@ -235,7 +235,16 @@ Session::Session(const std::string& model_path, const SessionConfig& config) {
   const OrtApi& api = runtime.api();
   OrtPtr<OrtSessionOptions> options = make_options(config, providers_);
   OrtSession* raw_session = nullptr;
-  check(api.CreateSession(runtime.env(), model_path.c_str(), options.get(), &raw_session));
+  // CPU sessions over one file share its weights and their pre-packed copies (shared_weights.h).
+  if (config.share_weights && providers_.size() == 1) weights_ = SharedWeights::for_model(model_path);
+  if (weights_ != nullptr) {
+    weights_->add_to(options.get());
+    check(api.CreateSessionWithPrepackedWeightsContainer(runtime.env(), model_path.c_str(), options.get(),
+                                                         weights_->container(), &raw_session));
+    weights_->release_pages();  // ORT has pre-packed what it packs; the rest is read back on demand
+  } else {
+    check(api.CreateSession(runtime.env(), model_path.c_str(), options.get(), &raw_session));
+  }
   session_.reset(raw_session);
   OrtMemoryInfo* raw_memory = nullptr;
   check(api.CreateCpuMemoryInfo(OrtArenaAllocator, OrtMemTypeDefault, &raw_memory));
@@ -421,6 +430,8 @@ void Session::count_run(const TokenBatch& tokens, int64_t run_ns, int64_t pool_n
   real_tokens_.fetch_add(real, std::memory_order_relaxed);
   computed_tokens_.fetch_add(count, std::memory_order_relaxed);
 }
+
+size_t Session::shared_tensors() const noexcept { return weights_ != nullptr ? weights_->tensor_count() : 0; }
 
 SessionStats Session::stats() const noexcept {
   return {runs_.load(std::memory_order_relaxed), run_ns_.load(std::memory_order_relaxed),

@@ -4,12 +4,14 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "ort_runtime.h"
 #include "pooling.h"
+#include "shared_weights.h"
 
 namespace fastembed {
 
@@ -29,6 +31,7 @@ struct SessionConfig {
   std::vector<ProviderRequest> providers;  // priority order; CPU is always the last resort
   std::string optimized_model_path;        // non-empty: ORT writes the optimised graph there
   std::string profile_prefix;              // non-empty: ORT profiles every node, written when the session ends
+  bool share_weights = true;               // CPU sessions over one file share its weights (shared_weights.h)
   bool cpu_mem_arena = true;
   bool mem_pattern = true;
   KeyValues config_entries;  // AddSessionConfigEntry, e.g. session.intra_op.allow_spinning = 0
@@ -80,6 +83,8 @@ class Session {
   const std::vector<std::string>& providers() const noexcept { return providers_; }
   SessionStats stats() const noexcept;
   void reset_stats() noexcept;
+  // Tensors this session shares with the process's other sessions over the same file (0: none).
+  size_t shared_tensors() const noexcept;
 
   // Runs the model on `tokens` and pools each row into `dest` (see pooling::Destination).
   // `vocab_size` > 0 checks every id first, so a tokenizer larger than the model's embedding
@@ -100,6 +105,7 @@ class Session {
   // Counts one Run of `tokens` that took `run_ns` (and `pool_ns` of pooling) in the stats.
   void count_run(const TokenBatch& tokens, int64_t run_ns, int64_t pool_ns) const noexcept;
 
+  std::shared_ptr<SharedWeights> weights_;  // first: released after the session that uses it
   OrtPtr<OrtSession> session_;
   OrtPtr<OrtMemoryInfo> cpu_memory_;
   ModelIO io_;

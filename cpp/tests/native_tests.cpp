@@ -15,6 +15,7 @@
 #include "../pooling.h"
 #include "../row_quantize.h"
 #include "../session.h"
+#include "../shared_weights.h"
 #include "../sparse.h"
 
 namespace {
@@ -197,6 +198,23 @@ void test_maxsim_blocks() {
   }
 }
 
+// The initializer table as the protobuf reader sees it: the tiny model's word table, inline.
+void test_read_initializers(const std::string& model) {
+  const std::vector<fastembed::InitializerRecord> records = fastembed::read_initializers(model);
+  const auto word = std::find_if(records.begin(), records.end(), [](const auto& r) { return r.name == "word"; });
+  CHECK(word != records.end());
+  if (word != records.end()) {
+    CHECK(word->data_type == 1 && word->dims.size() == 2 && word->file.empty());
+    CHECK(word->length == static_cast<uint64_t>(word->dims[0] * word->dims[1]) * sizeof(float));
+  }
+  CHECK(throws<fastembed::InvalidArgument>([] { fastembed::read_initializers("/nonexistent/model.onnx"); }));
+  // Two sessions over the file answer alike whether or not they share (inline tensors are left to ORT).
+  fastembed::SessionConfig shared, alone;
+  alone.share_weights = false;
+  fastembed::Session a(model, shared), b(model, alone);
+  CHECK(a.io().dim == b.io().dim);
+}
+
 void test_load_errors(const std::string& model) {
   CHECK(throws<fastembed::OrtError>([] { fastembed::Session("/nonexistent/model.onnx", fastembed::SessionConfig{}); }));
   fastembed::SessionConfig missing_provider;
@@ -297,6 +315,7 @@ int main(int argc, char** argv) {
   test_heads(argv[2]);
   test_maxsim_blocks();
   test_row_quantize();
+  test_read_initializers(argv[2]);
   test_load_errors(argv[2]);
   std::printf("native_tests: %d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;

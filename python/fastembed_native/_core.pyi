@@ -92,11 +92,17 @@ class Session:
         mem_pattern: bool = True,
         config_entries: dict[str, Any] = {},
         profile_prefix: str = "",
+        share_weights: bool = True,
     ) -> None:
         """``profile_prefix``: ONNX Runtime profiles every node into ``<prefix>_<date>.json``, written
-        when the session is released (for reading where the time goes, not for production)."""
+        when the session is released (for reading where the time goes, not for production).
+        ``share_weights``: CPU sessions over one file in this process share its weights and their
+        pre-packed copies (cpp/shared_weights.h)."""
     @property
     def providers(self) -> list[str]: ...
+    @property
+    def shared_tensors(self) -> int:
+        """Tensors shared with the process's other sessions over the same file (0: none)."""
     def stats(self) -> dict[str, Any]:
         """Totals since creation or reset_stats(): runs, seconds in ORT Run and in pooling, tokens."""
 
