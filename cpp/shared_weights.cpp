@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -253,6 +254,15 @@ std::string identity(const std::string& path) {
 
 }  // namespace
 
+struct SharedWeights::Container {
+  OrtPrepackedWeightsContainer* raw = nullptr;
+  Container() { check(ort_api().CreatePrepackedWeightsContainer(&raw)); }
+  ~Container() { ort_api().ReleasePrepackedWeightsContainer(raw); }
+  Container(const Container&) = delete;
+  Container& operator=(const Container&) = delete;
+  OrtPrepackedWeightsContainer* get() const noexcept { return raw; }
+};
+
 std::shared_ptr<SharedWeights> SharedWeights::for_model(const std::string& onnx_path) {
   const std::string path = canonical(onnx_path);
   const std::string key = identity(path);
@@ -300,7 +310,19 @@ std::shared_ptr<SharedWeights> SharedWeights::for_model(const std::string& onnx_
     weights->values_.push_back(value);
   }
   if (weights->values_.empty()) return nullptr;
-  check(api.CreatePrepackedWeightsContainer(&weights->container_));
+  // One container per weights file: the data file most tensors come from, else the graph itself.
+  static auto* containers = new std::map<std::string, std::weak_ptr<Container>>();  // under registry_mutex
+  std::map<std::string, size_t> per_file;
+  for (const InitializerRecord& record : records) per_file[record.file.empty() ? path : record.file] += record.length;
+  const std::string source =
+      identity(std::max_element(per_file.begin(), per_file.end(), [](const auto& a, const auto& b) {
+                 return a.second < b.second;
+               })->first);
+  weights->container_ = (*containers)[source].lock();
+  if (weights->container_ == nullptr) {
+    weights->container_ = std::make_shared<Container>();
+    (*containers)[source] = weights->container_;
+  }
   registry()[key] = weights;
   return weights;
 }
@@ -308,9 +330,10 @@ std::shared_ptr<SharedWeights> SharedWeights::for_model(const std::string& onnx_
 SharedWeights::~SharedWeights() {
   const OrtApi& api = ort_api();
   for (OrtValue* value : values_) api.ReleaseValue(value);
-  if (container_ != nullptr) api.ReleasePrepackedWeightsContainer(container_);
   for (const Mapping& mapping : mappings_) ::munmap(mapping.address, mapping.size);
 }
+
+OrtPrepackedWeightsContainer* SharedWeights::container() const noexcept { return container_->get(); }
 
 void SharedWeights::add_to(OrtSessionOptions* options) const {
   const OrtApi& api = ort_api();

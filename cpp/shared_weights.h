@@ -7,7 +7,8 @@
 // the caller hands it (AddInitializer) from memory the caller owns. So SharedWeights reads the
 // model's initializer table (a small protobuf reader: names, types, shapes, and where the bytes
 // are), maps the .onnx file and its external data files read-only, and gives every session over
-// that file the same tensors over the mapped bytes and the same container.
+// that file the same tensors over the mapped bytes and the same container (one per data file, so a
+// fused graph that reads the plain graph's data file shares its pre-packed weights too).
 //
 // After a session is made, the mapped pages are returned to the kernel (madvise DONTNEED): ORT
 // reads most weights once, to pre-pack them, and the few it reads at run time (biases, LayerNorm,
@@ -48,7 +49,7 @@ class SharedWeights {
 
   // AddInitializer for every tensor: call before creating a session with container().
   void add_to(OrtSessionOptions* options) const;
-  OrtPrepackedWeightsContainer* container() const noexcept { return container_; }
+  OrtPrepackedWeightsContainer* container() const noexcept;
   size_t tensor_count() const noexcept { return values_.size(); }
   // Gives the mapped pages back (they are read again from the page cache when touched).
   void release_pages() const noexcept;
@@ -62,7 +63,10 @@ class SharedWeights {
   std::vector<Mapping> mappings_;
   std::vector<std::string> names_;
   std::vector<OrtValue*> values_;
-  OrtPrepackedWeightsContainer* container_ = nullptr;
+  // Shared by every graph whose weights live in the same data file (a model's plain and fused
+  // graphs): ORT finds a pre-packed weight in it by the packed bytes, whatever the tensor's name.
+  struct Container;
+  std::shared_ptr<Container> container_;
 };
 
 }  // namespace fastembed
