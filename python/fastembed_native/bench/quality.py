@@ -268,17 +268,9 @@ def file_digest(onnx_path: Path) -> str:
     h = hashlib.sha256()
     paths = [onnx_path]
     try:
-        import onnx
+        from ..models.quantize import data_files
 
-        proto = onnx.load(str(onnx_path), load_external_data=False)
-        names = {
-            e.value
-            for t in proto.graph.initializer
-            if t.data_location == onnx.TensorProto.EXTERNAL
-            for e in t.external_data
-            if e.key == "location"
-        }
-        paths += [onnx_path.parent / n for n in sorted(names)]
+        paths += data_files(onnx_path)
     except ImportError:
         pass
     for path in paths:

@@ -288,8 +288,8 @@ def _seconds(call: Any, repeats: int = 3) -> float:
     return float(np.median(times))
 
 
-def _data_files(onnx_path: Path) -> list[Path]:
-    """The external data files ``onnx_path``'s graph reads its weights from."""
+def data_files(onnx_path: Path) -> list[Path]:
+    """The external data files ``onnx_path``'s graph reads its weights from (needs ``onnx``)."""
     import onnx
 
     proto = onnx.load(str(onnx_path), load_external_data=False)
@@ -327,7 +327,7 @@ def _name_data_by_content(onnx_path: Path) -> None:
 
 def _digest(path: Path) -> str:
     h = hashlib.sha256()
-    for part in [path, *_data_files(path)]:
+    for part in [path, *data_files(path)]:
         with open(part, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 22), b""):
                 h.update(block)
@@ -414,7 +414,7 @@ def quantize_model(
         # Weights first, the graph that names them last; then the data files no graph names.
         for part in sorted(staging.iterdir(), key=lambda p: p.name == target.name):
             os.replace(part, target.parent / part.name)
-        used = set(_data_files(target))
+        used = set(data_files(target))
         for part in target.parent.glob(target.name + "*_data"):
             if part not in used:
                 part.unlink()
@@ -970,6 +970,15 @@ def _is_gelu_output(name: str, graph: Any) -> bool:
     return False
 
 
+def _sole_add(output: str, consumers: dict[str, list[Any]]) -> tuple[Any, str] | None:
+    """The Add that is the only reader of ``output``, and its other input; else None."""
+    readers = consumers.get(output, [])
+    if len(readers) != 1 or readers[0].op_type != "Add":
+        return None
+    add = readers[0]
+    return add, add.input[1] if add.input[0] == output else add.input[0]
+
+
 def _bias_add(
     output: str, consumers: dict[str, list[Any]], inits: dict[str, Any], n: int, producers: dict[str, Any]
 ) -> tuple[Any, np.ndarray, str] | None:
@@ -977,11 +986,10 @@ def _bias_add(
     that holds it (also through an Identity, as exports that share tensors write); else None."""
     from onnx import numpy_helper
 
-    readers = consumers.get(output, [])
-    if len(readers) != 1 or readers[0].op_type != "Add":
+    found = _sole_add(output, consumers)
+    if found is None:
         return None
-    add = readers[0]
-    other = add.input[1] if add.input[0] == output else add.input[0]
+    add, other = found
     source = producers.get(other)
     if other not in inits and source is not None and source.op_type == "Identity":
         other = source.input[0]
@@ -1004,11 +1012,10 @@ def _residual_add(
     output of a LayerNormalization (the residual stream, the same shape) computed before node
     ``before`` (the MatMul whose place the fused pass takes), and feeds a LayerNormalization.
     Returns the Add and the residual; None for any other pattern, which keeps its own Add."""
-    readers = consumers.get(output, [])
-    if len(readers) != 1 or readers[0].op_type != "Add":
+    found = _sole_add(output, consumers)
+    if found is None:
         return None
-    add = readers[0]
-    other = add.input[1] if add.input[0] == output else add.input[0]
+    add, other = found
     source = producers.get(other)
     after = consumers.get(add.output[0], [])
     if (
