@@ -2,10 +2,13 @@
 
 #include "ort_runtime.h"
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FASTEMBED_ROW_X86 1  // the AVX-512 loops; elsewhere (ARM) the scalar ones run
 // GCC 12's AVX-512 headers seed _mm512_max_ps / _mm512_min_ps with a self-initialised
 // _mm512_undefined_ps(), which -Wmaybe-uninitialized reports once inlined here; the value is never read.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -44,6 +47,7 @@ void quantize_row_scalar(const float* x, int64_t k, const RowQuantizeParams& p, 
   *scale = s;
 }
 
+#if FASTEMBED_ROW_X86
 // 16 values: divide, clamp to the byte range, round half to even (cvtps, default MXCSR), add the zero point.
 __attribute__((target("avx512f"))) inline __m512i quantize16(__m512 v, __m512 scale, __m512 lo, __m512 hi,
                                                              __m512i zero_point) {
@@ -83,6 +87,7 @@ __attribute__((target("avx512f"))) void quantize_row_avx512(const float* x, int6
     _mm512_mask_cvtepi32_storeu_epi8(q + i, tail, quantize16(_mm512_maskz_loadu_ps(tail, x + i), vs, lo, hi, zp));
   *scale = s;
 }
+#endif
 
 // One row of RowDequantize, in the body's order: ((float(acc) * row_scale) * col_scale) + addend, no
 // fused multiply-add (this file is built with -ffp-contract=off), so both paths give the same floats.
@@ -94,6 +99,7 @@ void dequantize_row_scalar(const int32_t* acc, int64_t n, float row_scale, const
   }
 }
 
+#if FASTEMBED_ROW_X86
 __attribute__((target("avx512f"))) inline __m512 dequantize16(__m512i acc, __m512 row_scale, __m512 col_scale,
                                                               __m512 addend) {
   return _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), row_scale), col_scale), addend);
@@ -118,19 +124,32 @@ __attribute__((target("avx512f"))) void dequantize_row_avx512(const int32_t* acc
     _mm512_mask_storeu_ps(y + i, m, v);
   }
 }
+#endif
 
 using DequantizeFn = void (*)(const int32_t*, int64_t, float, const float*, const float*, const float*, float*);
 
+bool has_avx512() {
+#if FASTEMBED_ROW_X86
+  return __builtin_cpu_supports("avx512f");
+#else
+  return false;
+#endif
+}
+
 DequantizeFn dequantize_fn() {
-  static const DequantizeFn fn = __builtin_cpu_supports("avx512f") ? dequantize_row_avx512 : dequantize_row_scalar;
-  return fn;
+#if FASTEMBED_ROW_X86
+  if (has_avx512()) return dequantize_row_avx512;
+#endif
+  return dequantize_row_scalar;
 }
 
 using RowFn = void (*)(const float*, int64_t, const RowQuantizeParams&, uint8_t*, float*);
 
 RowFn row_fn() {
-  static const RowFn fn = __builtin_cpu_supports("avx512f") ? quantize_row_avx512 : quantize_row_scalar;
-  return fn;
+#if FASTEMBED_ROW_X86
+  if (has_avx512()) return quantize_row_avx512;
+#endif
+  return quantize_row_scalar;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -511,16 +530,32 @@ void quantize_rows(const float* x, int64_t first, int64_t last, int64_t k, const
 
 bool quantize_row_with(bool simd, const float* x, int64_t k, const RowQuantizeParams& params, uint8_t* xq,
                        float* row_scale) {
-  if (simd && !__builtin_cpu_supports("avx512f")) return false;
-  (simd ? quantize_row_avx512 : quantize_row_scalar)(x, k, params, xq, row_scale);
-  return true;
+  if (!simd) {
+    quantize_row_scalar(x, k, params, xq, row_scale);
+    return true;
+  }
+#if FASTEMBED_ROW_X86
+  if (has_avx512()) {
+    quantize_row_avx512(x, k, params, xq, row_scale);
+    return true;
+  }
+#endif
+  return false;
 }
 
 bool dequantize_row_with(bool simd, const int32_t* acc, int64_t n, float row_scale, const float* col_scale,
                          const float* addend, const float* residual, float* y) {
-  if (simd && !__builtin_cpu_supports("avx512f")) return false;
-  (simd ? dequantize_row_avx512 : dequantize_row_scalar)(acc, n, row_scale, col_scale, addend, residual, y);
-  return true;
+  if (!simd) {
+    dequantize_row_scalar(acc, n, row_scale, col_scale, addend, residual, y);
+    return true;
+  }
+#if FASTEMBED_ROW_X86
+  if (has_avx512()) {
+    dequantize_row_avx512(acc, n, row_scale, col_scale, addend, residual, y);
+    return true;
+  }
+#endif
+  return false;
 }
 
 void register_row_quantize_ops(OrtSessionOptions* options) {

@@ -248,8 +248,13 @@ std::string canonical(const std::string& path) {
 std::string identity(const std::string& path) {
   struct stat st{};
   if (::stat(path.c_str(), &st) != 0) return path;
+#if defined(__APPLE__)
+  const struct timespec& modified = st.st_mtimespec;
+#else
+  const struct timespec& modified = st.st_mtim;
+#endif
   return path + "#" + std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
-         std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
+         std::to_string(modified.tv_sec) + "." + std::to_string(modified.tv_nsec);
 }
 
 }  // namespace
