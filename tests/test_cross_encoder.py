@@ -110,6 +110,16 @@ def test_scores_equal_sentence_transformers(exported):
         assert np.ptp(block) > 1000 * SCORE_TOLERANCE
 
 
+def test_export_keeps_the_weights_in_a_data_file_the_sessions_share(exported):
+    _, model_dir = exported
+    assert (model_dir / "onnx" / "model.onnx_data").is_file()
+    model = TextCrossEncoder(model_dir)
+    model.rerank_pairs(PAIRS, batch_size=4)  # several batches: the bulk session is made too
+    engine = model.engine
+    assert engine._single is not None and engine._bulk_session is not None
+    assert engine._single.shared_tensors == engine._bulk_session.shared_tensors > 0
+
+
 def test_raw_scores_are_the_logits(exported):
     from sentence_transformers import CrossEncoder
     from torch import nn

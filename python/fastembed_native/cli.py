@@ -348,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--external-data",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="weights in onnx/model.onnx_data (default: only past protobuf's 2 GB limit)",
+        help="every weight in onnx/model.onnx_data (default: tensors of 1 KB or more there, which the "
+        "engine's sessions share; --no-external-data: all in onnx/model.onnx, under 2 GB only)",
     )
     export.set_defaults(func=cmd_export)
 

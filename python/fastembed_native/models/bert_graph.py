@@ -39,6 +39,7 @@ import numpy as np
 from ..engine import FUSED_FILE, Embedder, read_model_dir
 from ..engine.scores import Scorer
 from ..errors import ModelLoadError
+from .data_file import save_graph
 from .export import _CONFIG_FILES as CONFIG_FILES  # the same files an optimum export copies
 from .export import ExportReport
 from .parity import PARITY_TEXTS, SCORE_TOLERANCE, cosine_rows, parity_check, parity_pairs, score_parity
@@ -47,8 +48,6 @@ from .parity import PARITY_TEXTS, SCORE_TOLERANCE, cosine_rows, parity_check, pa
 SUPPORTED_MODEL_TYPES = ("bert",)
 #: Checkpoints saved from BertModel have bare names, from BertFor* a "bert." prefix.
 _KEY_PREFIXES = ("", "bert.", "model.")
-#: Above this, weights go to an external data file: one protobuf cannot exceed 2 GB.
-_EXTERNAL_DATA_BYTES = 1_800_000_000
 OPSET = 17
 IR_VERSION = 8  # what ONNX Runtime 1.21+ loads; opset 17 needs IR 8
 
@@ -381,43 +380,25 @@ def build_graph(config: BertConfig, weights: dict[str, np.ndarray]) -> Any:
     return model
 
 
-def _save(model: Any, onnx_path: Path, external: bool) -> None:
-    import onnx
-
-    onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(
-        model,
-        str(onnx_path),
-        save_as_external_data=external,
-        all_tensors_to_one_file=True,
-        location=onnx_path.name + "_data",
-        size_threshold=1024,  # biases and LayerNorm weights stay in the graph file
-    )
-    data = onnx_path.with_name(onnx_path.name + "_data")
-    if data.is_file():  # onnx creates it owner-only; a shared cache needs the graph file's mode
-        data.chmod(onnx_path.stat().st_mode & 0o777)
-
-
 def write_onnx(
     source: str | Path,
     onnx_path: str | Path,
     *,
-    external: bool | None = None,
+    external: bool = True,
     weights: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Build ``source``'s graph and write it to ``onnx_path``.
 
     Args:
-        external: keep the weights in ``<onnx_path>_data`` beside it; default: only past 2 GB,
-            where one protobuf cannot hold them.
+        external: keep the weights in ``<onnx_path>_data`` beside it (the default, which lets the
+            engine's sessions share them, see :mod:`.data_file`); False: inside the graph file.
         weights: :func:`load_weights`' result, when the caller has it already.
     """
     config = bert_config(source)
     model = build_graph(config, weights if weights is not None else load_weights(source, config))
-    if external is None:
-        external = sum(t.ByteSize() for t in model.graph.initializer) > _EXTERNAL_DATA_BYTES
     onnx_path = Path(onnx_path)
-    _save(model, onnx_path, external)
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    save_graph(model, onnx_path, external=None if external else False)
     return onnx_path
 
 
@@ -744,8 +725,8 @@ def build_bert_model(
 
     Like :func:`~fastembed_native.models.export.export_model` it writes ``onnx/model.onnx``, the
     tokenizer and sentence-transformers configs into a staging folder beside ``output`` and moves
-    it into place only after the parity check passes. With ``fuse``, the weights go to
-    ``onnx/model.onnx_data`` and ``onnx/model_fused.onnx`` (:func:`build_fused_graph`) shares them.
+    it into place only after the parity check passes. The weights go to ``onnx/model.onnx_data``;
+    with ``fuse``, ``onnx/model_fused.onnx`` (:func:`build_fused_graph`) shares them.
 
     Args:
         reference: what the parity check compares with: "sentence-transformers" (needs torch),
@@ -771,7 +752,7 @@ def build_bert_model(
     try:
         model = staging / "model"
         weights = load_weights(source, config)
-        write_onnx(source, model / "onnx" / "model.onnx", external=True if fuse else None, weights=weights)
+        write_onnx(source, model / "onnx" / "model.onnx", weights=weights)
         for name in CONFIG_FILES:
             if (source / name).is_file():
                 shutil.copy2(source / name, model / name)

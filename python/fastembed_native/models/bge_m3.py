@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.m3 import COLBERT_OUTPUT, DENSE_OUTPUT, HEAD_FILES, SPARSE_OUTPUT
+from .data_file import save_graph
 
 
 def _linear(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +63,7 @@ def append_heads(source: Path, model: Path) -> None:
             ),
         ]
     )
-    onnx.save(proto, str(path))
+    save_graph(proto, path)  # the weights in a data file beside it (see data_file)
     for name in HEAD_FILES:
         shutil.copy2(source / name, model / name)
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .data_file import save_graph
+
 #: The graph output the multi-vector head reads.
 TOKEN_OUTPUT = "token_embeddings"
 
@@ -61,7 +63,7 @@ def append_projection(source: Path, model: Path) -> None:
     dims = [d.dim_param or d.dim_value for d in hidden.type.tensor_type.shape.dim][:2]
     graph.output.remove(hidden)
     graph.output.append(helper.make_tensor_value_info(TOKEN_OUTPUT, onnx.TensorProto.FLOAT, [*dims, width]))
-    onnx.save(proto, str(path))
+    save_graph(proto, path)  # the weights in a data file beside it (see data_file)
     entries = json.loads((source / "modules.json").read_text(encoding="utf-8"))
     (model / "modules.json").write_text(json.dumps(entries[:1], indent=2), encoding="utf-8")
 

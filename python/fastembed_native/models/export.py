@@ -16,6 +16,7 @@ from ..engine.m3 import is_m3_model
 from ..engine.multivector import is_colbert
 from ..engine.sparse import ROUTER_FILE, find_static_query
 from ..errors import ModelLoadError
+from .data_file import move_weights_to_data_file, save_graph
 from .llm_reranker import export_llm_reranker, is_llm_reranker
 from .parity import (
     SCORE_TOLERANCE,
@@ -100,9 +101,11 @@ def export_model(
     plus ``onnx/model_fused.onnx`` for single-batch calls when ``fuse`` and the model type allows
     (see fastembed_native.fuse).
 
-    ``external_data``: True puts every weight in ``onnx/model.onnx_data`` beside the graph (ONNX's
-    external data, which ONNX Runtime finds by itself); None (default) does so only when the model
-    is past protobuf's 2 GB limit (e.g. Qwen3-Embedding-0.6B, 2.4 GB in float32). ``dtype="fp16"``
+    ``external_data``: None (default) puts the weights in ``onnx/model.onnx_data`` beside the graph
+    (ONNX's external data, which ONNX Runtime finds by itself, and the layout that lets the engine's
+    sessions share one copy of them: :mod:`~fastembed_native.models.data_file`), small tensors
+    staying in the graph; True puts every tensor there; False keeps them inside ``model.onnx``,
+    which a model past protobuf's 2 GB limit cannot do (e.g. Qwen3-Embedding-0.6B, 2.4 GB in float32). ``dtype="fp16"``
     stores weights and arithmetic in half precision for GPUs and Core ML, with float32 inputs and
     outputs kept, and is checked at ``FP16_MIN_COSINE`` unless ``min_cosine`` says otherwise
     (float32: 0.9999); fp16 graphs are not fused, and on a CPU they run correctly but slowly.
@@ -166,18 +169,25 @@ def export_model(
         shutil.move(str(raw / "model.onnx"), model / "onnx" / "model.onnx")
         for extra in raw.glob(EXTERNAL_DATA_FILE):  # external weights of models over 2 GB
             shutil.move(str(extra), model / "onnx" / extra.name)
-        _rewrite_graph(model / "onnx" / "model.onnx", external_data, "fp16" if dtype == "fp16" else "fp32")
         for name in _CONFIG_FILES:
             found = source / name if (source / name).is_file() else raw / name
             if found.is_file():
                 shutil.copy2(found, model / name)
         for pooling_dir in [*source.glob("*_Pooling"), *source.glob("*_SpladePooling")]:
             shutil.copytree(pooling_dir, model / pooling_dir.name)
-
         if m3:  # BGE-M3's sparse and ColBERT heads appended to the graph: three outputs per Run
-            from .bge_m3 import append_heads, m3_parity
+            from .bge_m3 import append_heads
 
             append_heads(source, model)
+        if colbert:  # pylate's Dense folded into the graph: one projected vector per token
+            from .colbert import append_projection
+
+            append_projection(source, model)
+        _rewrite_graph(model / "onnx" / "model.onnx", external_data, "fp16" if dtype == "fp16" else "fp32")
+
+        if m3:
+            from .bge_m3 import m3_parity
+
             worst = m3_parity(model, source)
             if worst > COLBERT_TOLERANCE:
                 raise ModelLoadError(
@@ -186,10 +196,9 @@ def export_model(
             model.rename(output)
             return ExportReport(output, float("nan"), (), worst)
 
-        if colbert:  # pylate's Dense folded into the graph: one projected vector per token
-            from .colbert import append_projection, colbert_parity
+        if colbert:
+            from .colbert import colbert_parity
 
-            append_projection(source, model)
             worst = colbert_parity(model, source)
             if worst > COLBERT_TOLERANCE:
                 raise ModelLoadError(
@@ -274,29 +283,20 @@ def is_cross_encoder(checkpoint: Path) -> bool:
 
 
 def _rewrite_graph(path: Path, external_data: bool | None, dtype: str) -> None:
-    """Convert ``path`` to fp16 and/or move its weights to ``EXTERNAL_DATA_FILE``, in place."""
-    if external_data is None and dtype == "fp32":
-        return  # optimum already chose: external data exactly when the graph is past 2 GB
+    """Convert ``path`` to fp16 and lay out its weights as ``external_data`` says
+    (:func:`~fastembed_native.models.data_file.save_graph`), in place."""
     import onnx
 
+    if dtype == "fp32" and external_data is None:
+        move_weights_to_data_file(path)  # unless optimum wrote one already, past 2 GB
+        return
     proto = onnx.load(str(path))  # with its external weights, if any
     if dtype == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
         # Inputs are token ids and the output stays float32, so the core reads it unchanged.
         proto = convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=True)
-    if external_data is None:
-        # protobuf's 2 GB limit, less room for the graph itself (ByteSize() fails past the limit)
-        external_data = sum(t.ByteSize() for t in proto.graph.initializer) > 2**31 - 2**24
-    (path.parent / EXTERNAL_DATA_FILE).unlink(missing_ok=True)
-    onnx.save_model(
-        proto,
-        str(path),
-        save_as_external_data=external_data,
-        all_tensors_to_one_file=True,
-        location=EXTERNAL_DATA_FILE,
-        size_threshold=0,  # every initializer, so a forced small export shows the layout of a big one
-    )
+    save_graph(proto, path, external=external_data)
 
 
 def _export_inference_free(source: Path, output: Path) -> ExportReport:

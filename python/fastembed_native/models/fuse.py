@@ -30,13 +30,12 @@ import numpy as np
 
 from ..engine import FUSED_FILE, Embedder, find_onnx
 from ..errors import ModelLoadError
+from .data_file import move_weights_to_data_file
 from .parity import PARITY_TEXTS, cosine_rows
 
 #: config.json model types whose exports ORT's "bert" fusions handle.
 _FUSABLE_TYPES = ("bert", "roberta", "xlm-roberta")
 _MIN_COSINE = 0.99999  # a fusion changes the arithmetic order, never the result beyond this
-#: Tensors smaller than this stay inside the .onnx file (biases, LayerNorm weights, shapes).
-_EXTERNAL_MIN_BYTES = 1024
 
 
 def _tensor_key(tensor: Any) -> tuple[int, tuple[int, ...], str]:
@@ -48,37 +47,6 @@ def _tensor_key(tensor: Any) -> tuple[int, tuple[int, ...], str]:
 
 def _external_location(tensor: Any) -> dict[str, str]:
     return {entry.key: entry.value for entry in tensor.external_data}
-
-
-def move_weights_to_data_file(onnx_path: Path) -> Path:
-    """Store ``onnx_path``'s large tensors in ``<name>_data`` beside it (unless they are external
-    already, as past 2 GB); returns the data file."""
-    import onnx
-
-    proto = onnx.load(str(onnx_path), load_external_data=False)
-    locations = {
-        _external_location(t)["location"]
-        for t in proto.graph.initializer
-        if t.data_location == onnx.TensorProto.EXTERNAL
-    }
-    if locations:
-        if len(locations) > 1:
-            raise ValueError(f"{onnx_path} keeps its weights in several files: {sorted(locations)}")
-        return onnx_path.parent / locations.pop()
-    data_file = onnx_path.with_name(onnx_path.name + "_data")
-    staging = onnx_path.with_name(".sharing." + onnx_path.name)
-    proto = onnx.load(str(onnx_path))
-    onnx.save_model(
-        proto,
-        str(staging),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=data_file.name,
-        size_threshold=_EXTERNAL_MIN_BYTES,
-    )
-    data_file.chmod(onnx_path.stat().st_mode & 0o777)  # onnx creates it owner-only
-    staging.replace(onnx_path)  # the data file is complete before the graph that needs it appears
-    return data_file
 
 
 def share_weights(fused: Any, plain_path: Path, data_file: Path) -> int:

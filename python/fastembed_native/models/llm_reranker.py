@@ -26,6 +26,7 @@ import numpy as np
 
 from ..engine.scores import PROMPT_FILE, Scorer
 from ..errors import ModelLoadError
+from .data_file import save_graph
 
 #: Qwen3-Reranker's prompt, as its model card gives it.
 QWEN3_PREFIX = (
@@ -77,6 +78,7 @@ def export_llm_reranker(source: Path, output: Path, *, instruction: str | None =
     Raises:
         ModelLoadError: the export failed or disagrees with transformers past LLM_SCORE_TOLERANCE.
     """
+    import onnx
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -94,6 +96,7 @@ def export_llm_reranker(source: Path, output: Path, *, instruction: str | None =
     try:
         model_dir = staging / "model"
         (model_dir / "onnx").mkdir(parents=True)
+        (staging / "torch").mkdir()
         graph = _yes_no_module(lm, yes, no).eval()
         example = tokenizer(["a b c", "a"], padding=True, return_tensors="pt")
         with warnings.catch_warnings(), torch.no_grad():
@@ -101,7 +104,7 @@ def export_llm_reranker(source: Path, output: Path, *, instruction: str | None =
             torch.onnx.export(
                 graph,
                 (example["input_ids"], example["attention_mask"]),
-                str(model_dir / "onnx" / "model.onnx"),
+                str(staging / "torch" / "model.onnx"),
                 input_names=["input_ids", "attention_mask"],
                 output_names=["logits"],
                 dynamic_axes={
@@ -111,6 +114,9 @@ def export_llm_reranker(source: Path, output: Path, *, instruction: str | None =
                 opset_version=17,
                 dynamo=False,
             )
+        # torch writes a model past 2 GB as one file per tensor: one data file instead (data_file.py)
+        save_graph(onnx.load(str(staging / "torch" / "model.onnx")), model_dir / "onnx" / "model.onnx")
+        shutil.rmtree(staging / "torch")
         tokenizer.padding_side = (
             "left"  # as the model card runs it (the graph finds the last token either way)
         )
