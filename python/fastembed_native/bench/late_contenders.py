@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..models.data_file import data_files
 from .head_models import ColbertShape, HeadModel
 from .worker_protocol import Worker, time_each
 
@@ -139,6 +140,9 @@ def fastembed_dir(model: HeadModel) -> tuple[Path, str]:
                 os.symlink(model.onnx_dir / file, staging / file)
         with contextlib.suppress(FileExistsError):
             os.symlink(model.onnx_path, staging / onnx_name)
+        for data in data_files(model.onnx_path):  # ORT looks for them beside the graph's link
+            with contextlib.suppress(FileExistsError):
+                os.symlink(data, staging / data.name)
         config = json.loads((model.onnx_dir / "tokenizer_config.json").read_text())
         config["model_max_length"] = model.shape.document_length
         (staging / "tokenizer_config.json").write_text(json.dumps(config, indent=2))

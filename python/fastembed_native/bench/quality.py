@@ -268,7 +268,7 @@ def file_digest(onnx_path: Path) -> str:
     h = hashlib.sha256()
     paths = [onnx_path]
     try:
-        from ..models.quantize import data_files
+        from ..models.data_file import data_files
 
         paths += data_files(onnx_path)
     except ImportError:

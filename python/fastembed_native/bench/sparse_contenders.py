@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..models.data_file import data_files
 from .head_models import MAXPOOL_FILE, MAXPOOL_OUTPUT, HeadModel
 
 Sparse = tuple[np.ndarray, np.ndarray]
@@ -101,6 +102,9 @@ def fastembed_dir(model: HeadModel) -> Path:
                 os.symlink(model.onnx_dir / name, staging / name)
         with contextlib.suppress(FileExistsError):
             os.symlink(model.onnx_path, staging / "model.onnx")
+        for data in data_files(model.onnx_path):  # ORT looks for them beside the graph's link
+            with contextlib.suppress(FileExistsError):
+                os.symlink(data, staging / data.name)
         staging.rename(view)
     return view
 

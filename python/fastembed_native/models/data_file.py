@@ -72,23 +72,31 @@ def save_graph(proto: Any, onnx_path: Path, *, external: bool | None = None) -> 
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def move_weights_to_data_file(onnx_path: Path) -> Path:
-    """Store ``onnx_path``'s large tensors in :func:`data_file_of` it, unless the graph keeps its
-    weights in a data file already (as past 2 GB); returns the data file."""
+def data_files(onnx_path: Path) -> list[Path]:
+    """The external data files ``onnx_path``'s graph reads its weights from."""
     import onnx
 
-    onnx_path = Path(onnx_path)
     proto = onnx.load(str(onnx_path), load_external_data=False)
-    locations = {
+    names = {
         entry.value
         for t in proto.graph.initializer
         if t.data_location == onnx.TensorProto.EXTERNAL
         for entry in t.external_data
         if entry.key == "location"
     }
-    if locations:
-        if len(locations) > 1:
-            raise ValueError(f"{onnx_path} keeps its weights in several files: {sorted(locations)}")
-        return onnx_path.parent / locations.pop()
+    return sorted(Path(onnx_path).parent / name for name in names)
+
+
+def move_weights_to_data_file(onnx_path: Path) -> Path:
+    """Store ``onnx_path``'s large tensors in :func:`data_file_of` it, unless the graph keeps its
+    weights in a data file already (as past 2 GB); returns the data file."""
+    import onnx
+
+    onnx_path = Path(onnx_path)
+    existing = data_files(onnx_path)
+    if existing:
+        if len(existing) > 1:
+            raise ValueError(f"{onnx_path} keeps its weights in several files: {[p.name for p in existing]}")
+        return existing[0]
     save_graph(onnx.load(str(onnx_path)), onnx_path)
     return data_file_of(onnx_path)

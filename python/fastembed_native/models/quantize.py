@@ -71,6 +71,7 @@ import numpy as np
 
 from ..engine import INT8_FILE, Embedder, find_onnx
 from . import row_quantize
+from .data_file import data_files
 from .parity import PARITY_TEXTS, cosine_rows
 
 METHODS = ("rowwise", "dynamic")
@@ -289,21 +290,6 @@ def _seconds(call: Any, repeats: int = 3) -> float:
         call()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
-
-
-def data_files(onnx_path: Path) -> list[Path]:
-    """The external data files ``onnx_path``'s graph reads its weights from (needs ``onnx``)."""
-    import onnx
-
-    proto = onnx.load(str(onnx_path), load_external_data=False)
-    names = {
-        entry.value
-        for t in proto.graph.initializer
-        if t.data_location == onnx.TensorProto.EXTERNAL
-        for entry in t.external_data
-        if entry.key == "location"
-    }
-    return sorted(onnx_path.parent / name for name in names)
 
 
 def _name_data_by_content(onnx_path: Path) -> None:
