@@ -335,12 +335,57 @@ def test_batch_embedder_sparse_and_multi_vector_columns(splade_dir, colbert_dir)
     )
     assert BatchEmbedder(colbert_dir, threads=1)(batch.slice(0, 0)).num_rows == 0
 
-    with pytest.raises(ValueError, match="a sparse model writes two columns"):
+    with pytest.raises(ValueError, match="this model writes 'indices', 'values'"):
         BatchEmbedder(splade_dir, output_column="sparse", threads=1)
     with pytest.raises(ValueError, match="takes no prompt"):
         BatchEmbedder(colbert_dir, prompt="query: ", threads=1)
     with pytest.raises(ValueError, match="already has a column 'values'"):
         BatchEmbedder(splade_dir, threads=1)(batch.append_column("values", pa.array(np.zeros(50))))
+
+
+@pytest.fixture(scope="module")
+def m3_dir(tmp_path_factory: pytest.TempPathFactory):
+    from test_corpus_m3 import FIXTURE
+
+    from fastembed_native.models import export_model
+
+    return export_model(FIXTURE, tmp_path_factory.mktemp("m3") / "model").model_dir
+
+
+def test_batch_embedder_writes_bge_m3_outputs_side_by_side(m3_dir):
+    from fastembed_native import BGEM3
+
+    texts = random_texts(40, seed=5)
+    batch = pa.table({"id": np.arange(40), "text": texts})
+    expected = BGEM3(m3_dir, threads=1).embed(texts)
+    table = BatchEmbedder(m3_dir, outputs="dense,sparse,colbert", output_column="dense", threads=1)(batch)
+    assert table.column_names == ["id", "text", "dense", "indices", "values", "colbert"]
+    vector = pa.list_(pa.float32(), expected.dense.shape[1])
+    assert table.schema.field("dense").type == vector and table.schema.field("colbert").type == pa.list_(
+        vector
+    )
+    # One call is one BGEM3.embed of the same texts: the same batches, so the very same numbers.
+    np.testing.assert_array_equal(np.array(table["dense"].to_pylist(), dtype=np.float32), expected.dense)
+    assert_sparse_equal(sparse_by_id(table), expected.sparse)
+    for vectors, want in zip(table["colbert"].to_pylist(), expected.colbert, strict=True):
+        np.testing.assert_array_equal(np.array(vectors, dtype=np.float32).reshape(want.shape), want)
+    # Some outputs only; without outputs, BGE-M3 is the dense model its files describe.
+    lexical = BatchEmbedder(m3_dir, outputs=["sparse"], keep_text=False, threads=1)(batch)
+    assert lexical.column_names == ["id", "indices", "values"]
+    assert BatchEmbedder(m3_dir, threads=1)(batch).column_names == ["id", "text", "embedding"]
+    with pytest.raises(ValueError, match="BGE-M3's outputs are dense, sparse, colbert"):
+        BatchEmbedder(m3_dir, outputs="dense,lexical", threads=1)
+    with pytest.raises(ValueError, match="this model writes 'indices', 'values'"):
+        BatchEmbedder(m3_dir, outputs="sparse", output_column="lexical", threads=1)
+    with pytest.raises(ValueError, match="already has a column 'colbert'"):
+        BatchEmbedder(m3_dir, outputs="colbert", threads=1)(
+            batch.append_column("colbert", pa.array(np.zeros(40)))
+        )
+
+
+def test_outputs_are_bge_m3s_only(splade_dir):
+    with pytest.raises(ValueError, match="is not a BGE-M3 model"):
+        BatchEmbedder(splade_dir, outputs="sparse", threads=1)
 
 
 @pytest.mark.timeout(180)
@@ -370,6 +415,36 @@ def test_sparse_and_multi_vector_parquet_through_ray(cluster, splade_dir, colber
     assert table.schema.field("embedding").type == pa.list_(pa.list_(pa.float32(), model.dim))
     # Same ORT kernels on other batch shapes: equal up to float rounding.
     assert_multi_vector_close(table, model.embed(texts), atol=1e-6)
+
+
+@pytest.mark.timeout(180)
+def test_bge_m3_outputs_parquet_through_ray(cluster, m3_dir, tmp_path):
+    import pyarrow.parquet as pq
+
+    from fastembed_native import BGEM3
+
+    texts = random_texts(1000, seed=4)
+    ds = ray.data.from_items([{"id": i, "text": t} for i, t in enumerate(texts)])
+    embed_dataset(ds, m3_dir, outputs="dense,sparse,colbert", actors=2, rows_per_batch=256).write_parquet(
+        str(tmp_path / "m3")
+    )
+    table = pq.read_table(tmp_path / "m3")
+    assert table.column_names == ["id", "text", "embedding", "indices", "values", "colbert"]
+    order = np.argsort(table.column("id").to_numpy())
+    np.testing.assert_array_equal(table.column("id").to_numpy()[order], np.arange(len(texts)))
+    expected = BGEM3(m3_dir).embed(texts)
+    # Other batches than in-process: the same up to float rounding, and the same sparse indices.
+    dense = np.array(table["embedding"].to_pylist(), dtype=np.float32)[order]
+    np.testing.assert_allclose(dense, expected.dense, rtol=0, atol=1e-6)
+    got_sparse = sparse_by_id(table)
+    for (indices, values), want in zip(got_sparse, expected.sparse, strict=True):
+        np.testing.assert_array_equal(np.asarray(indices, dtype=np.int32), want.indices)
+        np.testing.assert_allclose(np.asarray(values, dtype=np.float32), want.values, rtol=0, atol=1e-5)
+    colbert = table["colbert"].to_pylist()
+    for i, want in zip(order, expected.colbert, strict=True):
+        np.testing.assert_allclose(
+            np.array(colbert[i], dtype=np.float32).reshape(want.shape), want, atol=1e-6
+        )
 
 
 def _listening_sockets(processes) -> list[tuple[str, str, int]]:

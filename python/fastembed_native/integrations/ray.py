@@ -9,9 +9,11 @@
 The result keeps every input column and adds ``embedding``, an Arrow ``fixed_size_list<float>[dim]``
 column, so the Parquet files read back with plain pyarrow (or pandas, DuckDB, Spark), no Ray needed.
 A sparse (SPLADE) model adds ``indices`` (``list<int32>``) and ``values`` (``list<float>``) instead,
-and a multi-vector (ColBERT) model an ``embedding`` column of ``list<fixed_size_list<float>[dim]>``:
-the columns ``fastembed-native embed`` writes (both build them in ``corpus.rows``), the kind read from
-the model's files. Ray does not keep row order from input to output: join on the id column.
+a multi-vector (ColBERT) model an ``embedding`` column of ``list<fixed_size_list<float>[dim]>``, and
+BGE-M3 with ``outputs="dense,sparse,colbert"`` (any of the three) each output's columns from one
+forward pass (``embedding``, ``indices`` and ``values``, ``colbert``): the columns
+``fastembed-native embed`` writes (both build them in ``corpus.rows``), the kind read from the
+model's files. Ray does not keep row order from input to output: join on the id column.
 
 How the work is laid out, and the traps each choice avoids:
 
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from typing import Any
 
 try:
@@ -49,6 +52,7 @@ except ImportError as exc:  # pragma: no cover - only without the extra
     ) from exc
 
 from ..corpus.encoders import Encoder
+from ..corpus.rows import arrow_fields
 
 __all__ = [
     "DEFAULT_ROWS_PER_BATCH",
@@ -95,6 +99,8 @@ class BatchEmbedder:
         keep_text: keep ``column`` in the output (False drops it, to write less).
         batch_size: texts per ONNX Runtime run (the engine's ``batch_size``).
         prompt: text prepended to every input (e.g. e5's "passage: "); none for a ColBERT model.
+        outputs: a BGE-M3 model's outputs to write, of ``dense``, ``sparse`` and ``colbert`` (a
+            comma-separated string or a sequence; default: its dense vectors only, as its files say).
         query: encode the texts as queries, on the model's query side (a ColBERT model's query
             marker and [MASK] expansion, an inference-free sparse model's static weights, else the
             model's "query" prompt).
@@ -113,6 +119,7 @@ class BatchEmbedder:
         keep_text: bool = True,
         batch_size: int = 32,
         prompt: str = "",
+        outputs: str | Sequence[str] | None = None,
         query: bool = False,
         threads: int | None = None,
         **options: Any,
@@ -124,16 +131,19 @@ class BatchEmbedder:
             # The tokenizer's Rust thread pool sizes itself from the machine, not from Ray's share;
             # it reads this once, on first use, which is after this line in a fresh actor process.
             os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
-        self.encoder = Encoder.load(model, query=query, threads=threads, **options)
+        self.encoder = Encoder.load(model, query=query, threads=threads, outputs=outputs, **options)
         self.encoder.check_prompt(prompt)
         self.kind = self.encoder.kind
         self.model = self.encoder.model
         self.threads = self.encoder.engine.threads
-        if self.kind == "sparse" and output_column != EMBEDDING_COLUMN:
+        # The columns written, as the corpus command names them; output_column renames "embedding".
+        written = [f.name for f in arrow_fields(self.kind, 1)]
+        if EMBEDDING_COLUMN not in written and output_column != EMBEDDING_COLUMN:
             raise ValueError(
-                f"output_column={output_column!r}: a sparse model writes two columns, 'indices' and "
-                "'values'; output_column names the column of dense and multi-vector models"
+                f"output_column={output_column!r}: this model writes {', '.join(map(repr, written))}; "
+                "output_column names the column of dense and multi-vector vectors"
             )
+        self.columns = [output_column if name == EMBEDDING_COLUMN else name for name in written]
         self.column = column
         self.id_column = id_column
         self.output_column = output_column
@@ -144,8 +154,8 @@ class BatchEmbedder:
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Embed ``batch[column]``; returns ``batch`` (less the text unless ``keep_text``) plus
         ``output_column`` as ``fixed_size_list<float>[dim]`` (a sparse model: ``indices`` and
-        ``values``; a multi-vector model: ``list<fixed_size_list<float>[dim]>``), rows in the
-        batch's order.
+        ``values``; a multi-vector model: ``list<fixed_size_list<float>[dim]>``; BGE-M3's
+        ``outputs``: the columns of each), rows in the batch's order.
 
         Raises:
             TypeError: ``batch`` is not a pyarrow Table, or ``column`` is not a string column.
@@ -159,14 +169,13 @@ class BatchEmbedder:
                 f"not {type(batch).__name__}"
             )
         texts = self._texts(batch)
-        names = ["indices", "values"] if self.kind == "sparse" else [self.output_column]
-        for name in names:
+        for name in self.columns:
             if name in batch.column_names:
-                hint = "rename it" if self.kind == "sparse" else "choose another output_column"
+                hint = "choose another output_column" if name == self.output_column else "rename it"
                 raise ValueError(f"the batch already has a column {name!r}; {hint}")
         rows = self.encoder.embed(texts, batch_size=self.batch_size, prompt=self.prompt)
         out = batch if self.keep_text else batch.drop_columns([self.column])
-        for (_, array), name in zip(rows.arrow_columns(), names, strict=True):
+        for (_, array), name in zip(rows.arrow_columns(), self.columns, strict=True):
             out = out.append_column(pa.field(name, array.type, nullable=False), array)
         return out
 
@@ -293,6 +302,7 @@ def embed_dataset(
     rows_per_batch: int = DEFAULT_ROWS_PER_BATCH,
     batch_size: int = 32,
     prompt: str = "",
+    outputs: str | Sequence[str] | None = None,
     query: bool = False,
     **options: Any,
 ) -> ray.data.Dataset:
@@ -317,11 +327,13 @@ def embed_dataset(
         rows_per_batch: rows per actor call (Ray's ``batch_size``); the engine length-sorts within it.
         batch_size: texts per ONNX Runtime run, as in :meth:`TextEmbedding.embed`.
         prompt: text prepended to every input.
+        outputs: a BGE-M3 model's outputs (``"dense,sparse,colbert"`` or any of them), each output's
+            columns side by side from one forward pass (see :class:`BatchEmbedder`).
         query: encode the texts as queries (see :class:`BatchEmbedder`).
         **options: further options of the model's class (max_length, ...).
 
     Returns:
-        The Dataset with ``output_column`` (or ``indices`` and ``values``) added.
+        The Dataset with ``output_column`` (or ``indices`` and ``values``, or BGE-M3's columns) added.
 
     Raises:
         RuntimeError: Ray is not initialised.
@@ -342,6 +354,7 @@ def embed_dataset(
             "keep_text": keep_text,
             "batch_size": batch_size,
             "prompt": prompt,
+            "outputs": outputs,
             "query": query,
             **options,
         },
