@@ -1,10 +1,12 @@
 """Where a graph keeps its weights: in a data file beside it, or inside the ``.onnx`` protobuf.
 
 Every graph this package writes keeps its weights in ``<graph>_data`` beside it by default (ONNX's
-external data, which ONNX Runtime finds by itself). ONNX writes each tensor there at an aligned
-offset, and that is what lets the engine's sessions over one file share a single read-only mapping
-of the weights and one pre-packed copy of each MatMul weight (``cpp/shared_weights.*``). Inside a
-protobuf the weights sit at arbitrary offsets, so each session loads a copy of its own:
+external data, which ONNX Runtime finds by itself). The engine's sessions over one such file share a
+single read-only mapping of it and one pre-packed copy of each MatMul weight
+(``cpp/shared_weights.*``): every tensor at an offset that is a multiple of 64 bytes, which is where
+ONNX puts them when each tensor before it is a multiple of 64 bytes long, as the weight matrices of
+these models are (a width of 384 floats is 1,536 bytes). Inside a protobuf the weights sit at
+arbitrary offsets, so each session loads a copy of its own:
 ``python benchmarks/rerank_memory.py`` measured bge-reranker-base's benchmark model at a peak of
 1,087 MB in one file and 822 MB with a data file. One protobuf also cannot pass 2 GB.
 """
