@@ -281,3 +281,58 @@ def test_tei_embed_sparse_without_a_sparse_model_names_the_problem(dense_dir):
             tei_grpc.EmbedStub(channel).EmbedSparse(tei.EmbedSparseRequest(inputs="x"), timeout=30)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "no sparse (SPLADE) model is served here" in info.value.details()
+
+
+# -- the query side: input_type "query" -----------------------------------------------------------
+def _vectors(answer: list, size: int) -> np.ndarray:
+    return tei_sparse_rows(answer, size)
+
+
+def test_queries_over_the_wire_equal_query_embed(tmp_path):
+    """``input_type: "query"`` answers as ``SparseTextEmbedding.query_embed``: an inference-free
+    model's static weights (no model run), a plain SPLADE model with its query prompt."""
+    import grpc
+    from conftest import WORDS
+    from test_corpus_kinds import write_splade_dir
+
+    from fastembed_native.serve.grpc import fastembed_pb2 as v1
+    from fastembed_native.serve.grpc import fastembed_pb2_grpc as v1_grpc
+
+    free = write_splade_dir(tmp_path / "free", inference_free=True)
+    plain = write_splade_dir(tmp_path / "plain", seed=1)
+    queries = [" ".join(WORDS[i : i + 4]) for i in range(0, 12, 3)] + [""]
+    port = free_port()
+    args = [*model_arg("free", free), *model_arg("plain", plain), "--grpc-port", str(port)]
+    with Server(args) as server, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = v1_grpc.EmbedderStub(channel)
+        for name, path in (("free", free), ("plain", plain)):
+            local = SparseTextEmbedding(path)
+            size = local.vocab_size
+            as_queries = _dense_rows(local.query_embed(queries), size)
+            as_documents = _dense_rows(local.embed(queries), size)
+            assert not np.array_equal(as_queries, as_documents)  # the two sides differ on these models
+            body = {"inputs": queries, "model": name, "input_type": "query"}
+            status, answer = server.json("POST", "/embed_sparse", body)
+            assert status == 200, answer
+            np.testing.assert_allclose(_vectors(answer, size), as_queries, rtol=1e-6, atol=0)
+            status, answer = server.json("POST", "/embed_sparse", {**body, "input_type": "document"})
+            np.testing.assert_allclose(_vectors(answer, size), as_documents, rtol=1e-6, atol=0)
+            reply = stub.EmbedSparse(
+                v1.EmbedSparseRequest(inputs=queries, model=name, input_type=v1.INPUT_TYPE_QUERY), timeout=60
+            )
+            got = np.zeros_like(as_queries)
+            for row, vector in enumerate(reply.embeddings):
+                got[row, list(vector.indices)] = list(vector.values)
+            np.testing.assert_allclose(got, as_queries, rtol=1e-6, atol=0)
+
+        # What the query side cannot take, named.
+        status, answer = server.json("POST", "/embed_sparse", {"inputs": ["x"], "input_type": "question"})
+        assert status == 400 and "input_type must be 'query' or 'document'" in answer["error"]["message"]
+        status, answer = server.json(
+            "POST", "/embed_sparse", {"inputs": [[2, 5, 3]], "model": "free", "input_type": "query"}
+        )
+        assert status == 400 and "queries are text, not token ids" in answer["error"]["message"]
+        with pytest.raises(grpc.RpcError) as info:
+            stub.EmbedSparse(v1.EmbedSparseRequest(inputs=["x"], model="free", input_type=7), timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "input_type 7 is not an InputType" in info.value.details()

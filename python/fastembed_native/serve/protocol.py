@@ -80,17 +80,19 @@ class TEIEmbedRequest(_Request):
 
 
 class TEIEmbedSparseRequest(_Request):
-    """``POST /embed_sparse`` as TEI defines it (``model`` is our extension: unset, the server's first
-    model with sparse output, SPLADE or BGE-M3)."""
+    """``POST /embed_sparse`` as TEI defines it. Our extensions: ``model`` (unset, the server's first
+    model with sparse output, SPLADE or BGE-M3) and ``input_type`` ("document", the default and what
+    TEI computes, or "query": an inference-free model's static query side, see :class:`SparseRequest`)."""
 
     inputs: Any
     truncate: StrictBool | None = None
     truncation_direction: Literal["Right", "right"] = "Right"
     prompt_name: StrictStr | None = None
     model: StrictStr | None = None
+    input_type: Any = "document"
 
     def to_service(self) -> SparseRequest:
-        return SparseRequest(self.inputs, self.model, self.truncate, self.prompt_name)
+        return SparseRequest(self.inputs, self.model, self.truncate, self.prompt_name, self.input_type)
 
 
 class MultiVectorEmbedRequest(_Request):

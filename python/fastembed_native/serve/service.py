@@ -472,6 +472,7 @@ class EmbeddingService:
         head = served.head
         if not served.offers("sparse"):
             raise served.refuse("sparse")
+        is_query = check_input_type(request.input_type)
         inputs = check_inputs(request.inputs, self.config.max_inputs)
         if isinstance(head, M3Embedder):
             charge, each = m3_sparse_answer(head, len(inputs))
@@ -483,13 +484,19 @@ class EmbeddingService:
             )
         truncate = self.config.auto_truncate if request.truncate is None else bool(request.truncate)
         timings = Timings()
+        prompt_name = request.prompt_name
+        if is_query and isinstance(head, SparseEmbedder):
+            if head.static_query is not None:
+                return await self._static_sparse_queries(served, head, inputs, prompt_name, start)
+            if prompt_name is None and "query" in served.embedder.prompts:
+                prompt_name = "query"  # as SparseTextEmbedding.query_embed
         if isinstance(inputs[0], str):
-            texts, _ = self._prompted(served, inputs, request.prompt_name)
+            texts, _ = self._prompted(served, inputs, prompt_name)
             tokenize_start = time.perf_counter()
             encodings = await self._tokenize(served.embedder, texts, list(range(len(texts))), truncate)
             timings.tokenize = time.perf_counter() - tokenize_start
         else:
-            if request.prompt_name:
+            if prompt_name:
                 raise BadRequest("prompt_name applies to text inputs, not to token ids", param="prompt_name")
             encodings = token_ids(served.embedder, inputs, truncate)
         vectors: list[SparseEmbedding] = [None] * len(encodings)  # type: ignore[list-item]
@@ -499,6 +506,33 @@ class EmbeddingService:
         timings.total = time.perf_counter() - start
         self._count(served.name, len(inputs), job.tokens, timings)
         return SparseResult(served.name, vectors, job.tokens, timings)
+
+    async def _static_sparse_queries(
+        self,
+        served: ServedModel,
+        head: SparseEmbedder,
+        inputs: list[Any],
+        prompt_name: str | None,
+        start: float,
+    ) -> SparseResult:
+        """Queries of an inference-free model: its static weights looked up off the event loop, no
+        model run and no engine queue (``SparseTextEmbedding.query_embed``)."""
+        assert head.static_query is not None
+        if not isinstance(inputs[0], str):
+            raise BadRequest(
+                "an inference-free model's queries are text, not token ids: its query side reads them "
+                "with its own tokenizer",
+                param="inputs",
+            )
+        texts, _ = self._prompted(
+            served, inputs, prompt_name or ("query" if "query" in head.prompts else None)
+        )
+        timings = Timings()  # (a text is valid UTF-8: JSON and protobuf refuse lone surrogates)
+        active = head.max_active_dims or 0
+        vectors = await self.tokenization.run(texts, lambda small: head.static_query.embed(texts, active))
+        timings.tokenize = timings.total = time.perf_counter() - start
+        self._count(served.name, len(texts), 0, timings)
+        return SparseResult(served.name, vectors, 0, timings)
 
     async def embed_multi_vector(
         self, request: MultiVectorRequest, encoding_format: str = "float"

@@ -33,18 +33,22 @@ from .tokenize import MAX_TOKENIZE_CHARS
 SPARSE_BYTES_PER_VALUE = 40
 #: Bytes a multi-vector answer is charged per float: a JSON float and its comma (base64 takes less).
 MULTI_VECTOR_BYTES_PER_FLOAT = {"float": 16, "base64": 6}
-#: ``input_type`` values of a multi-vector request, and whether each is a query.
+#: ``input_type`` values of a sparse or multi-vector request, and whether each is a query.
 INPUT_TYPES = {"document": False, "query": True}
 
 
 @dataclass(frozen=True)
 class SparseRequest:
-    """One sparse embedding request. ``None`` options take the server's or model's default."""
+    """One sparse embedding request. ``None`` options take the server's or model's default.
+    ``input_type`` "query" encodes the inputs as ``SparseTextEmbedding.query_embed`` does: an
+    inference-free model's static query weights (no model run), else the model with its "query"
+    prompt unless ``prompt_name`` names another; BGE-M3 encodes both sides alike."""
 
     inputs: Any  # strings, or lists of token ids
     model: str | None = None
     truncate: bool | None = None
     prompt_name: str | None = None
+    input_type: Any = "document"
 
 
 @dataclass

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+fastembed_native/serve/grpc/fastembed.proto\x12\x13\x66\x61stembed_native.v1\"\xb4\x01\n\x0c\x45mbedRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x17\n\ndimensions\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x16\n\tnormalize\x18\x04 \x01(\x08H\x01\x88\x01\x01\x12\x15\n\x08truncate\x18\x05 \x01(\x08H\x02\x88\x01\x01\x12\x13\n\x0bprompt_name\x18\x06 \x01(\tB\r\n\x0b_dimensionsB\x0c\n\n_normalizeB\x0b\n\t_truncate\"\xac\x01\n\rEmbedResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x12\n\ndimensions\x18\x03 \x01(\r\x12\x0f\n\x07vectors\x18\x04 \x01(\x0c\x12)\n\x05usage\x18\x05 \x01(\x0b\x32\x1a.fastembed_native.v1.Usage\x12-\n\x07timings\x18\x06 \x01(\x0b\x32\x1c.fastembed_native.v1.Timings\"4\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\r\"\\\n\x07Timings\x12\x10\n\x08total_ns\x18\x01 \x01(\x04\x12\x17\n\x0ftokenization_ns\x18\x02 \x01(\x04\x12\x10\n\x08queue_ns\x18\x03 \x01(\x04\x12\x14\n\x0cinference_ns\x18\x04 \x01(\x04\"\xb6\x01\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x11\n\tdocuments\x18\x02 \x03(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\x05top_n\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x12\n\nraw_scores\x18\x05 \x01(\x08\x12\x18\n\x10return_documents\x18\x06 \x01(\x08\x12\x18\n\x0binstruction\x18\x07 \x01(\tH\x01\x88\x01\x01\x42\x08\n\x06_top_nB\x0e\n\x0c_instruction\"\xaf\x01\n\x0eRerankResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x34\n\x07results\x18\x02 \x03(\x0b\x32#.fastembed_native.v1.RankedDocument\x12)\n\x05usage\x18\x03 \x01(\x0b\x32\x1a.fastembed_native.v1.Usage\x12-\n\x07timings\x18\x04 \x01(\x0b\x32\x1c.fastembed_native.v1.Timings\"R\n\x0eRankedDocument\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x15\n\x08\x64ocument\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x0b\n\t_document\"l\n\x12\x45mbedSparseRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\x08truncate\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x13\n\x0bprompt_name\x18\x04 \x01(\tB\x0b\n\t_truncate\"/\n\x0cSparseVector\x12\x0f\n\x07indices\x18\x01 \x03(\r\x12\x0e\n\x06values\x18\x02 \x03(\x02\"\xc9\x01\n\x13\x45mbedSparseResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12\x35\n\nembeddings\x18\x03 \x03(\x0b\x32!.fastembed_native.v1.SparseVector\x12)\n\x05usage\x18\x04 \x01(\x0b\x32\x1a.fastembed_native.v1.Usage\x12-\n\x07timings\x18\x05 \x01(\x0b\x32\x1c.fastembed_native.v1.Timings\"l\n\x17\x45mbedMultiVectorRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x32\n\ninput_type\x18\x03 \x01(\x0e\x32\x1e.fastembed_native.v1.InputType\"@\n\x0bMultiVector\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12\x0f\n\x07vectors\x18\x03 \x01(\x0c\"\xcd\x01\n\x18\x45mbedMultiVectorResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12\x34\n\nembeddings\x18\x03 \x03(\x0b\x32 .fastembed_native.v1.MultiVector\x12)\n\x05usage\x18\x04 \x01(\x0b\x32\x1a.fastembed_native.v1.Usage\x12-\n\x07timings\x18\x05 \x01(\x0b\x32\x1c.fastembed_native.v1.Timings\"\x13\n\x11ListModelsRequest\"D\n\x12ListModelsResponse\x12.\n\x06models\x18\x01 \x03(\x0b\x32\x1e.fastembed_native.v1.ModelInfo\"\x86\x02\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12\x12\n\nmax_length\x18\x03 \x01(\r\x12\x0f\n\x07pooling\x18\x04 \x01(\t\x12\x11\n\tnormalize\x18\x05 \x01(\x08\x12<\n\x07prompts\x18\x06 \x03(\x0b\x32+.fastembed_native.v1.ModelInfo.PromptsEntry\x12\x0c\n\x04kind\x18\x07 \x01(\t\x12\x14\n\x0cquery_length\x18\x08 \x01(\r\x12\x0f\n\x07outputs\x18\t \x03(\t\x1a.\n\x0cPromptsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\r\n\x0bInfoRequest\"\xe0\x01\n\x0cInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x15\n\rdefault_model\x18\x02 \x01(\t\x12.\n\x06models\x18\x03 \x03(\x0b\x32\x1e.fastembed_native.v1.ModelInfo\x12\x12\n\nmax_inputs\x18\x04 \x01(\r\x12\x17\n\x0fmax_call_tokens\x18\x05 \x01(\r\x12\x19\n\x11max_queued_tokens\x18\x06 \x01(\x04\x12\x19\n\x11max_message_bytes\x18\x07 \x01(\x04\x12\x15\n\rauto_truncate\x18\x08 \x01(\x08*:\n\tInputType\x12\x17\n\x13INPUT_TYPE_DOCUMENT\x10\x00\x12\x14\n\x10INPUT_TYPE_QUERY\x10\x01\x32\x86\x05\n\x08\x45mbedder\x12N\n\x05\x45mbed\x12!.fastembed_native.v1.EmbedRequest\x1a\".fastembed_native.v1.EmbedResponse\x12X\n\x0b\x45mbedStream\x12!.fastembed_native.v1.EmbedRequest\x1a\".fastembed_native.v1.EmbedResponse(\x01\x30\x01\x12Q\n\x06Rerank\x12\".fastembed_native.v1.RerankRequest\x1a#.fastembed_native.v1.RerankResponse\x12`\n\x0b\x45mbedSparse\x12\'.fastembed_native.v1.EmbedSparseRequest\x1a(.fastembed_native.v1.EmbedSparseResponse\x12o\n\x10\x45mbedMultiVector\x12,.fastembed_native.v1.EmbedMultiVectorRequest\x1a-.fastembed_native.v1.EmbedMultiVectorResponse\x12]\n\nListModels\x12&.fastembed_native.v1.ListModelsRequest\x1a\'.fastembed_native.v1.ListModelsResponse\x12K\n\x04Info\x12 .fastembed_native.v1.InfoRequest\x1a!.fastembed_native.v1.InfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+fastembed_native/serve/grpc/fastembed.proto\x12\x13\x66\x61stembed_native.v1\"\xb4\x01\n\x0c\x45mbedRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x17\n\ndimensions\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x16\n\tnormalize\x18\x04 \x01(\x08H\x01\x88\x01\x01\x12\x15\n\x08truncate\x18\x05 \x01(\x08H\x02\x88\x01\x01\x12\x13\n\x0bprompt_name\x18\x06 \x01(\tB\r\n\x0b_dimensionsB\x0c\n\n_normalizeB\x0b\n\t_truncate\"\xac\x01\n\rEmbedResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x12\n\ndimensions\x18\x03 \x01(\r\x12\x0f\n\x07vectors\x18\x04 \x01(\x0c\x12)\n\x05usage\x18\x05 \x01(\x0b\x32\x1a.fastembed_native.v1.Usage\x12-\n\x07timings\x18\x06 \x01(\x0b\x32\x1c.fastembed_native.v1.Timings\"4\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\r\"\\\n\x07Timings\x12\x10\n\x08total_ns\x18\x01 \x01(\x04\x12\x17\n\x0ftokenization_ns\x18\x02 \x01(\x04\x12\x10\n\x08queue_ns\x18\x03 \x01(\x04\x12\x14\n\x0cinference_ns\x18\x04 \x01(\x04\"\xb6\x01\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x11\n\tdocuments\x18\x02 \x03(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\x05top_n\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x12\n\nraw_scores\x18\x05 \x01(\x08\x12\x18\n\x10return_documents\x18\x06 \x01(\x08\x12\x18\n\x0binstruction\x18\x07 \x01(\tH\x01\x88\x01\x01\x42\x08\n\x06_top_nB\x0e\n\x0c_instruction\"\xaf\x01\n\x0eRerankResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x34\n\x07results\x18\x02 \x03(\x0b\x32#.fastembed_native.v1.RankedDocument\x12)\n\x05usage\x18\x03 \x01(\x0b\x32\x1a.fastembed_native.v1.Usage\x12-\n\x07timings\x18\x04 \x01(\x0b\x32\x1c.fastembed_native.v1.Timings\"R\n\x0eRankedDocument\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x15\n\x08\x64ocument\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x0b\n\t_document\"\xa0\x01\n\x12\x45mbedSparseRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\x08truncate\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x13\n\x0bprompt_name\x18\x04 \x01(\t\x12\x32\n\ninput_type\x18\x05 \x01(\x0e\x32\x1e.fastembed_native.v1.InputTypeB\x0b\n\t_truncate\"/\n\x0cSparseVector\x12\x0f\n\x07indices\x18\x01 \x03(\r\x12\x0e\n\x06values\x18\x02 \x03(\x02\"\xc9\x01\n\x13\x45mbedSparseResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12\x35\n\nembeddings\x18\x03 \x03(\x0b\x32!.fastembed_native.v1.SparseVector\x12)\n\x05usage\x18\x04 \x01(\x0b\x32\x1a.fastembed_native.v1.Usage\x12-\n\x07timings\x18\x05 \x01(\x0b\x32\x1c.fastembed_native.v1.Timings\"l\n\x17\x45mbedMultiVectorRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x32\n\ninput_type\x18\x03 \x01(\x0e\x32\x1e.fastembed_native.v1.InputType\"@\n\x0bMultiVector\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12\x0f\n\x07vectors\x18\x03 \x01(\x0c\"\xcd\x01\n\x18\x45mbedMultiVectorResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12\x34\n\nembeddings\x18\x03 \x03(\x0b\x32 .fastembed_native.v1.MultiVector\x12)\n\x05usage\x18\x04 \x01(\x0b\x32\x1a.fastembed_native.v1.Usage\x12-\n\x07timings\x18\x05 \x01(\x0b\x32\x1c.fastembed_native.v1.Timings\"\x13\n\x11ListModelsRequest\"D\n\x12ListModelsResponse\x12.\n\x06models\x18\x01 \x03(\x0b\x32\x1e.fastembed_native.v1.ModelInfo\"\x86\x02\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ndimensions\x18\x02 \x01(\r\x12\x12\n\nmax_length\x18\x03 \x01(\r\x12\x0f\n\x07pooling\x18\x04 \x01(\t\x12\x11\n\tnormalize\x18\x05 \x01(\x08\x12<\n\x07prompts\x18\x06 \x03(\x0b\x32+.fastembed_native.v1.ModelInfo.PromptsEntry\x12\x0c\n\x04kind\x18\x07 \x01(\t\x12\x14\n\x0cquery_length\x18\x08 \x01(\r\x12\x0f\n\x07outputs\x18\t \x03(\t\x1a.\n\x0cPromptsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\r\n\x0bInfoRequest\"\xe0\x01\n\x0cInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x15\n\rdefault_model\x18\x02 \x01(\t\x12.\n\x06models\x18\x03 \x03(\x0b\x32\x1e.fastembed_native.v1.ModelInfo\x12\x12\n\nmax_inputs\x18\x04 \x01(\r\x12\x17\n\x0fmax_call_tokens\x18\x05 \x01(\r\x12\x19\n\x11max_queued_tokens\x18\x06 \x01(\x04\x12\x19\n\x11max_message_bytes\x18\x07 \x01(\x04\x12\x15\n\rauto_truncate\x18\x08 \x01(\x08*:\n\tInputType\x12\x17\n\x13INPUT_TYPE_DOCUMENT\x10\x00\x12\x14\n\x10INPUT_TYPE_QUERY\x10\x01\x32\x86\x05\n\x08\x45mbedder\x12N\n\x05\x45mbed\x12!.fastembed_native.v1.EmbedRequest\x1a\".fastembed_native.v1.EmbedResponse\x12X\n\x0b\x45mbedStream\x12!.fastembed_native.v1.EmbedRequest\x1a\".fastembed_native.v1.EmbedResponse(\x01\x30\x01\x12Q\n\x06Rerank\x12\".fastembed_native.v1.RerankRequest\x1a#.fastembed_native.v1.RerankResponse\x12`\n\x0b\x45mbedSparse\x12\'.fastembed_native.v1.EmbedSparseRequest\x1a(.fastembed_native.v1.EmbedSparseResponse\x12o\n\x10\x45mbedMultiVector\x12,.fastembed_native.v1.EmbedMultiVectorRequest\x1a-.fastembed_native.v1.EmbedMultiVectorResponse\x12]\n\nListModels\x12&.fastembed_native.v1.ListModelsRequest\x1a\'.fastembed_native.v1.ListModelsResponse\x12K\n\x04Info\x12 .fastembed_native.v1.InfoRequest\x1a!.fastembed_native.v1.InfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELINFO_PROMPTSENTRY']._loaded_options = None
   _globals['_MODELINFO_PROMPTSENTRY']._serialized_options = b'8\001'
-  _globals['_INPUTTYPE']._serialized_start=2366
-  _globals['_INPUTTYPE']._serialized_end=2424
+  _globals['_INPUTTYPE']._serialized_start=2419
+  _globals['_INPUTTYPE']._serialized_end=2477
   _globals['_EMBEDREQUEST']._serialized_start=69
   _globals['_EMBEDREQUEST']._serialized_end=249
   _globals['_EMBEDRESPONSE']._serialized_start=252
@@ -49,30 +49,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RERANKRESPONSE']._serialized_end=935
   _globals['_RANKEDDOCUMENT']._serialized_start=937
   _globals['_RANKEDDOCUMENT']._serialized_end=1019
-  _globals['_EMBEDSPARSEREQUEST']._serialized_start=1021
-  _globals['_EMBEDSPARSEREQUEST']._serialized_end=1129
-  _globals['_SPARSEVECTOR']._serialized_start=1131
-  _globals['_SPARSEVECTOR']._serialized_end=1178
-  _globals['_EMBEDSPARSERESPONSE']._serialized_start=1181
-  _globals['_EMBEDSPARSERESPONSE']._serialized_end=1382
-  _globals['_EMBEDMULTIVECTORREQUEST']._serialized_start=1384
-  _globals['_EMBEDMULTIVECTORREQUEST']._serialized_end=1492
-  _globals['_MULTIVECTOR']._serialized_start=1494
-  _globals['_MULTIVECTOR']._serialized_end=1558
-  _globals['_EMBEDMULTIVECTORRESPONSE']._serialized_start=1561
-  _globals['_EMBEDMULTIVECTORRESPONSE']._serialized_end=1766
-  _globals['_LISTMODELSREQUEST']._serialized_start=1768
-  _globals['_LISTMODELSREQUEST']._serialized_end=1787
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1789
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1857
-  _globals['_MODELINFO']._serialized_start=1860
-  _globals['_MODELINFO']._serialized_end=2122
-  _globals['_MODELINFO_PROMPTSENTRY']._serialized_start=2076
-  _globals['_MODELINFO_PROMPTSENTRY']._serialized_end=2122
-  _globals['_INFOREQUEST']._serialized_start=2124
-  _globals['_INFOREQUEST']._serialized_end=2137
-  _globals['_INFORESPONSE']._serialized_start=2140
-  _globals['_INFORESPONSE']._serialized_end=2364
-  _globals['_EMBEDDER']._serialized_start=2427
-  _globals['_EMBEDDER']._serialized_end=3073
+  _globals['_EMBEDSPARSEREQUEST']._serialized_start=1022
+  _globals['_EMBEDSPARSEREQUEST']._serialized_end=1182
+  _globals['_SPARSEVECTOR']._serialized_start=1184
+  _globals['_SPARSEVECTOR']._serialized_end=1231
+  _globals['_EMBEDSPARSERESPONSE']._serialized_start=1234
+  _globals['_EMBEDSPARSERESPONSE']._serialized_end=1435
+  _globals['_EMBEDMULTIVECTORREQUEST']._serialized_start=1437
+  _globals['_EMBEDMULTIVECTORREQUEST']._serialized_end=1545
+  _globals['_MULTIVECTOR']._serialized_start=1547
+  _globals['_MULTIVECTOR']._serialized_end=1611
+  _globals['_EMBEDMULTIVECTORRESPONSE']._serialized_start=1614
+  _globals['_EMBEDMULTIVECTORRESPONSE']._serialized_end=1819
+  _globals['_LISTMODELSREQUEST']._serialized_start=1821
+  _globals['_LISTMODELSREQUEST']._serialized_end=1840
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1842
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1910
+  _globals['_MODELINFO']._serialized_start=1913
+  _globals['_MODELINFO']._serialized_end=2175
+  _globals['_MODELINFO_PROMPTSENTRY']._serialized_start=2129
+  _globals['_MODELINFO_PROMPTSENTRY']._serialized_end=2175
+  _globals['_INFOREQUEST']._serialized_start=2177
+  _globals['_INFOREQUEST']._serialized_end=2190
+  _globals['_INFORESPONSE']._serialized_start=2193
+  _globals['_INFORESPONSE']._serialized_end=2417
+  _globals['_EMBEDDER']._serialized_start=2480
+  _globals['_EMBEDDER']._serialized_end=3126
 # @@protoc_insertion_point(module_scope)

@@ -67,6 +67,17 @@ def _timings(t: Any) -> v1.Timings:
     )
 
 
+def _input_type(value: int) -> str:
+    """An ``InputType`` as the service's ``input_type``.
+
+    Raises:
+        BadRequest: not a value of the enum (a newer client's, or a raw number).
+    """
+    if value not in v1.InputType.values():
+        raise BadRequest(f"input_type {value} is not an InputType", param="input_type")
+    return "query" if value == v1.INPUT_TYPE_QUERY else "document"
+
+
 def _ns(seconds: float) -> int:
     return max(0, int(seconds * 1e9))
 
@@ -167,6 +178,7 @@ class EmbedderServicer:
             model=message.model or None,
             truncate=message.truncate if message.HasField("truncate") else None,
             prompt_name=message.prompt_name or None,
+            input_type=_input_type(message.input_type),
         )
         result = await self.service.embed_sparse(request)
         return v1.EmbedSparseResponse(
@@ -182,10 +194,9 @@ class EmbedderServicer:
     async def embed_multi_vector(
         self, message: v1.EmbedMultiVectorRequest, context: Context
     ) -> v1.EmbedMultiVectorResponse:
-        if message.input_type not in v1.InputType.values():
-            raise BadRequest(f"input_type {message.input_type} is not an InputType", param="input_type")
-        input_type = "query" if message.input_type == v1.INPUT_TYPE_QUERY else "document"
-        request = MultiVectorRequest(list(message.inputs), message.model or None, input_type)
+        request = MultiVectorRequest(
+            list(message.inputs), message.model or None, _input_type(message.input_type)
+        )
         result = await self.service.embed_multi_vector(
             request, "base64"
         )  # bytes: 4 per float, as base64 is charged
