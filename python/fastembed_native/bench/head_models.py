@@ -26,6 +26,7 @@ torch, transformers and sentence-transformers are imported only while building.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import string
 import sys
@@ -154,6 +155,28 @@ def ensure_model(name: str, models_dir: Path, training_text: list[str]) -> HeadM
         write_maxpool_graph(model.onnx_path, staging)
         staging.rename(model.maxpool_path)
     return model
+
+
+def linked_view(view: Path, model: HeadModel, links: dict[str, Path], texts: dict[str, str]) -> Path:
+    """A folder of links laid out as a peer loads a model: ``links`` (name -> a file of the export),
+    the graph's data files beside its link (ONNX Runtime looks for them there), and ``texts`` (name ->
+    content) written out. Made again when a link is missing or points elsewhere, as after the model
+    was exported again (a data file appeared), so a peer never loads a stale layout."""
+    from ..models.data_file import data_files
+
+    links = {**links, **{data.name: data for data in data_files(model.onnx_path)}}
+    if view.is_dir() and all(os.path.realpath(view / n) == os.path.realpath(t) for n, t in links.items()):
+        return view
+    shutil.rmtree(view, ignore_errors=True)
+    staging = view.with_name(f".{view.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    for name, target in links.items():
+        os.symlink(target, staging / name)
+    for name, text in texts.items():
+        (staging / name).write_text(text)
+    staging.rename(view)
+    return view
 
 
 def _staged(target: Path, build: Callable[[Path], None]) -> None:

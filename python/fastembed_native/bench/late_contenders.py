@@ -15,7 +15,6 @@ process that times itself.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
@@ -26,8 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..models.data_file import data_files
-from .head_models import ColbertShape, HeadModel
+from .head_models import ColbertShape, HeadModel, linked_view
 from .worker_protocol import Worker, time_each
 
 PEER_BATCH = 32
@@ -131,22 +129,14 @@ def fastembed_dir(model: HeadModel) -> tuple[Path, str]:
     beside it. Returns the folder and the model name to give fastembed."""
     assert isinstance(model.shape, ColbertShape)
     name, onnx_name = FASTEMBED_MODELS.get(model.shape.dim, FASTEMBED_DEFAULT)
-    view = model.onnx_dir.parent / "fastembed-view"
-    if not view.is_dir():
-        staging = view.with_name(".fastembed-view.tmp")
-        staging.mkdir(exist_ok=True)
-        for file in ("config.json", "special_tokens_map.json", "tokenizer.json", "vocab.txt"):
-            with contextlib.suppress(FileExistsError):
-                os.symlink(model.onnx_dir / file, staging / file)
-        with contextlib.suppress(FileExistsError):
-            os.symlink(model.onnx_path, staging / onnx_name)
-        for data in data_files(model.onnx_path):  # ORT looks for them beside the graph's link
-            with contextlib.suppress(FileExistsError):
-                os.symlink(data, staging / data.name)
-        config = json.loads((model.onnx_dir / "tokenizer_config.json").read_text())
-        config["model_max_length"] = model.shape.document_length
-        (staging / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-        staging.rename(view)
+    files = ("config.json", "special_tokens_map.json", "tokenizer.json", "vocab.txt")
+    links = {file: model.onnx_dir / file for file in files}
+    config = json.loads((model.onnx_dir / "tokenizer_config.json").read_text())
+    config["model_max_length"] = model.shape.document_length
+    texts = {"tokenizer_config.json": json.dumps(config, indent=2)}
+    view = linked_view(
+        model.onnx_dir.parent / "fastembed-view", model, {**links, onnx_name: model.onnx_path}, texts
+    )
     return view, name
 
 

@@ -12,17 +12,14 @@ against pooling the full logits in C++.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..models.data_file import data_files
-from .head_models import MAXPOOL_FILE, MAXPOOL_OUTPUT, HeadModel
+from .head_models import MAXPOOL_FILE, MAXPOOL_OUTPUT, HeadModel, linked_view
 
 Sparse = tuple[np.ndarray, np.ndarray]
 Encode = Callable[[list[str]], list[Sparse]]
@@ -93,19 +90,11 @@ def make_naive_ort(model: HeadModel, threads: int) -> Encode:
 def fastembed_dir(model: HeadModel) -> Path:
     """The export as fastembed 0.9 loads a SPLADE model (``model.onnx`` at the top): links to the
     export's files, made once beside it."""
-    view = model.onnx_dir.parent / "fastembed-view"
-    if not view.is_dir():
-        staging = view.with_name(".fastembed-view.tmp")
-        staging.mkdir(exist_ok=True)
-        for name in ("config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"):
-            with contextlib.suppress(FileExistsError):
-                os.symlink(model.onnx_dir / name, staging / name)
-        with contextlib.suppress(FileExistsError):
-            os.symlink(model.onnx_path, staging / "model.onnx")
-        for data in data_files(model.onnx_path):  # ORT looks for them beside the graph's link
-            with contextlib.suppress(FileExistsError):
-                os.symlink(data, staging / data.name)
-        staging.rename(view)
+    files = ("config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json")
+    links = {name: model.onnx_dir / name for name in files}
+    view = linked_view(
+        model.onnx_dir.parent / "fastembed-view", model, {**links, "model.onnx": model.onnx_path}, {}
+    )
     return view
 
 
