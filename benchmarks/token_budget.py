@@ -1,19 +1,22 @@
-"""Tokens per ONNX Runtime call (``max_batch_tokens``): speed and peak RSS, per budget.
+"""Tokens per ONNX Runtime call (``max_batch_tokens``, ``ATTENTION_WIDTH``): speed and peak RSS.
 
 The engine cuts length-sorted texts into batches of at most ``batch_size`` texts and a token budget
 (texts x longest text, padding included), by default ``batch_size x 32``: 1,024 tokens at batch 32.
-Each call's activations live in ONNX Runtime's arena, once per concurrent run, so the budget sets
-most of the memory an embed call adds; this script measures what it does to speed too.
+Texts wider than ``engine.tokens.ATTENTION_WIDTH`` tokens get a budget smaller in proportion to their
+width, as their attention scores grow with its square. Each call's activations live in ONNX
+Runtime's arena, once per concurrent run, so these set most of the memory an embed call adds; this
+script measures what they do to speed too, for every pair of ``--budgets`` and ``--attention-widths``
+(``off``: no width rule, the engine before it had one).
 
-- speed: one process holds the model and switches the budget between calls (the engine reads
-  ``max_batch_tokens`` on every call), ``--repeats`` rounds over ``--texts`` benchmark texts, the
-  order of the budgets reversed every other round; printed are the median seconds and the speed
-  against the default budget;
-- memory: a fresh process per budget loads the model, makes the same call once, and prints its peak
-  RSS (VmHWM).
+- speed: one process holds the model and switches the setting between calls (the engine reads
+  both on every call), ``--repeats`` rounds over ``--texts`` benchmark texts, the order of the
+  settings reversed every other round; printed are the median seconds and the speed against the
+  first setting with the default budget;
+- memory: a fresh process per setting loads the model, makes the same call once, and prints its
+  peak RSS (VmHWM).
 
     python benchmarks/token_budget.py MODEL_DIR [--kind embed|late|sparse|rerank] [--onnx-file F]
-        [--budgets 128,256,512,1024,2048] [--texts 1000]
+        [--budgets 128,256,512,1024,2048] [--attention-widths 64] [--texts 1000]
 """
 
 from __future__ import annotations
@@ -57,6 +60,19 @@ def _engine(model):
     return getattr(model, "engine", model)
 
 
+def _apply(engine, setting: tuple[int, int | None]) -> None:
+    """Make the next call run with ``setting`` (budget, attention width or None for no width rule)."""
+    from fastembed_native.engine import tokens
+
+    engine.max_batch_tokens, width = setting
+    tokens.ATTENTION_WIDTH = width if width is not None else 2**31
+
+
+def _name(setting: tuple[int, int | None]) -> str:
+    budget, width = setting
+    return f"budget {budget:>5} tokens, attention width {width or 'off':>3}"
+
+
 def _peak_rss_mb() -> float:
     with open("/proc/self/status") as handle:
         line = next(line for line in handle if line.startswith("VmHWM:"))
@@ -71,45 +87,46 @@ def main() -> int:
     parser.add_argument("--kind", choices=["embed", "late", "sparse", "rerank"], default="embed")
     parser.add_argument("--onnx-file", default=None)
     parser.add_argument("--budgets", default="128,256,512,1024,2048")
+    parser.add_argument("--attention-widths", default="64", help="comma-separated; off: no width rule")
     parser.add_argument("--texts", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)  # the budget of a memory run
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # a memory run's setting, as JSON
     args = parser.parse_args()
     if args.child:
         model, call = _load(args)
-        _engine(model).max_batch_tokens = args.child
+        _apply(_engine(model), tuple(json.loads(args.child)))
         call()
         print(json.dumps(_peak_rss_mb()))
         return 0
 
-    budgets = [int(b) for b in args.budgets.split(",")]
+    widths = [None if w == "off" else int(w) for w in args.attention_widths.split(",")]
+    settings = [(int(b), w) for b in args.budgets.split(",") for w in widths]
     model, call = _load(args)
     engine = _engine(model)
     print(
         f"{args.model_dir} {args.onnx_file or ''} ({args.kind}): {args.texts} texts, {args.threads} threads"
     )
     call()  # sessions made
-    seconds: dict[int, list[float]] = {b: [] for b in budgets}
+    seconds: dict[tuple[int, int | None], list[float]] = {s: [] for s in settings}
     for round_ in range(args.repeats):
-        for budget in budgets if round_ % 2 == 0 else budgets[::-1]:
-            engine.max_batch_tokens = budget
+        for setting in settings if round_ % 2 == 0 else settings[::-1]:
+            _apply(engine, setting)
             time.sleep(0.3)  # the previous call's threads go idle
             start = time.perf_counter()
             call()
-            seconds[budget].append(time.perf_counter() - start)
-    base = DEFAULT_BUDGET if DEFAULT_BUDGET in budgets else budgets[0]
+            seconds[setting].append(time.perf_counter() - start)
+    base = next((s for s in settings if s[0] == DEFAULT_BUDGET), settings[0])
     reference = statistics.median(seconds[base])
-    for budget in budgets:
+    for setting in settings:
         command = [sys.executable, __file__, args.model_dir, "--kind", args.kind, "--texts", str(args.texts)]
-        command += ["--threads", str(args.threads), "--child", str(budget)]
+        command += ["--threads", str(args.threads), "--child", json.dumps(setting)]
         command += ["--onnx-file", args.onnx_file] if args.onnx_file else []
         peak = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
-        median = statistics.median(seconds[budget])
+        median = statistics.median(seconds[setting])
         print(
-            f"budget {budget:>5} tokens: {median:.2f} s (speed {reference / median:.2f}x that of "
-            f"{base}; runs {', '.join(f'{s:.2f}' for s in seconds[budget])}), "
-            f"peak RSS of a fresh process {peak:.0f} MB"
+            f"{_name(setting)}: {median:.2f} s (speed {reference / median:.2f}x that of {_name(base)}; "
+            f"runs {', '.join(f'{s:.2f}' for s in seconds[setting])}), peak RSS of a fresh process {peak:.0f} MB"
         )
     return 0
 

@@ -328,3 +328,30 @@ def test_bench_int8_small_run(quantized, tmp_path):
     assert results["contenders"]["int8"]["recipe"]["method"] == "rowwise"
     table = (out / "int8.md").read_text()
     assert "| int8 |" in table and "| int8_dynamic |" in table
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the corpus reads typing.io's docstring
+def test_bench_int8_on_a_random_shape_reports_the_models_own_rss(tmp_path):
+    """``--shape`` builds a dense model at a named shape (here the tiny one) that embeds as
+    sentence-transformers does, and the memory columns split the peak into runtime and model."""
+    from sentence_transformers import SentenceTransformer
+
+    from fastembed_native.bench import int8
+    from fastembed_native.bench.head_models import ensure_model
+
+    model = ensure_model("tiny-dense", tmp_path / "models", [])
+    ours = TextEmbedding(model.onnx_dir).embed(TEXTS)
+    reference = SentenceTransformer(str(model.checkpoint), device="cpu").encode(TEXTS)
+    assert cosine_rows(ours, reference).min() > 0.9999
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-5)  # CLS pooling, then Normalize
+
+    out = tmp_path / "out"
+    args = ["--shape", "tiny-dense", "--models-dir", str(tmp_path / "models"), "--corpus-size", "24"]
+    assert int8.main([*args, "--queries", "4", "--repeats", "1", "--threads", "1", "--out", str(out)]) == 0
+    results = json.loads((out / "int8.json").read_text())
+    assert results["random_weights"] == "tiny-dense"
+    for name in ("fp32", "int8"):
+        entry = results["contenders"][name]
+        assert 20 < entry["runtime_rss_mb"] < entry["peak_rss_mb"], name
+    table = (out / "int8.md").read_text()
+    assert "model's RSS MB (vs fp32)" in table and "Random weights at tiny-dense's shape" in table

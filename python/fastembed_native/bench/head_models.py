@@ -1,5 +1,5 @@
-"""The sparse and late-interaction benchmarks' models: random weights at real SPLADE and ColBERT shapes,
-built offline and cached, as :mod:`.rerank_models` builds rerankers.
+"""The sparse, late-interaction and int8 benchmarks' models: random weights at real SPLADE, ColBERT and
+dense embedding shapes, built offline and cached, as :mod:`.rerank_models` builds rerankers.
 
 Speed depends on the shapes, not on the weights' values, and no weights can be downloaded here. Each
 model is built once into ``<models dir>/<name>/{checkpoint,onnx}``: ``checkpoint`` is what the
@@ -19,6 +19,10 @@ ColBERT (:data:`COLBERT_SHAPES`): a ``BertModel`` plus pylate's Dense projection
 the layout pylate 1.6 saves (modules.json, ``1_Dense``, ``config_sentence_transformers.json``) with the
 markers answerai-colbert-small-v1 uses ("[unused0]" / "[unused1]", ids 1 and 2, which fastembed also
 assumes). pylate itself is not needed to build it (it lives in its own venv).
+
+Dense (:data:`DENSE_SHAPES`): a ``BertModel`` with sentence-transformers' CLS pooling and
+normalization, as the BGE models are saved: what ``bench int8 --shape`` measures int8's speed and
+memory on at sizes above all-MiniLM-L6-v2's (the only real embedding weights this machine has).
 
 torch, transformers and sentence-transformers are imported only while building.
 """
@@ -84,6 +88,24 @@ class ColbertShape:
         )
 
 
+@dataclass(frozen=True)
+class DenseShape:
+    """One dense embedding benchmark model: a BERT encoder, CLS-pooled and normalized (BGE's layout)."""
+
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    init_range: float = 0.02
+    real_model: str = ""
+
+    def describe(self) -> str:
+        return (
+            f"bert, hidden {self.hidden}, {self.layers} layers, {self.heads} heads, intermediate "
+            f"{self.intermediate}, CLS pooling" + (f" ({self.real_model}'s shape)" if self.real_model else "")
+        )
+
+
 SPLADE_SHAPES = {
     "splade-distil": SpladeShape(
         "distilbert", 768, 6, 12, 3072, real_model="opensearch-neural-sparse-encoding-doc-v2-distill"
@@ -97,14 +119,20 @@ COLBERT_SHAPES = {
     "tiny-colbert": ColbertShape(32, 2, 2, 64, 16, document_length=48, init_range=0.2),
 }
 
+DENSE_SHAPES = {
+    "bge-small": DenseShape(384, 12, 12, 1536, real_model="BAAI/bge-small-en-v1.5"),
+    "bge-base": DenseShape(768, 12, 12, 3072, real_model="BAAI/bge-base-en-v1.5"),
+    "tiny-dense": DenseShape(32, 2, 2, 64, init_range=0.2),
+}
+
 
 @dataclass(frozen=True)
 class HeadModel:
     """A built benchmark model: the reference library's checkpoint and its export."""
 
     name: str
-    shape: SpladeShape | ColbertShape
-    checkpoint: Path  # SparseEncoder.save() output / pylate's layout: what the reference loads
+    shape: SpladeShape | ColbertShape | DenseShape
+    checkpoint: Path  # what the reference library loads: SparseEncoder's / ST's save(), pylate's layout
     onnx_dir: Path  # export_model() output: onnx/model.onnx, the one file every ONNX contender runs
 
     @property
@@ -121,11 +149,11 @@ class HeadModel:
 
 
 def built_model(name: str, models_dir: Path) -> HeadModel:
-    """Where the model ``name`` (a key of :data:`SPLADE_SHAPES` or :data:`COLBERT_SHAPES`) lives under
-    ``models_dir``, built or not."""
-    shape = SPLADE_SHAPES.get(name) or COLBERT_SHAPES.get(name)
+    """Where the model ``name`` (a key of :data:`SPLADE_SHAPES`, :data:`COLBERT_SHAPES` or
+    :data:`DENSE_SHAPES`) lives under ``models_dir``, built or not."""
+    shape = SPLADE_SHAPES.get(name) or COLBERT_SHAPES.get(name) or DENSE_SHAPES.get(name)
     if shape is None:
-        known = ", ".join([*SPLADE_SHAPES, *COLBERT_SHAPES])
+        known = ", ".join([*SPLADE_SHAPES, *COLBERT_SHAPES, *DENSE_SHAPES])
         raise ValueError(f"unknown benchmark model {name!r}; choose from {known}")
     root = models_dir / name
     return HeadModel(name, shape, root / "checkpoint", root / "onnx")
@@ -143,13 +171,15 @@ def ensure_model(name: str, models_dir: Path, training_text: list[str]) -> HeadM
         print(f"building {name}: random weights, {shape.describe()}", file=sys.stderr, flush=True)
         if isinstance(shape, SpladeShape):
             _staged(model.checkpoint, lambda out: _save_splade(shape, out, training_text))
+        elif isinstance(shape, DenseShape):
+            _staged(model.checkpoint, lambda out: _save_dense(shape, out))
         else:
             _staged(model.checkpoint, lambda out: _save_colbert(shape, out))
     if not model.onnx_path.is_file():
         print(f"exporting {name} to ONNX (with its parity check)", file=sys.stderr, flush=True)
         shutil.rmtree(model.onnx_dir, ignore_errors=True)
         report = export_model(model.checkpoint, model.onnx_dir)
-        print(f"  difference at export: {report.max_score_difference:.2e}", file=sys.stderr)
+        print(f"  {report.parity()}", file=sys.stderr)
     if isinstance(shape, SpladeShape) and not model.maxpool_path.is_file():
         staging = model.maxpool_path.with_name(".maxpool.tmp.onnx")
         write_maxpool_graph(model.onnx_path, staging)
@@ -334,14 +364,12 @@ def write_maxpool_graph(onnx_path: Path, out: Path) -> None:
     onnx.save(proto, str(out))
 
 
-def _save_colbert(shape: ColbertShape, out: Path) -> None:
-    """A random BertModel and Dense projection in pylate 1.6's saved layout."""
+def _save_random_bert(shape: ColbertShape | DenseShape, tokenizer, out: Path, max_seq_length: int) -> None:
+    """A random ``BertModel`` (seed 0, no pooler) of ``shape`` with ``tokenizer`` saved to ``out`` as
+    sentence-transformers' Transformer module at the folder's root."""
     import torch
     import transformers as tf
-    from safetensors.torch import save_file
 
-    tokenizer = _bert_tokenizer("BertTokenizerFast")
-    tokenizer.pad_token = tokenizer.mask_token  # pylate pads with [MASK] (its query expansion token)
     config = tf.BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=shape.hidden,
@@ -358,8 +386,43 @@ def _save_colbert(shape: ColbertShape, out: Path) -> None:
     model.save_pretrained(out)
     _save_tokenizer(tokenizer, out)
     (out / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": MAX_LENGTH - 1, "do_lower_case": False}, indent=2)
+        json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}, indent=2)
     )
+
+
+def _save_dense(shape: DenseShape, out: Path) -> None:
+    """A random BertModel, CLS pooling and Normalize in sentence-transformers' saved layout (BGE's)."""
+    _save_random_bert(shape, _bert_tokenizer("BertTokenizerFast"), out, MAX_LENGTH)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
+    (out / "modules.json").write_text(json.dumps(modules, indent=2))
+    (out / "1_Pooling").mkdir()
+    (out / "1_Pooling" / "config.json").write_text(
+        json.dumps(
+            {
+                "word_embedding_dimension": shape.hidden,
+                "pooling_mode_cls_token": True,
+                "pooling_mode_mean_tokens": False,
+                "pooling_mode_max_tokens": False,
+                "pooling_mode_mean_sqrt_len_tokens": False,
+            },
+            indent=2,
+        )
+    )
+    (out / "2_Normalize").mkdir()
+
+
+def _save_colbert(shape: ColbertShape, out: Path) -> None:
+    """A random BertModel and Dense projection in pylate 1.6's saved layout."""
+    import torch
+    from safetensors.torch import save_file
+
+    tokenizer = _bert_tokenizer("BertTokenizerFast")
+    tokenizer.pad_token = tokenizer.mask_token  # pylate pads with [MASK] (its query expansion token)
+    _save_random_bert(shape, tokenizer, out, MAX_LENGTH - 1)
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"},

@@ -13,6 +13,16 @@ threads go idle): bulk texts/s over the benchmark corpus at ``--batch-size``, si
 and embeds the corpus once, and the file size on disk. The quality columns are read from each int8
 file's recipe (``bench quality --record``), so run that first for them to be filled.
 
+Peak RSS is reported twice: the whole process's, and the model's part of it (the peak less the same
+process's RSS just before the model loads, with the interpreter, numpy, the tokenizer and ONNX Runtime
+in memory). The first is what a deployment pays; the second is what int8 can change, since the
+runtime under it is the same for every variant (about 60 MB, a third of all-MiniLM-L6-v2's fp32 peak).
+
+``--shape NAME`` runs the same on a dense model built with random weights at a bigger real model's
+shape (``bge-small``, ``bge-base``; :mod:`.head_models`, built once into ``--models-dir``): speed,
+memory and size depend on the shapes, not the weights' values, but its quality columns would mean
+nothing and stay empty.
+
 Run it on a quiet machine (``uptime``'s 1-minute load under 0.5): other work on the cores shows up
 as noise in every number. Writes ``int8.json`` and ``int8.md`` to ``--out``.
 """
@@ -63,7 +73,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..models.quantize import read_recipe
     from ..text_embedding import TextEmbedding
 
-    model_dir = Path(resolve_model(args.model))
+    if args.shape:
+        from ..models import cache_root
+        from .head_models import ensure_model
+
+        models_dir = args.models_dir or cache_root() / "bench-int8"
+        model_dir = ensure_model(args.shape, models_dir, []).onnx_dir
+    else:
+        model_dir = Path(resolve_model(args.model))
     files = prepare(model_dir, args.dynamic)
     corpus = gather_corpus(args.corpus_size)
     queries = query_sentences(corpus, args.queries, 0)
@@ -79,6 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "machine": report.machine(),
         "model": str(model_dir),
+        "random_weights": args.shape,
         "threads": args.threads,
         "batch_size": args.batch_size,
         "corpus_texts": len(corpus),
@@ -128,12 +146,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             onnx_file = files[name]
             code = (
                 "from fastembed_native import TextEmbedding\n"
+                "from fastembed_native.bench.measure import print_rss\n"
+                "from fastembed_native.engine import runtime\n"
+                "runtime.ensure_loaded()\n"
+                "print_rss('runtime')\n"
                 f"m = TextEmbedding({str(model_dir)!r}, onnx_file={onnx_file!r}, threads={args.threads})\n"
                 f"m.embed(payload, batch_size={args.batch_size})\n"
             )
-            entry["peak_rss_mb"] = measure.child_peak_rss_mb(name, code, corpus, timeout=900)
+            marks = measure.child_rss_mb(name, code, corpus, timeout=900) or {}
+            entry["peak_rss_mb"] = marks.get("peak")
+            entry["runtime_rss_mb"] = marks.get("runtime")
     results["load_after"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return results
+
+
+def _model_rss_mb(entry: dict[str, Any]) -> float | None:
+    """The part of a contender's peak RSS above its runtime (the process before the model loaded)."""
+    peak, runtime = entry.get("peak_rss_mb"), entry.get("runtime_rss_mb")
+    return None if peak is None or runtime is None else peak - runtime
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -150,7 +180,7 @@ def markdown(results: dict[str, Any]) -> str:
             ]
         else:
             quality = ["(reference)" if name == "fp32" else "not measured", "-", "-"]
-        rss = e.get("peak_rss_mb")
+        rss, own = e.get("peak_rss_mb"), _model_rss_mb(e)
         rows.append(
             [
                 name,
@@ -158,6 +188,7 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{e['query_p50_ms']:.2f} ({e['query_p50_ms'] / fp32['query_p50_ms']:.2f}x)",
                 f"{e['query_p99_ms']:.2f}",
                 f"{rss:.0f} ({rss / fp32['peak_rss_mb']:.2f}x)" if rss and fp32.get("peak_rss_mb") else "-",
+                f"{own:.0f} ({own / _model_rss_mb(fp32):.2f}x)" if own and _model_rss_mb(fp32) else "-",
                 f"{e['size_mb']:.1f} ({e['size_mb'] / fp32['size_mb']:.2f}x)",
                 f"{e['cosine_vs_fp32']['min']:.4f}",
                 *quality,
@@ -169,6 +200,20 @@ def markdown(results: dict[str, Any]) -> str:
         f"Model {results['model']}; {results['corpus_texts']} texts ({results['corpus_tokens']} tokens) at batch "
         f"{results['batch_size']}, {results['queries']} single queries; threads={results['threads']}; "
         f"load {results['load_before']:.2f} before, {results['load_after']:.2f} after.",
+        *(
+            [
+                f"Random weights at {results['random_weights']}'s shape (`--shape`): speed, memory and size "
+                "as a trained model's, no quality measured."
+            ]
+            if results.get("random_weights")
+            else []
+        ),
+        "Model's RSS: the peak less the same process's RSS with the runtime loaded and no model "
+        + (
+            f"({results['contenders']['fp32']['runtime_rss_mb']:.0f} MB for fp32)."
+            if results["contenders"]["fp32"].get("runtime_rss_mb")
+            else "(not measured)."
+        ),
         "",
         *report.table(
             [
@@ -177,6 +222,7 @@ def markdown(results: dict[str, Any]) -> str:
                 "query p50 ms (vs fp32)",
                 "query p99 ms",
                 "peak RSS MB (vs fp32)",
+                "model's RSS MB (vs fp32)",
                 "file MB (vs fp32)",
                 "min cos (corpus)",
                 "MRR diff (95% interval)",
@@ -195,7 +241,20 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", help="model directory or id (default: all-MiniLM-L6-v2)")
+    from .head_models import DENSE_SHAPES
+
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", help="model directory or id (default: all-MiniLM-L6-v2)")
+    source.add_argument(
+        "--shape",
+        choices=sorted(DENSE_SHAPES),
+        help="a dense model with random weights at this shape instead (speed, memory and size only)",
+    )
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        help="where --shape models are built (default: the model cache's bench-int8 folder)",
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--corpus-size", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=32)

@@ -40,12 +40,19 @@ def child_peak_rss_mb(label: str, code: str, payload: object, timeout: float) ->
     """Peak RSS of a fresh interpreter running ``code`` with ``payload`` (anything JSON) bound to the
     name ``payload``; None, with the child's error on stderr, when it fails. The payload travels as a
     JSON file, so building it (a corpus gathered from the standard library) does not count."""
+    marks = child_rss_mb(label, code, payload, timeout)
+    return None if marks is None else marks["peak"]
+
+
+def child_rss_mb(label: str, code: str, payload: object, timeout: float) -> dict[str, float] | None:
+    """As :func:`child_peak_rss_mb`, with the RSS at every :func:`print_rss` ``(name)`` that ``code``
+    calls beside ``"peak"``."""
     import tempfile
 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(payload, handle)
     preamble = f"import json\npayload = json.load(open({handle.name!r}))\n"
-    epilogue = "from fastembed_native.bench import measure as _m\nprint(_m.own_peak_rss_mb())\n"
+    epilogue = "from fastembed_native.bench import measure as _m\nprint('rss peak', _m.own_peak_rss_mb())\n"
     try:
         result = subprocess.run(
             [sys.executable, "-c", preamble + code + epilogue],
@@ -58,7 +65,17 @@ def child_peak_rss_mb(label: str, code: str, payload: object, timeout: float) ->
     if result.returncode != 0:
         print(f"peak RSS of {label} not measured: {result.stderr.strip()[-500:]}", file=sys.stderr)
         return None
-    return float(result.stdout.strip().splitlines()[-1])
+    marks = (line.split() for line in result.stdout.splitlines() if line.startswith("rss "))
+    return {name: float(mb) for _, name, mb in marks}
+
+
+def print_rss(name: str) -> None:
+    """Print this process's RSS now (VmRSS) as a mark :func:`child_rss_mb` reads."""
+    status = Path("/proc/self/status")
+    lines = status.read_text().splitlines() if status.is_file() else []
+    rss = next((int(line.split()[1]) / 1024 for line in lines if line.startswith("VmRSS:")), None)
+    if rss is not None:
+        print("rss", name, rss, flush=True)
 
 
 def find_onnx(model_dir: Path) -> Path:
