@@ -308,3 +308,31 @@ def test_quantize_refuses_what_it_cannot_handle(rerankers, tmp_path, calibration
     assert model_kind(fp32_dir) == "rerank" and model_kind(rerankers["llm"][0]) == "rerank"
     with pytest.raises(ValueError, match="vocab_projection"):
         quantize_model(fp32_dir, vocab_projection="int4")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the corpus reads typing.io's docstring
+def test_bench_int8_runs_rerankers_and_sparse_models(rerankers, splade, tmp_path):
+    """``bench int8`` tells the kind from the files and drives each through its own class: pairs/s
+    and a 20-document rerank for a reranker, texts/s for SPLADE, with agreement against fp32."""
+    from fastembed_native.bench import int8
+
+    for model_dir, kind, measure_name in [
+        (rerankers["gemm"][1], "rerank", "max |score diff|"),
+        (splade[1], "sparse", "min cos"),
+    ]:
+        out = tmp_path / kind
+        args = ["--model", str(model_dir), "--corpus-size", "24", "--queries", "4", "--repeats", "1"]
+        assert int8.main([*args, "--threads", "1", "--out", str(out)]) == 0
+        results = json.loads((out / "int8.json").read_text())
+        assert results["kind"] == kind and results["unit"] == ("pairs" if kind == "rerank" else "texts")
+        fp32, quantized = results["contenders"]["fp32"], results["contenders"]["int8"]
+        assert fp32["agreement_with_fp32"] == {
+            "measure": measure_name,
+            "value": pytest.approx(0.0 if kind == "rerank" else 1.0, abs=1e-6),
+        }
+        agreement = quantized["agreement_with_fp32"]["value"]
+        assert (agreement < 0.5) if kind == "rerank" else (agreement > 0.9), (kind, agreement)
+        assert quantized["size_mb"] < fp32["size_mb"] and quantized["per_s"] > 0
+        assert 20 < quantized["runtime_rss_mb"] < quantized["peak_rss_mb"]
+        table = (out / "int8.md").read_text()
+        assert ("bulk pairs/s" in table) == (kind == "rerank") and f"{measure_name} (corpus)" in table
