@@ -317,7 +317,7 @@ def test_bench_int8_runs_rerankers_and_sparse_models(rerankers, splade, tmp_path
     from fastembed_native.bench import int8
 
     for model_dir, kind, measure_name in [
-        (rerankers["gemm"][1], "rerank", "max |score diff|"),
+        (rerankers["gemm"][1], "rerank", "max abs score diff"),
         (splade[1], "sparse", "min cos"),
     ]:
         out = tmp_path / kind

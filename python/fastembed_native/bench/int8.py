@@ -103,7 +103,7 @@ def single_call(kind: str, model: Any, query: str, documents: list[str]) -> Any:
 def agreement(kind: str, reference: Any, output: Any) -> tuple[str, float]:
     """How close a variant's bulk output is to fp32's: (measure, value)."""
     if kind == "rerank":
-        return "max |score diff|", float(np.abs(np.asarray(output) - np.asarray(reference)).max())
+        return "max abs score diff", float(np.abs(np.asarray(output) - np.asarray(reference)).max())
     if kind == "sparse":
         cosines = [_sparse_cosine(a, b) for a, b in zip(reference, output, strict=True)]
         return "min cos", float(min(cosines))
