@@ -59,10 +59,7 @@ class SpladeShape:
     real_model: str = ""
 
     def describe(self) -> str:
-        return (
-            f"{self.architecture}, hidden {self.hidden}, {self.layers} layers, {self.heads} heads, "
-            f"intermediate {self.intermediate}" + (f" ({self.real_model}'s shape)" if self.real_model else "")
-        )
+        return _describe(self, self.architecture)
 
 
 @dataclass(frozen=True)
@@ -80,11 +77,11 @@ class ColbertShape:
     real_model: str = ""
 
     def describe(self) -> str:
-        return (
-            f"bert, hidden {self.hidden}, {self.layers} layers, {self.heads} heads, intermediate "
-            f"{self.intermediate}, Dense {self.hidden}->{self.dim}, query_length {self.query_length}, "
-            f"document_length {self.document_length}"
-            + (f" ({self.real_model}'s shape)" if self.real_model else "")
+        return _describe(
+            self,
+            "bert",
+            f", Dense {self.hidden}->{self.dim}, query_length {self.query_length}, "
+            f"document_length {self.document_length}",
         )
 
 
@@ -100,10 +97,15 @@ class DenseShape:
     real_model: str = ""
 
     def describe(self) -> str:
-        return (
-            f"bert, hidden {self.hidden}, {self.layers} layers, {self.heads} heads, intermediate "
-            f"{self.intermediate}, CLS pooling" + (f" ({self.real_model}'s shape)" if self.real_model else "")
-        )
+        return _describe(self, "bert", ", CLS pooling")
+
+
+def _describe(shape: SpladeShape | ColbertShape | DenseShape, architecture: str, extra: str = "") -> str:
+    """A benchmark model's shape in words, for the build message."""
+    return (
+        f"{architecture}, hidden {shape.hidden}, {shape.layers} layers, {shape.heads} heads, intermediate "
+        f"{shape.intermediate}{extra}" + (f" ({shape.real_model}'s shape)" if shape.real_model else "")
+    )
 
 
 SPLADE_SHAPES = {
