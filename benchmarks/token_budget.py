@@ -2,8 +2,8 @@
 
 The engine cuts length-sorted texts into batches of at most ``batch_size`` texts and a token budget
 (texts x longest text, padding included), by default ``batch_size x 32``: 1,024 tokens at batch 32.
-Texts wider than ``engine.tokens.ATTENTION_WIDTH`` tokens get a budget smaller in proportion to their
-width, as their attention scores grow with its square. Each call's activations live in ONNX
+On the CPU, texts wider than the engine's ``attention_width`` (``engine.tokens.ATTENTION_WIDTH``)
+get a budget smaller in proportion to their width, as their attention scores grow with its square. Each call's activations live in ONNX
 Runtime's arena, once per concurrent run, so these set most of the memory an embed call adds; this
 script measures what they do to speed too, for every pair of ``--budgets`` and ``--attention-widths``
 (``off``: no width rule, the engine before it had one).
@@ -62,10 +62,7 @@ def _engine(model):
 
 def _apply(engine, setting: tuple[int, int | None]) -> None:
     """Make the next call run with ``setting`` (budget, attention width or None for no width rule)."""
-    from fastembed_native.engine import tokens
-
-    engine.max_batch_tokens, width = setting
-    tokens.ATTENTION_WIDTH = width if width is not None else 2**31
+    engine.max_batch_tokens, engine.attention_width = setting
 
 
 def _name(setting: tuple[int, int | None]) -> str:

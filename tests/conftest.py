@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,15 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Deliver Ctrl-C. A background job of a non-interactive shell (``pytest &`` in a script) starts
+    with SIGINT ignored, and then Python never raises KeyboardInterrupt and the commands the tests
+    start inherit the setting: the Ctrl-C tests would fail for a reason outside the code."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 WORDS = [
     "hello",

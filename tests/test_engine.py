@@ -313,10 +313,9 @@ def test_runtime_older_than_the_headers_names_both_versions(tmp_path):
     assert "onnxruntime>=1.21" in result.stderr
 
 
-def test_batches_respect_count_token_budget_and_length_drops(encoder_dir, monkeypatch):
+def test_batches_respect_count_token_budget_and_length_drops(encoder_dir):
     """Batches (slices of the longest-first order): never more than batch_size texts or the token
     budget, and a batch that is big enough ends where the texts get much shorter."""
-    monkeypatch.setattr(engine_tokens, "ATTENTION_WIDTH", 100)  # the width rule has its own test below
     model = TextEmbedding(encoder_dir.path, max_batch_tokens=200)
     lengths = np.array([100, 60, 50, 50, 50, 10, 9, 9, 9, 9, 9, 8, 8, 8, 8, 8, 8, 8, 8, 3])
     batches = [(b.start, b.stop) for b in token_batches(lengths, 8, model.token_budget(8))]
@@ -327,12 +326,18 @@ def test_batches_respect_count_token_budget_and_length_drops(encoder_dir, monkey
     assert batches == [(0, 2), (2, 5), (5, 13), (13, 20)]
 
 
-def test_wide_texts_get_a_budget_shrunk_by_their_width():
-    """Past ATTENTION_WIDTH tokens a batch's budget shrinks in proportion to its width, so its
-    attention scores (texts x width^2 per head) stay within budget x ATTENTION_WIDTH cells."""
-    assert engine_tokens.ATTENTION_WIDTH == 64
+def test_wide_texts_get_a_budget_shrunk_by_their_width(encoder_dir):
+    """Past the attention width (the engine's on the CPU: ATTENTION_WIDTH) a batch's budget shrinks in
+    proportion to its width, so its attention scores (texts x width^2 per head) stay within
+    budget x ATTENTION_WIDTH cells."""
+    assert TextEmbedding(encoder_dir.path).attention_width == engine_tokens.ATTENTION_WIDTH == 64
     lengths = np.array([300] + [256] * 3 + [128] * 8 + [64] * 20)
-    batches = [(b.start, b.stop) for b in token_batches(lengths, 32, 1024)]
+    assert [(b.start, b.stop) for b in token_batches(lengths, 32, 1024)][:3] == [
+        (0, 1),
+        (1, 4),
+        (4, 12),
+    ]  # no rule
+    batches = [(b.start, b.stop) for b in token_batches(lengths, 32, 1024, 64)]
     # 300 and 256: 1,024 x 64 / 256^2 = 1 text a batch; 128: 4; 64: the plain token budget, 16.
     assert batches == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 8), (8, 12), (12, 28), (28, 32)]
     for start, stop in batches:

@@ -22,7 +22,7 @@ embedding model's quality columns are read from each int8 file's recipe (``bench
 Peak RSS is reported twice: the whole process's, and the model's part of it (the peak less the same
 process's RSS just before the model loads, with the interpreter, numpy, the tokenizer and ONNX Runtime
 in memory). The first is what a deployment pays; the second is what int8 can change, since the
-runtime under it is the same for every variant (about 60 MB, a third of all-MiniLM-L6-v2's fp32 peak).
+runtime under it is the same for every variant (57 MB here, a fifth of all-MiniLM-L6-v2's fp32 peak).
 
 ``--shape NAME`` runs the same on a dense model built with random weights at a bigger real model's
 shape (``bge-small``, ``bge-base``; :mod:`.head_models`, built once into ``--models-dir``): speed,

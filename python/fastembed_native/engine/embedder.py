@@ -20,7 +20,7 @@ from .. import _core
 from . import runtime
 from .config import FUSED_FILE, ModelConfig, read_model_dir
 from .providers import ProviderSpec, resolve_providers
-from .tokens import TOKENS_PER_TEXT_BUDGET, TextTokenizer, token_batches
+from .tokens import ATTENTION_WIDTH, TOKENS_PER_TEXT_BUDGET, TextTokenizer, token_batches
 
 #: Texts are tokenized this many at a time; each window is sorted by length before batching, so a
 #: batch holds texts of similar length (little padding) without tokenizing a whole huge input first.
@@ -52,7 +52,9 @@ class Embedder:
             same vectors. Calls with several batches use the plain file.
         batch_size: texts per ONNX Runtime call at most, the default for :meth:`embed`.
         max_batch_tokens: tokens per ONNX Runtime call at most (texts x longest text, padding
-            included); default ``batch_size * 32``. A batch always holds at least one text.
+            included); default ``batch_size * 32``. On the CPU, texts wider than ``attention_width``
+            tokens (64) get a budget shrunk in proportion to their width (see
+            ``engine.tokens.ATTENTION_WIDTH``). A batch always holds at least one text.
         threads: CPU threads in all (default: every CPU this process may use). A call with a
             single batch (a query) runs on all of them; see ``parallel_runs``.
         parallel_runs: concurrent ORT runs for calls with several batches, each with
@@ -134,6 +136,10 @@ class Embedder:
         if max_batch_tokens is not None:
             check_positive(max_batch_tokens, "max_batch_tokens")
         self.max_batch_tokens = max_batch_tokens
+        #: Texts wider than this many tokens get a smaller budget (``tokens.ATTENTION_WIDTH``); None
+        #: leaves the token budget alone, as on other providers, where fewer texts per call were
+        #: not measured and would cost a GPU throughput. Read on every call.
+        self.attention_width: int | None = ATTENTION_WIDTH if cpu_only else None
         # The single-batch session (all threads), made now or, with lazy_load, on first use; and
         # for calls with several batches a session with fewer threads per run, run concurrently by a
         # small pool, made on the first such call (see _bulk).
@@ -406,7 +412,7 @@ class Embedder:
         # Longest first: similar lengths share a batch, and a batch too big for memory fails early.
         order = np.argsort(-lengths, kind="stable")
         budget = token_budget or self.token_budget(batch_size)
-        batches = [order[b] for b in token_batches(lengths[order], batch_size, budget)]
+        batches = [order[b] for b in token_batches(lengths[order], batch_size, budget, self.attention_width)]
         runs = self.parallel_runs if parallel_runs is None else parallel_runs
         if len(batches) < 2 or runs < 2:
             for rows in batches:

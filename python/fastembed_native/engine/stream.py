@@ -204,7 +204,7 @@ class Drivers:
         embedder = self.embedder
         lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
         order = np.argsort(-lengths, kind="stable")
-        batches = list(token_batches(lengths[order], batch_size, token_budget))
+        batches = list(token_batches(lengths[order], batch_size, token_budget, embedder.attention_width))
         groups = _groups(batches, max(2, _BATCHES_PER_STEP_PER_RUN * embedder.parallel_runs))
 
         def run(group: slice) -> int:

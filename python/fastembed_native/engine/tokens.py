@@ -21,11 +21,13 @@ from .config import ModelConfig
 #: more than on the texts per Run, and padding is pure waste (see benchmarks/).
 TOKENS_PER_TEXT_BUDGET = 32
 
-#: Texts wider than this many tokens share a Run's budget in proportion to their width: a batch's
-#: attention scores are texts x heads x width^2 floats, which for long texts outgrow the rest of its
-#: activations (at all-MiniLM-L6-v2's 256 tokens, 4 texts' scores take 12.6 MB per tensor, and a Run
-#: holds several while two Runs go at once). So the budget is on width^2 cells of attention per text
-#: as well: at most budget x ATTENTION_WIDTH of them, which texts of up to this width never reach.
+#: On the CPU, texts wider than this many tokens share a Run's budget in proportion to their width
+#: (the engine's ``attention_width``): a batch's attention scores are texts x heads x width^2 floats,
+#: which for long texts outgrow the rest of its activations (at all-MiniLM-L6-v2's 256 tokens, 4
+#: texts' scores take 12.6 MB per tensor, and a Run holds several while two Runs go at once). So a
+#: batch's attention cells (texts x width^2, per head) are held to budget x ATTENTION_WIDTH, which
+#: texts of up to this width never reach. Measured in benchmarks/README.md: the same speed, a lower
+#: peak RSS.
 ATTENTION_WIDTH = 64
 
 #: A batch that already holds _MIN_BATCH_TOKENS ends where texts get shorter than this fraction of
@@ -346,19 +348,23 @@ def _lowercases(tokenizer: Tokenizer) -> bool:
     return any(step.get("type") == "Lowercase" for step in steps)
 
 
-def token_batches(sorted_lengths: np.ndarray, size: int, budget: int) -> Iterator[slice]:
+def token_batches(
+    sorted_lengths: np.ndarray, size: int, budget: int, attention_width: int | None = None
+) -> Iterator[slice]:
     """Split texts sorted longest-first into batches (slices of that order).
 
     A batch holds at most ``size`` texts and ``budget`` tokens, padding included, so one long text
-    does not pad 31 short ones, and texts wider than :data:`ATTENTION_WIDTH` tokens fewer still, in
-    proportion to their width (their attention scores grow with its square). Once it holds
+    does not pad 31 short ones; with ``attention_width`` (see :data:`ATTENTION_WIDTH`), texts wider
+    than that fewer still, in proportion to their width (their attention scores grow with its
+    square). Once it holds
     ``_MIN_BATCH_TOKENS`` it also ends where the texts drop below ``_BATCH_LENGTH_SLACK`` of its
     longest, the padding it would add.
     """
     first, total = 0, len(sorted_lengths)
     while first < total:
         width = max(int(sorted_lengths[first]), 1)
-        tokens = budget if width <= ATTENTION_WIDTH else budget * ATTENTION_WIDTH // width
+        wide = attention_width is not None and width > attention_width
+        tokens = budget * attention_width // width if wide else budget
         end = min(total, first + min(size, max(1, tokens // width)))
         floor = width * _BATCH_LENGTH_SLACK
         cut = first + 1
