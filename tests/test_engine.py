@@ -332,11 +332,8 @@ def test_wide_texts_get_a_budget_shrunk_by_their_width(encoder_dir):
     budget x ATTENTION_WIDTH cells."""
     assert TextEmbedding(encoder_dir.path).attention_width == engine_tokens.ATTENTION_WIDTH == 64
     lengths = np.array([300] + [256] * 3 + [128] * 8 + [64] * 20)
-    assert [(b.start, b.stop) for b in token_batches(lengths, 32, 1024)][:3] == [
-        (0, 1),
-        (1, 4),
-        (4, 12),
-    ]  # no rule
+    plain = [(b.start, b.stop) for b in token_batches(lengths, 32, 1024)]
+    assert plain[:3] == [(0, 1), (1, 4), (4, 12)]  # no width rule: three 256-token texts in one batch
     batches = [(b.start, b.stop) for b in token_batches(lengths, 32, 1024, 64)]
     # 300 and 256: 1,024 x 64 / 256^2 = 1 text a batch; 128: 4; 64: the plain token budget, 16.
     assert batches == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 8), (8, 12), (12, 28), (28, 32)]
