@@ -119,7 +119,9 @@ def main() -> int:
         command = [sys.executable, __file__, args.model_dir, "--kind", args.kind, "--texts", str(args.texts)]
         command += ["--threads", str(args.threads), "--child", json.dumps(setting)]
         command += ["--onnx-file", args.onnx_file] if args.onnx_file else []
-        peak = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+        peak = json.loads(
+            subprocess.run(command, capture_output=True, text=True, check=True, timeout=3600).stdout
+        )
         median = statistics.median(seconds[setting])
         print(
             f"{_name(setting)}: {median:.2f} s (speed {reference / median:.2f}x that of {_name(base)}; "
